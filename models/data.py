@@ -31,11 +31,8 @@ import numpy as np
 import torch
 
 from models.atomic import atomic_path, atomic_write_text, sha256_file
-from models.errors import UserError
+from models.idx import DataError, encode_idx, parse_idx, read_maybe_gz
 from models.paths import data_cache_dir
-
-IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
-LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -56,10 +53,6 @@ MNIST_IDX_SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 MNIST_COUNTS = {"train": 60_000, "test": 10_000}
-
-
-class DataError(UserError):
-    """Bad or missing data; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -93,63 +86,9 @@ def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- IDX format
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path}: corrupt gzip data ({e})") from None
-    return raw
-
-
-def parse_idx(data: bytes, path: Path | str, kind: str) -> np.ndarray:
-    """Parse IDX bytes; ``kind`` is "images" (N, 28, 28) or "labels" (N,). Errors name ``path``."""
-    expected_magic, ndim = (IMAGES_MAGIC, 3) if kind == "images" else (LABELS_MAGIC, 1)
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: file is {len(data)} bytes, shorter than the {header}-byte IDX header")
-    magic = int.from_bytes(data[0:4], "big")
-    if magic != expected_magic:
-        raise DataError(
-            f"{path}: bad magic number 0x{magic:08x}, expected 0x{expected_magic:08x} (IDX {kind})"
-        )
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    if kind == "images" and dims[1:] != [28, 28]:
-        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
-    expected_size = header + int(np.prod(dims))
-    if len(data) != expected_size:
-        raise DataError(
-            f"{path}: file size {len(data)} bytes does not match its header "
-            f"(dimensions {dims} need {expected_size} bytes); the file is truncated or corrupt"
-        )
-    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()  # writable
-    if kind == "labels" and array.size and int(array.max()) > 9:
-        bad = int(np.argmax(array > 9))
-        raise DataError(f"{path}: label {int(array[bad])} at index {bad} is outside 0..9")
-    return array
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    magic = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
-    if array.ndim not in (1, 3):
-        raise ValueError(f"IDX arrays here are 1-D labels or 3-D images, got {array.ndim}-D")
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.tobytes()
-
-
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(encode_idx(array))
-
-
-def read_idx(path: str | os.PathLike, kind: str) -> np.ndarray:
-    path = Path(path)
-    return parse_idx(_read_maybe_gz(path), path, kind)
 
 
 def _find_idx(folder: Path, name: str) -> Path:
@@ -168,7 +107,7 @@ def read_idx_dir(folder: str | os.PathLike) -> MNIST:
     digests: dict[str, str] = {}
     for key, name in FILES.items():
         path = _find_idx(folder, name)
-        data = _read_maybe_gz(path)
+        data = read_maybe_gz(path)
         arrays[key] = parse_idx(data, path, key.split("_")[1])
         digests[name] = hashlib.sha256(data).hexdigest()
     for split in ("train", "test"):

@@ -215,7 +215,14 @@ def train(
 
     order = _EpochOrder(config, len(train_x))
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     correct = seen = 0
     run_loss = None
     model.train()

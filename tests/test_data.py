@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import data
+from models import data, idx
 from models.data import FILES, DataError
 
 
@@ -21,7 +21,7 @@ def _write_set(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = Fals
         "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
     }
     for key, array in arrays.items():
-        blob = data.encode_idx(array)
+        blob = idx.encode_idx(array)
         if gz:
             (folder / (FILES[key] + ".gz")).write_bytes(gzip.compress(blob))
         else:
@@ -41,7 +41,7 @@ def test_idx_round_trip(tmp_path, gz):
 def test_write_idx_is_atomic_and_readable(tmp_path):
     labels = np.arange(10, dtype=np.uint8)
     data.write_idx(tmp_path / "labels", labels)
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "labels", "labels"), labels)
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "labels", "labels"), labels)
     assert [p.name for p in tmp_path.iterdir()] == ["labels"]  # no temporary file left
 
 
@@ -78,7 +78,7 @@ def test_idx_corruption_names_the_file(tmp_path, key, mutate, message):
 
 def test_count_mismatch(tmp_path):
     arrays = _write_set(tmp_path)
-    _corrupt(tmp_path, "test_labels", data.encode_idx(arrays["test_labels"][:4]))
+    _corrupt(tmp_path, "test_labels", idx.encode_idx(arrays["test_labels"][:4]))
     with pytest.raises(DataError, match="has 5 images but t10k-labels-idx1-ubyte has 4 labels"):
         data.read_idx_dir(tmp_path)
 
@@ -131,7 +131,7 @@ def test_real_mnist(mnist):
     assert mnist.train_images.shape == (60_000, 28, 28) and mnist.train_images.dtype == np.uint8
     assert mnist.test_images.shape == (10_000, 28, 28)
     assert np.bincount(mnist.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    digest = hashlib.sha256(data.encode_idx(mnist.test_labels)).hexdigest()
+    digest = hashlib.sha256(idx.encode_idx(mnist.test_labels)).hexdigest()
     assert digest == data.MNIST_IDX_SHA256["t10k-labels-idx1-ubyte"]
 
 
