@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file (.safetensors)")
     p.set_defaults(func=cmd_evaluate)
 
+    from bench.compare import add_parser as add_compare
+    from exporters.export import add_parser as add_export
+
+    add_export(sub)
+    add_compare(sub)
     return parser
 
 

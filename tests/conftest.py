@@ -31,3 +31,22 @@ def trained_checkpoint(mnist: MNIST):
         pass
     train(RECIPES["fast"], mnist, path, resume=True, progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def exported(trained_checkpoint):
+    """The export manifest of the default checkpoint, made by the real `deepmnist export` command
+    (a fresh process, as users run it; up to date exports are only verified)."""
+    import subprocess
+    import sys
+
+    from exporters.manifest import load_manifest
+    from models.paths import export_dir
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "export", "--no-progress"], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = load_manifest(export_dir())
+    manifest.export_stdout = proc.stdout
+    return manifest

@@ -1,0 +1,343 @@
+"""The results CSV: one row per target x runtime x device x batch size x thread count.
+
+``ResultRow`` is the schema (its fields, in order, are the CSV columns). ``write_results`` writes
+``<results_dir>/<YYYYMMDDTHHMMSSZ>-<host>.csv`` atomically and never over an existing file, with
+two sidecars of the same stem: ``.json`` (run id, environment, resolved config, columns) and
+``.md`` (the comparison tables). ``read_results`` reads a CSV back into a typed DataFrame.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import typing
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.stats import Latency, gflops, throughput
+from models.atomic import atomic_write_text
+from models.errors import UserError
+
+STATUSES = ("ok", "skipped", "failed")
+TIMINGS = ("compute", "end_to_end")
+# Columns copied from collect_environment() into every row (cpu_count, cuda_version: sidecar only).
+ENV_COLUMNS = (
+    "git_commit",
+    "host",
+    "cpu_model",
+    "gpu_name",
+    "os",
+    "python",
+    "torch_version",
+    "onnxruntime_version",
+    "onnx_version",
+)
+MEASURED_COLUMNS = (
+    "latency_ms_mean",
+    "latency_ms_median",
+    "latency_ms_min",
+    "latency_ms_max",
+    "latency_ms_stddev",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "throughput_ips",
+    "gflops",
+)
+
+
+class ResultsError(UserError):
+    """A results CSV that cannot be read: missing, unreadable or not this schema."""
+
+
+@dataclass(kw_only=True)
+class ResultRow:
+    """One measurement; missing values are None (empty CSV cells)."""
+
+    run_id: str
+    timestamp_utc: str  # ISO 8601, e.g. 2026-11-28T09:30:00Z
+    git_commit: str = ""
+    host: str = ""
+    cpu_model: str = ""
+    gpu_name: str = ""
+    os: str = ""
+    python: str = ""
+    torch_version: str = ""
+    onnxruntime_version: str = ""
+    onnx_version: str = ""
+    target: str  # "model" or a layer: conv1, pool1, conv2, pool2, fc1, fc2
+    runtime: str  # torch-eager, torchscript, onnxruntime
+    device: str  # cpu, cuda
+    execution_provider: str = ""  # ONNX Runtime only
+    precision: str = "fp32"
+    timing: str = "compute"  # compute: inputs already on the device; end_to_end: with host<->device copies
+    batch_size: int
+    threads: int
+    warmup: int  # untimed calls before the first round
+    rounds: int
+    iterations: int  # calls per round
+    latency_ms_mean: float | None = None
+    latency_ms_median: float | None = None
+    latency_ms_min: float | None = None
+    latency_ms_max: float | None = None
+    latency_ms_stddev: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    throughput_ips: float | None = None  # images/s, from the median
+    gflops: float | None = None  # GFLOP/s, from the median
+    accuracy: float | None = None  # fraction of the 10,000 MNIST test images; model rows only
+    agreement: float | None = None  # fraction of argmax equal to eager PyTorch on CPU; model rows only
+    max_abs_diff: float | None = None  # vs the reference output
+    status: str = "ok"
+    reason: str = ""  # why skipped or failed; "" when ok
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {TIMINGS}, got {self.timing!r}")
+        if self.status != "ok":
+            if not self.reason:
+                raise ValueError(f"a {self.status} row needs a reason")
+            measured = [name for name in MEASURED_COLUMNS if getattr(self, name) is not None]
+            if measured:
+                raise ValueError(f"a {self.status} row has no timings, but sets {', '.join(measured)}")
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """The CSV columns, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def create(cls, environment: Mapping[str, str], **values: Any) -> ResultRow:
+        """A row with the environment columns taken from ``collect_environment()``'s dict."""
+        return cls(**{name: environment.get(name, "") for name in ENV_COLUMNS}, **values)
+
+    def with_latency(self, latency: Latency, flops_per_image: float | None) -> ResultRow:
+        """A copy with the latency, throughput and GFLOP/s columns filled in.
+
+        ``flops_per_image`` None or 0 (pools, or unknown) leaves GFLOP/s empty.
+        """
+        return dataclasses.replace(
+            self,
+            latency_ms_mean=latency.mean,
+            latency_ms_median=latency.median,
+            latency_ms_min=latency.min,
+            latency_ms_max=latency.max,
+            latency_ms_stddev=latency.stddev,
+            latency_ms_p90=latency.p90,
+            latency_ms_p99=latency.p99,
+            throughput_ips=throughput(self.batch_size, latency.median),
+            gflops=gflops(flops_per_image, self.batch_size, latency.median) if flops_per_image else None,
+        )
+
+
+COLUMNS = ResultRow.fields()
+# Column -> int, float (nullable) or str, from the annotations.
+_KINDS: dict[str, type] = {
+    name: hint if hint in (int, str) else float for name, hint in typing.get_type_hints(ResultRow).items()
+}
+_DTYPES = {int: "int64", float: "float64", str: "str"}
+
+
+def utc_timestamp(now: datetime | None = None, compact: bool = False) -> str:
+    """UTC to the second: 2026-11-28T09:30:00Z (``timestamp_utc``), compact 20261128T093000Z (names)."""
+    fmt = "%Y%m%dT%H%M%SZ" if compact else "%Y-%m-%dT%H:%M:%SZ"
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(fmt)
+
+
+def new_run_id() -> str:
+    """A run id unique across hosts and runs, e.g. 20261128T093000Z-3f9c2a1b."""
+    return f"{utc_timestamp(compact=True)}-{uuid.uuid4().hex[:8]}"
+
+
+# ----------------------------------------------------------------------------- rows <-> frame
+
+
+def frame_from_rows(rows: Iterable[ResultRow]) -> pd.DataFrame:
+    """Typed frame: int columns int64, float columns float64 (NaN for None), the rest str."""
+    rows = list(rows)
+    return pd.DataFrame({name: _series(name, [getattr(r, name) for r in rows]) for name in COLUMNS})
+
+
+def _series(name: str, values: list[Any]) -> pd.Series:
+    kind = _KINDS[name]
+    if kind is float:
+        values = [float("nan") if v is None else v for v in values]
+    return pd.Series(values, dtype=_DTYPES[kind])
+
+
+def rows_from_frame(df: pd.DataFrame) -> list[ResultRow]:
+    """Inverse of ``frame_from_rows`` (NaN or empty -> None for the float columns)."""
+    _check_columns(list(df.columns), "data frame")
+    rows = []
+    for record in df.to_dict("records"):
+        values = {}
+        for name in COLUMNS:
+            value, kind = record[name], _KINDS[name]
+            if kind is float:
+                values[name] = None if pd.isna(value) else float(value)
+            else:
+                values[name] = "" if kind is str and pd.isna(value) else kind(value)
+        rows.append(ResultRow(**values))
+    return rows
+
+
+# ----------------------------------------------------------------------------- CSV text
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)  # str(float) is the shortest exact repr
+
+
+def _csv_text(rows: Sequence[ResultRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows([_cell(getattr(r, name)) for name in COLUMNS] for r in rows)
+    return out.getvalue()
+
+
+def _check_columns(header: Sequence[str], where: str) -> None:
+    if tuple(header) == COLUMNS:
+        return
+    missing = [c for c in COLUMNS if c not in header]
+    unexpected = [c for c in header if c not in COLUMNS]
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected column(s) {', '.join(unexpected)}")
+    if not problems:
+        problems.append("columns out of order")
+    raise ResultsError(f"{where}: not a deepmnist results CSV: {'; '.join(problems)}")
+
+
+def _parse_cell(text: str, name: str, where: str) -> object:
+    kind = _KINDS[name]
+    if kind is str:
+        return text
+    if kind is float and text == "":
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ResultsError(
+            f"{where}, column {name}: {text!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results CSV into a typed frame (see ``frame_from_rows``); ResultsError if it is not one."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read results CSV ({e})") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        raise ResultsError(f"{path}: empty file, expected a results CSV header")
+    _check_columns(header, str(path))
+    rows = []
+    for cells in reader:
+        where = f"{path}, line {reader.line_num}"
+        if len(cells) != len(COLUMNS):
+            raise ResultsError(f"{where}: {len(cells)} cells, expected {len(COLUMNS)}")
+        values = {name: _parse_cell(cell, name, where) for name, cell in zip(COLUMNS, cells, strict=True)}
+        try:
+            rows.append(ResultRow(**values))
+        except ValueError as e:
+            raise ResultsError(f"{where}: {e}") from None
+    return frame_from_rows(rows)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _create_new(target: Path, text: str) -> bool:
+    """Create ``target`` with ``text`` all at once; False (and nothing written) if it exists."""
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.staged")
+    atomic_write_text(staged, text)  # complete and fsynced before it gets the final name
+    try:
+        try:
+            os.link(staged, target)  # atomic, and fails rather than replace an existing file
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system: claim the name, then fill it in one step
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                return False
+            os.replace(staged, target)
+        return True
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _run_id(rows: Sequence[ResultRow]) -> str:
+    ids = sorted({r.run_id for r in rows})
+    if len(ids) != 1:
+        raise ValueError(f"one results file holds one run; rows have run ids {ids}")
+    return ids[0]
+
+
+def write_results(
+    rows: Sequence[ResultRow],
+    results_dir: str | os.PathLike,
+    environment: Mapping[str, str],
+    config: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+) -> Path:
+    """Write ``<results_dir>/<UTC time>-<host>[-N].csv`` plus ``.json`` and ``.md``; return the CSV path.
+
+    An existing file is never replaced: a name taken already gets ``-2``, ``-3``, ...
+    """
+    # compare renders results (and imports this module)
+    from bench.compare import comparison_tables, render
+
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no result rows to write")
+    run_id = _run_id(rows)
+    # Everything is built before any file is created, so a failure here writes nothing.
+    csv_text = _csv_text(rows)
+    sidecar = {
+        "run_id": run_id,
+        "environment": dict(environment),
+        "config": dict(config),
+        "columns": list(COLUMNS),
+    }
+    json_text = json.dumps(sidecar, indent=2, default=str) + "\n"
+    where = "; ".join(environment[k] for k in ("host", "cpu_model", "gpu_name") if environment.get(k))
+    tables = render(comparison_tables(frame_from_rows(rows)), markdown=True)
+    markdown = "\n\n".join(part for part in (f"# Results of run {run_id}", where, tables) if part)
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^A-Za-z0-9._-]+", "-", environment.get("host", "")).strip(".-") or "host"
+    base = f"{utc_timestamp(now, compact=True)}-{host}"
+    for n in range(1, 10_000):
+        stem = base if n == 1 else f"{base}-{n}"
+        csv_path = results_dir / f"{stem}.csv"
+        sidecars = [csv_path.with_suffix(".json"), csv_path.with_suffix(".md")]
+        # the CSV is the claim on the stem; skip stems whose sidecars exist from elsewhere
+        if not any(p.exists() for p in sidecars) and _create_new(csv_path, csv_text):
+            break
+    else:
+        raise RuntimeError(f"{results_dir}: no free file name for {base}")
+    atomic_write_text(sidecars[0], json_text)
+    atomic_write_text(sidecars[1], markdown)
+    return csv_path

@@ -1,0 +1,114 @@
+"""The export manifest: every artifact with its SHA-256, inputs, outputs, dtypes and opset.
+
+Other apps (and the benchmark harness) find artifacts through ``manifest.json`` and verify each
+file's SHA-256 before loading it; a TorchScript archive is only loaded after that check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.atomic import atomic_write_text, sha256_file
+from models.errors import UserError
+
+FORMAT = "deepmnist-export/1"
+MANIFEST = "manifest.json"
+
+
+class ExportError(UserError):
+    """A missing, stale or corrupt export; names the file."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: list[str | int]  # "batch" marks the dynamic dimension
+    dtype: str  # "float32", "uint8", "int64"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    target: str  # "model", "model_uint8", or a layer name (conv1 ... fc2)
+    format: str  # "onnx" | "torchscript"
+    file: str  # relative to the export folder
+    sha256: str
+    bytes: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int | None = None  # ONNX only
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        return cls(
+            **{
+                **d,
+                "inputs": [TensorSpec(**t) for t in d["inputs"]],
+                "outputs": [TensorSpec(**t) for t in d["outputs"]],
+            }
+        )
+
+
+@dataclass
+class Manifest:
+    checkpoint: str
+    checkpoint_sha256: str
+    test_accuracy: float | None
+    recipe: dict[str, Any]
+    producer: dict[str, str]
+    artifacts: list[Artifact] = field(default_factory=list)
+    format: str = FORMAT
+    folder: Path | None = None
+
+    def find(self, target: str, fmt: str) -> Artifact:
+        for artifact in self.artifacts:
+            if artifact.target == target and artifact.format == fmt:
+                return artifact
+        raise ExportError(f"{self.folder}: the manifest lists no {fmt} artifact for {target!r}")
+
+    def path(self, artifact: Artifact) -> Path:
+        assert self.folder is not None
+        return self.folder / artifact.file
+
+    def verified_path(self, target: str, fmt: str) -> Path:
+        """The artifact's path after checking its SHA-256 against the manifest."""
+        artifact = self.find(target, fmt)
+        path = self.path(artifact)
+        if not path.is_file():
+            raise ExportError(f"{path}: listed in the manifest but missing; run `deepmnist export`")
+        digest = sha256_file(path)
+        if digest != artifact.sha256:
+            raise ExportError(
+                f"{path}: SHA-256 {digest[:16]}... does not match the manifest ({artifact.sha256[:16]}...); "
+                "the file was changed or damaged; run `deepmnist export --force`"
+            )
+        return path
+
+    def verify_all(self) -> None:
+        for artifact in self.artifacts:
+            self.verified_path(artifact.target, artifact.format)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        data = asdict(self)
+        data.pop("folder")
+        path = Path(folder) / MANIFEST
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def load_manifest(folder: str | os.PathLike) -> Manifest:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{path}: no export manifest; run `deepmnist export` first")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ExportError(f"{path}: not a deepmnist export manifest (format {data.get('format')!r})")
+        artifacts = [Artifact.from_dict(a) for a in data.pop("artifacts")]
+        return Manifest(**data, artifacts=artifacts, folder=folder)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ExportError(f"{path}: damaged manifest ({e})") from None

@@ -1,0 +1,194 @@
+"""bench.results: the CSV schema, atomic never-overwriting writes, typed read-back."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from bench.results import (
+    ResultRow,
+    ResultsError,
+    frame_from_rows,
+    new_run_id,
+    read_results,
+    rows_from_frame,
+    utc_timestamp,
+    write_results,
+)
+from bench.stats import Latency
+from models.errors import UserError
+
+ENV = {"host": "bench host/1", "cpu_model": "Test CPU", "torch_version": "2.13.0", "cpu_count": "2"}
+NOW = datetime(2026, 11, 28, 9, 30, 0, tzinfo=timezone.utc)
+MODEL_FLOPS = 27_767_808
+
+
+def _row(**values: object) -> ResultRow:
+    base = dict(
+        run_id="run-1",
+        timestamp_utc="2026-11-28T09:30:00Z",
+        target="model",
+        runtime="torch-eager",
+        device="cpu",
+        batch_size=64,
+        threads=2,
+        warmup=5,
+        rounds=10,
+        iterations=20,
+    )
+    return ResultRow.create(ENV, **{**base, **values})
+
+
+def _rows() -> list[ResultRow]:
+    latency = Latency.from_values([0.0021, 0.0019, 0.002, 0.00234567890123])
+    return [
+        _row(accuracy=0.9921, agreement=1.0, max_abs_diff=0.0).with_latency(latency, MODEL_FLOPS),
+        _row(
+            runtime="onnxruntime",
+            execution_provider="CPUExecutionProvider",
+            accuracy=0.9921,
+            agreement=0.9999,
+        ).with_latency(latency, MODEL_FLOPS),
+        _row(target="pool1", runtime="torchscript", reason="").with_latency(latency, 0),  # no GFLOP/s
+        _row(device="cuda", reason="no CUDA device, 'quoted', with, commas", status="skipped"),
+        _row(
+            runtime="onnxruntime",
+            device="cuda",
+            timing="end_to_end",
+            status="failed",
+            reason="line 1\nline 2",
+        ),
+    ]
+
+
+def test_fields_are_the_schema_in_order() -> None:
+    assert ResultRow.fields() == (
+        *("run_id", "timestamp_utc", "git_commit", "host", "cpu_model", "gpu_name", "os", "python"),
+        *("torch_version", "onnxruntime_version", "onnx_version"),
+        *("target", "runtime", "device", "execution_provider", "precision", "timing"),
+        *("batch_size", "threads", "warmup", "rounds", "iterations"),
+        *("latency_ms_mean", "latency_ms_median", "latency_ms_min", "latency_ms_max"),
+        *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99", "throughput_ips", "gflops"),
+        *("accuracy", "agreement", "max_abs_diff", "status", "reason"),
+    )
+
+
+def test_with_latency_fills_the_measured_columns() -> None:
+    row = _row().with_latency(Latency.from_values([0.001, 0.002, 0.003]), MODEL_FLOPS)
+    assert row.latency_ms_median == pytest.approx(2.0)
+    assert row.throughput_ips == pytest.approx(64 / 0.002)
+    assert row.gflops == pytest.approx(MODEL_FLOPS * 64 / 0.002 / 1e9)
+    assert row.host == "bench host/1" and row.gpu_name == ""
+
+
+def test_skipped_and_failed_rows_need_a_reason_and_no_timings() -> None:
+    with pytest.raises(ValueError, match="needs a reason"):
+        _row(status="skipped")
+    with pytest.raises(ValueError, match="latency_ms_median"):
+        _row(status="failed", reason="x", latency_ms_median=1.0)
+    with pytest.raises(ValueError, match="status"):
+        _row(status="great")
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    rows = _rows()
+    path = write_results(rows, tmp_path, ENV, {"batch_sizes": [1, 64], "out": tmp_path}, now=NOW)
+    assert path == tmp_path / "20261128T093000Z-bench-host-1.csv"
+
+    df = read_results(path)
+    assert list(df.columns) == list(ResultRow.fields())
+    assert df["batch_size"].dtype == "int64" and df["latency_ms_median"].dtype == "float64"
+    assert df["latency_ms_median"].isna().tolist() == [False, False, False, True, True]
+    assert df["gflops"].isna().tolist() == [False, False, True, True, True]
+    assert rows_from_frame(df) == rows
+    assert rows_from_frame(frame_from_rows(rows)) == rows
+
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["run_id"] == "run-1"
+    assert sidecar["environment"] == ENV
+    assert sidecar["config"] == {"batch_sizes": [1, 64], "out": str(tmp_path)}
+    assert sidecar["columns"] == list(ResultRow.fields())
+    md = path.with_suffix(".md").read_text()
+    assert "### model, batch 64" in md and "| runtime" in md and "no CUDA device" in md
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.stem + ".json", path.stem + ".md"]
+
+
+def test_never_overwrites(tmp_path: Path) -> None:
+    first = write_results(_rows()[:1], tmp_path, ENV, {}, now=NOW)
+    content = first.read_bytes()
+    second = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
+    (tmp_path / "20261128T093000Z-bench-host-1-3.json").write_text("{}")  # a stray sidecar also blocks a name
+    third = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
+    assert [first.stem, second.stem, third.stem] == [
+        "20261128T093000Z-bench-host-1",
+        "20261128T093000Z-bench-host-1-2",
+        "20261128T093000Z-bench-host-1-4",
+    ]
+    assert first.read_bytes() == content
+    assert len(read_results(second)) == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_nothing_written_when_rows_are_inconsistent(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="run ids"):
+        write_results([_row(), _row(run_id="run-2")], tmp_path, ENV, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_header_is_refused(tmp_path: Path) -> None:
+    good = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text().replace("latency_ms_p99", "latency_p99", 1))
+    with pytest.raises(
+        ResultsError,
+        match=r"bad\.csv.*missing column\(s\) latency_ms_p99.*unexpected column\(s\) latency_p99",
+    ):
+        read_results(bad)
+    assert issubclass(ResultsError, UserError)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty file"),
+        (None, "no such file"),
+        ("a,b\n1,2\n", "missing column"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "r.csv"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ResultsError, match=message):
+        read_results(path)
+
+
+def test_bad_cells_are_refused(tmp_path: Path) -> None:
+    good = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
+    lines = good.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(lines[0] + lines[1].replace(",64,2,5,10,20,", ",sixty-four,2,5,10,20,", 1))
+    with pytest.raises(
+        ResultsError, match=r"bad\.csv, line 2, column batch_size: 'sixty-four' is not an integer"
+    ):
+        read_results(bad)
+
+
+def test_crash_while_publishing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bench.results.os.link", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(_rows(), tmp_path, ENV, {}, now=NOW)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timestamps_and_run_ids() -> None:
+    assert utc_timestamp(NOW) == "2026-11-28T09:30:00Z"
+    assert utc_timestamp(NOW, compact=True) == "20261128T093000Z"
+    assert new_run_id() != new_run_id()
