@@ -90,10 +90,15 @@ def export_torchscript(
 
 
 def _make_reproducible(archive: Path, folder: str) -> None:
-    """Rewrite the zip reproducibly: torch names its top folder after the (temporary) file name
-    and writes a random ``.data/serialization_id``; use ``folder`` and a content-derived id."""
+    """Rewrite the zip reproducibly: torch names its top folder after the (temporary) file name,
+    writes a random ``.data/serialization_id`` and debug records holding the Python call stack
+    of the trace (local paths); use ``folder``, a content-derived id, and drop the debug records."""
     with zipfile.ZipFile(archive) as src:
-        entries = [(info.filename.split("/", 1)[1], src.read(info)) for info in src.infolist()]
+        entries = [
+            (info.filename.split("/", 1)[1], src.read(info))
+            for info in src.infolist()
+            if not info.filename.endswith(".debug_pkl")  # trace call stacks with local paths; optional
+        ]
     digest = hashlib.sha256()
     for name, data in entries:
         if name != ".data/serialization_id":
