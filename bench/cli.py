@@ -149,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.compare import add_parser as add_compare
     from exporters.export import add_parser as add_export
+    from exporters.predict import add_parser as add_predict
 
     add_export(sub)
     add_compare(sub)
+    add_predict(sub)
     return parser
 
 
