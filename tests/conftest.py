@@ -44,7 +44,10 @@ def exported(trained_checkpoint):
     from models.paths import export_dir
 
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "export", "--no-progress"], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "bench", "export", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     manifest = load_manifest(export_dir())
