@@ -103,6 +103,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- bench
+
+_BENCH_FLAGS = (
+    ("--runtimes", "comma-separated runtimes (default: all registered)"),
+    (
+        "--devices",
+        "comma-separated devices: cpu,cuda (default: both; unusable ones are skipped with a reason)",
+    ),
+    ("--targets", "comma-separated targets: model,conv1,pool1,conv2,pool2,fc1,fc2 (default: all)"),
+    ("--batch-sizes", "comma-separated batch sizes (default: 1,64,256)"),
+    ("--threads", "intra-op threads (default: all cores)"),
+    ("--warmup", "untimed calls before timing (default 10)"),
+    ("--rounds", "timed rounds per case (default: calibrated)"),
+    ("--iterations", "calls per round (default: calibrated)"),
+    ("--max-time", "seconds of timed calls per case (default 1.0)"),
+    ("--results-dir", "where the CSV goes (default: results/ in the checkout)"),
+    ("--artifacts", "artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)"),
+)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Runs the pytest-benchmark suite in bench/ (the same matrix and timing core as
+    ``pytest bench/ --benchmark-only``), passing the matrix flags through."""
+    from pathlib import Path
+
+    import pytest
+
+    argv = [str(Path(__file__).resolve().parent), "--benchmark-only", "-p", "no:cacheprovider"]
+    for flag, _ in _BENCH_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += [flag for flag, on in (("--no-accuracy", args.no_accuracy), ("--no-end-to-end", args.no_end_to_end),
+                                   ("--self-check", args.self_check)) if on]  # fmt: skip
+    argv += args.pytest_args
+    return int(pytest.main(argv))
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -146,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("checkpoint", help="checkpoint file (.safetensors)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="run the benchmark matrix (the pytest-benchmark suite in bench/)")
+    for flag, help_text in _BENCH_FLAGS:
+        p.add_argument(flag, help=help_text)
+    p.add_argument("--no-accuracy", action="store_true", help="skip the full-test-set accuracy runs")
+    p.add_argument("--no-end-to-end", action="store_true", help="skip CUDA timings that include copies")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="check the harness: overhead and agreement with torch.utils.benchmark",
+    )
+    p.add_argument("pytest_args", nargs="*", help="extra pytest / pytest-benchmark options, after --")
+    p.set_defaults(func=cmd_bench)
 
     from bench.compare import add_parser as add_compare
     from exporters.export import add_parser as add_export

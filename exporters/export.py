@@ -208,14 +208,17 @@ def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 
 
 
 def export_all(
-    config: ExportConfig, mnist: MNIST, progress: bool = True
+    config: ExportConfig, mnist: MNIST, progress: bool = True, recheck: bool = True
 ) -> tuple[Manifest, list[Parity], bool]:
-    """Export (unless up to date), prove parity, write the manifest. Returns (manifest, parity, exported)."""
+    """Export (unless up to date), prove parity, write the manifest. Returns (manifest, parity, exported).
+
+    An up-to-date export (same checkpoint, files verified) is parity-checked again only if ``recheck``."""
     ckpt = load_checkpoint(config.checkpoint)
     net = ckpt.model()
     if not config.force and is_up_to_date(config.out_dir, ckpt.sha256):
         manifest = load_manifest(config.out_dir)
-        return manifest, check_parity(manifest, net, mnist, config.parity_batch, progress), False
+        parity = check_parity(manifest, net, mnist, config.parity_batch, progress) if recheck else []
+        return manifest, parity, False
     (config.out_dir / MANIFEST).unlink(missing_ok=True)  # a half-updated folder is never described
     artifacts = _export_files(ckpt, net, config, progress)
     manifest = Manifest(

@@ -1,0 +1,34 @@
+"""Build whatever the benchmarks need and is missing: data, a trained checkpoint, the exports."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bench.runtimes import Artifacts
+from exporters.export import ExportConfig, export_all
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.data import MNIST, load_mnist
+from models.paths import export_dir
+from models.train import RECIPES, default_checkpoint_path, train
+
+
+def ensure_artifacts(
+    artifacts: str | os.PathLike | None = None, progress: bool = True
+) -> tuple[Artifacts, MNIST]:
+    mnist = load_mnist(artifacts=artifacts)
+    checkpoint = default_checkpoint_path(artifacts=artifacts)
+    try:
+        complete = load_checkpoint(checkpoint).complete
+    except CheckpointError:
+        complete = False
+    if not complete:
+        print(
+            f"no trained checkpoint at {checkpoint}: training the default recipe (~1.5 min)", file=sys.stderr
+        )
+        train(RECIPES["fast"], mnist, checkpoint, resume=True, progress=progress)
+    config = ExportConfig(checkpoint=checkpoint, out_dir=export_dir(artifacts))
+    manifest, _, exported = export_all(config, mnist, progress=progress, recheck=False)
+    if exported:
+        print(f"exported the artifacts to {config.out_dir}", file=sys.stderr)
+    return Artifacts(net=load_checkpoint(checkpoint).model(), manifest=manifest), mnist
