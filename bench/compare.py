@@ -124,10 +124,35 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.results import read_results
+def select(df: pd.DataFrame, targets=None, devices=None, batch_sizes=None) -> pd.DataFrame:
+    """Rows of the given targets, devices and batch sizes (None: all)."""
+    keep = pd.Series(True, index=df.index)
+    for column, wanted in (("target", targets), ("device", devices), ("batch_size", batch_sizes)):
+        if wanted:
+            keep &= df[column].isin(wanted)
+    return df[keep]
 
-    print(render(read_results(args.results), markdown=args.markdown), end="")
+
+def skipped_summary(df: pd.DataFrame) -> str:
+    """One line per distinct skip reason with its count (for tables that hide skipped rows)."""
+    skipped = df[df["status"] == "skipped"]
+    counts = skipped.groupby("reason", sort=True).size()
+    return "\n".join(f"- skipped ({n} combinations): {reason}" for reason, n in counts.items())
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.core import parse_list
+    from bench.results import ResultsError, read_results
+
+    df = read_results(args.results)
+    df = select(df, parse_list(args.targets), parse_list(args.devices), parse_list(args.batch_sizes, int))
+    if df.empty:
+        raise ResultsError(f"{args.results}: no rows match the selection")
+    shown = df[df["status"] != "skipped"] if args.hide_skipped else df
+    text = render(shown, markdown=args.markdown) if not shown.empty else ""
+    if args.hide_skipped and (df["status"] == "skipped").any():
+        text += ("\n" if text else "") + skipped_summary(df) + "\n"
+    print(text, end="")
     return 0
 
 
@@ -140,5 +165,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("results", metavar="RESULTS.csv", help="a CSV written by the benchmark (results/*.csv)")
     p.add_argument("--markdown", action="store_true", help="Markdown tables instead of plain text")
+    p.add_argument("--targets", help="only these targets (comma-separated)")
+    p.add_argument("--devices", help="only these devices (comma-separated)")
+    p.add_argument("--batch-sizes", help="only these batch sizes (comma-separated)")
+    p.add_argument(
+        "--hide-skipped", action="store_true", help="one line per skip reason instead of skipped rows"
+    )
     p.set_defaults(func=cmd_compare)
     return p
