@@ -25,7 +25,7 @@ from bench.results import ResultRow
 from bench.runtimes import DEVICES, RUNTIMES, Artifacts, Prepared, tolerance
 from bench.stats import Latency
 from models.data import MNIST, to_input
-from models.network import LAYER_NAMES, MODEL_FLOPS, layer_spec
+from models.network import LAYER_NAMES, MODEL_FLOPS, layer_spec, trace_layers
 from models.paths import REPO_ROOT
 
 TARGETS = ("model", *LAYER_NAMES)
@@ -145,17 +145,12 @@ class Context:
         if key not in self._inputs:
             x = to_input(self.mnist.test_images[:batch])  # (B, 1, 28, 28)
             net = self.artifacts.net
-            with torch.no_grad():
-                if target == "model":
-                    self._inputs[key] = (x.numpy(), net(x).numpy())
-                else:
-                    h = x
-                    for name in LAYER_NAMES:
-                        h = h.flatten(1) if name == "fc1" else h
-                        if name == target:
-                            break
-                        h = getattr(net, name)(h)
-                    self._inputs[key] = (h.numpy().copy(), getattr(net, target)(h).numpy())
+            acts = trace_layers(net, x)
+            if target == "model":
+                self._inputs[key] = (x.numpy(), acts[LAYER_NAMES[-1]][1].numpy())
+            else:
+                layer_in, layer_out = acts[target]
+                self._inputs[key] = (layer_in.numpy().copy(), layer_out.numpy())
         return self._inputs[key]
 
     def accuracy(self, runtime: str, device: str, prepared: Prepared) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import MNIST, to_input
-from models.network import LAYER_NAMES, LAYERS, DeepMNIST
+from models.network import LAYER_NAMES, LAYERS, DeepMNIST, trace_layers
 from models.paths import export_dir
 
 MODEL_ONNX = "deep_mnist.onnx"
@@ -179,13 +179,8 @@ def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 
     for start in tqdm(range(0, len(images), batch), desc="parity", unit="batch", disable=not progress):
         pixels = images[start : start + batch]  # (B, 28, 28) uint8
         x = to_input(pixels)  # (B, 1, 28, 28)
-        acts = {}
-        h = x
-        for name in LAYER_NAMES:
-            h = h.flatten(1) if name == "fc1" else h
-            acts[name] = (h, getattr(net, name)(h))
-            h = acts[name][1]
-        logits = h.numpy()  # (B, 10)
+        acts = trace_layers(net, x)
+        logits = acts[LAYER_NAMES[-1]][1].numpy()  # (B, 10)
         expected_label = logits.argmax(1)
         for (target, fmt), run in runners.items():
             if target == "model":

@@ -108,5 +108,19 @@ def layer_module(model: DeepMNIST, name: str) -> nn.Module:
     return getattr(model, name)
 
 
+@torch.no_grad()
+def trace_layers(model: DeepMNIST, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """layer name -> (the input it sees, its output) for a batch ``x`` (N, 1, 28, 28) in eval mode;
+    the last output is the logits."""
+    acts = {}
+    h = x
+    for name in LAYER_NAMES:
+        h = h.flatten(1) if name == "fc1" else h  # (N, 3136) before fc1
+        out = getattr(model, name)(h)
+        acts[name] = (h, out)
+        h = out
+    return acts
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -10,6 +10,7 @@ from models.network import (
     count_parameters,
     layer_module,
     layer_spec,
+    trace_layers,
 )
 
 
@@ -51,6 +52,10 @@ def test_layers_compose_to_the_whole_model():
         y = layer_module(model, name)(y.flatten(1) if name == "fc1" else y)
     torch.testing.assert_close(y, model(x), rtol=0, atol=0)
     assert model(x).shape == (4, 10)
+    acts = trace_layers(model, x)
+    assert list(acts) == list(LAYER_NAMES)
+    torch.testing.assert_close(acts["fc2"][1], model(x), rtol=0, atol=0)
+    assert acts["fc1"][0].shape == (4, 3136) and acts["conv2"][0].shape == (4, 32, 14, 14)
 
 
 def test_tutorial_initialisation():
