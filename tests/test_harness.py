@@ -101,3 +101,18 @@ def test_calibration_on_a_fixed_clock():
     assert iterations == 4  # 4 x 0.5 ms reaches the 2 ms round
     assert rounds == 500  # 1 s / 2 ms
     assert calibrate(call, clock, BenchConfig(rounds=7, iterations=3)) == (7, 3)
+
+
+def test_deepmnist_bench_command_runs_the_suite(tmp_path, exported):
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "bench", "--targets", "fc2", "--batch-sizes", "2",
+         "--runtimes", "onnxruntime", "--devices", "cpu", "--max-time", "0.1", "--no-accuracy",
+         "--results-dir", str(results)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (csv,) = results.glob("*.csv")
+    df = read_results(csv)
+    assert list(df.status) == ["ok"] and df.runtime[0] == "onnxruntime" and df.target[0] == "fc2"
+    assert "benchmark 'fc2 batch=2'" in proc.stdout  # pytest-benchmark's own table, grouped
