@@ -1,31 +1,72 @@
-"""``deepmnist compare RESULTS.csv [--markdown]``: the results as comparison tables.
+"""``deepmnist compare RESULTS.csv... [--markdown] [--merge] [--fail-slower PCT]``: results as tables.
 
-One table per target and batch size, one line per runtime x device (x timing, x execution
+One file: one table per target and batch size, one line per runtime x device (x timing, x execution
 provider, x threads), fastest first. Speedup is throughput relative to ``torch-eager`` on the same
-device, timing kind and thread count. Skipped and failed rows are listed with their reason.
+host, device, timing kind and thread count. ``vs fastest`` ranks each ok line against the fastest
+ok line of its table on the same host, device and timing kind: a line whose median's 95% confidence
+interval overlaps the fastest one's is ``within noise`` (not ranked), else slower by ``+N%``.
+Skipped and failed rows are listed with their reason.
+
+Two files (OLD.csv NEW.csv): a change table, one line per measurement key (``CHANGE_KEY``), with old
+and new median, the change and whether it is beyond noise (the two CIs do not overlap);
+``--fail-slower PCT`` makes it a regression gate. ``--merge`` with several files (say, one per host)
+shows them as one set of tables instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
+from models.errors import UserError
+
 BASELINE = "torch-eager"
-_KEY = ["target", "batch_size", "device", "timing", "threads"]  # what a speedup compares like with like
+_KEY = [
+    "host",
+    "target",
+    "batch_size",
+    "device",
+    "timing",
+    "threads",
+]  # what a speedup compares like with like
+_PEERS = ["host", "target", "batch_size", "device", "timing"]  # lines ranked against the fastest of them
+# The CI and CV columns; NaN in CSVs written before they existed (then nothing is marked as noise).
+NOISE_COLUMNS = ("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy")
+# What identifies one measurement across two results files.
+CHANGE_KEY = [
+    "host",
+    "target",
+    "runtime",
+    "device",
+    "timing",
+    "batch_size",
+    "threads",
+    "precision",
+    "execution_provider",
+]
 TABLE_COLUMNS = [
     "target",
     "batch_size",
+    "host",
     "runtime",
     "device",
     "timing",
     "execution_provider",
     "threads",
     "median_ms",
+    "ci_low_ms",
+    "ci_high_ms",
+    "cv",
+    "noisy",
+    "vs_fastest",  # median / fastest median - 1 (0.23: 23% slower); NaN unless ok
+    "fastest",  # the fastest ok line of its peers
+    "within_noise",  # its CI overlaps the fastest line's CI (False when either CI is unknown)
     "throughput_ips",
     "gflops",
     "speedup",
@@ -34,6 +75,22 @@ TABLE_COLUMNS = [
     "status",
     "reason",
 ]
+_CI = {"latency_ms_median_ci_low": "ci_low_ms", "latency_ms_median_ci_high": "ci_high_ms"}
+
+
+class CompareError(UserError):
+    """Bad ``compare`` arguments: an impossible combination of files and options, a bad threshold."""
+
+
+def _with_noise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the NOISE_COLUMNS, NaN where a frame does not have them."""
+    missing = {name: math.nan for name in NOISE_COLUMNS if name not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
+def _overlap(low_a: pd.Series, high_a: pd.Series, low_b: pd.Series, high_b: pd.Series) -> pd.Series:
+    """Whether intervals [low_a, high_a] and [low_b, high_b] overlap; False if any bound is NaN."""
+    return (low_a <= high_b) & (low_b <= high_a)
 
 
 def comparison_tables(df: pd.DataFrame) -> pd.DataFrame:
@@ -42,9 +99,11 @@ def comparison_tables(df: pd.DataFrame) -> pd.DataFrame:
     Columns ``TABLE_COLUMNS``; sorted by target ("model" first, then the order in the file),
     batch size, then median latency (fastest first; skipped and failed rows last).
     """
-    table = df.rename(columns={"latency_ms_median": "median_ms"}).assign(
+    df = _with_noise_columns(df)
+    table = df.rename(columns={"latency_ms_median": "median_ms", **_CI}).assign(
         accuracy_pct=df["accuracy"] * 100,
         agreement_pct=df["agreement"] * 100,
+        _line=range(len(df)),
     )
     ok = table["status"] == "ok"
     baseline = (
@@ -52,12 +111,29 @@ def comparison_tables(df: pd.DataFrame) -> pd.DataFrame:
         .drop_duplicates(_KEY)
         .rename(columns={"throughput_ips": "baseline_ips"})
     )
-    table = table.merge(baseline, on=_KEY, how="left")
+    fastest = (
+        table.loc[ok, [*_PEERS, "median_ms", "ci_low_ms", "ci_high_ms", "_line"]]
+        .sort_values("median_ms", kind="stable")
+        .drop_duplicates(_PEERS)
+        .rename(columns=lambda c: c if c in _PEERS else f"_fastest_{c}")
+    )
+    table = table.merge(baseline, on=_KEY, how="left").merge(fastest, on=_PEERS, how="left")
     table["speedup"] = table["throughput_ips"] / table["baseline_ips"]
+    table["vs_fastest"] = table["median_ms"] / table["_fastest_median_ms"] - 1
+    table["fastest"] = table["_line"] == table["_fastest__line"]
+    table["within_noise"] = (table["status"] == "ok") & _overlap(
+        table["ci_low_ms"], table["ci_high_ms"], table["_fastest_ci_low_ms"], table["_fastest_ci_high_ms"]
+    )
+    return _target_sorted(table, ["median_ms"])[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def _target_sorted(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+    """Sorted by target ("model" first, then the order in the frame), batch size, then ``then``."""
     targets = ["model", *(t for t in dict.fromkeys(table["target"]) if t != "model")]
-    table["_order"] = table["target"].map({t: i for i, t in enumerate(targets)})
-    table = table.sort_values(["_order", "batch_size", "median_ms"], na_position="last", kind="stable")
-    return table[TABLE_COLUMNS].reset_index(drop=True)
+    order = table["target"].map({t: i for i, t in enumerate(targets)})
+    return table.assign(_order=order).sort_values(
+        ["_order", "batch_size", *then], na_position="last", kind="stable"
+    )
 
 
 def _number(fmt: str, suffix: str = "") -> Callable[[float], str]:
@@ -69,20 +145,68 @@ def _ms(value: float) -> str:
     return _number("#.4g" if value < 1000 else ",.0f")(value)
 
 
-_SHOWN: dict[str, tuple[str, Callable[[Any], str]]] = {  # heading -> (column, formatter), in order
-    "runtime": ("runtime", str),
-    "device": ("device", str),
-    "timing": ("timing", str),
-    "provider": ("execution_provider", lambda v: v.removesuffix("ExecutionProvider")),
-    "threads": ("threads", str),
-    "median ms": ("median_ms", _ms),
-    "images/s": ("throughput_ips", _number(",.0f")),
-    "GFLOP/s": ("gflops", _number(".2f")),
-    f"vs {BASELINE}": ("speedup", _number(".2f", "x")),
-    "accuracy %": ("accuracy_pct", _number(".2f")),
-    "agreement %": ("agreement_pct", _number(".2f")),
+def _ms_ci(median: float, low: float, high: float) -> str:
+    """``1.234 [1.200, 1.270]``: the median and its 95% CI in ms (just the median if no CI)."""
+    if math.isnan(median) or math.isnan(low) or math.isnan(high):
+        return _ms(median)
+    return f"{_ms(median)} [{_ms(low)}, {_ms(high)}]"
+
+
+def _percent_change(ratio_minus_one: float) -> str:
+    """``+23%``, ``+4.5%``, ``-12%``: a relative change, given as new / old - 1."""
+    pct = ratio_minus_one * 100
+    return format(pct, "+.0f" if abs(pct) >= 9.95 else "+.1f") + "%"
+
+
+def _vs_fastest(line: Mapping[str, Any]) -> str:
+    if line["status"] != "ok":
+        return ""
+    if line["fastest"]:
+        return "fastest"
+    return "within noise" if line["within_noise"] else _percent_change(line["vs_fastest"])
+
+
+def _cv(line: Mapping[str, Any]) -> str:
+    # the CV in percent, flagged where the spread is too large to trust small differences
+    cv = line["cv"]
+    return "" if math.isnan(cv) else f"{cv * 100:.1f}" + (" noisy" if line["noisy"] == 1 else "")
+
+
+def _column(name: str, fmt: Callable[[Any], str] = str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda line: fmt(line[name])
+
+
+_SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {  # heading -> cell of a line, in order
+    "host": _column("host"),
+    "runtime": _column("runtime"),
+    "device": _column("device"),
+    "timing": _column("timing"),
+    "provider": _column("execution_provider", lambda v: v.removesuffix("ExecutionProvider")),
+    "threads": _column("threads"),
+    "median ms [95% CI]": lambda line: _ms_ci(line["median_ms"], line["ci_low_ms"], line["ci_high_ms"]),
+    "vs fastest": _vs_fastest,
+    "CV %": _cv,
+    "images/s": _column("throughput_ips", _number(",.0f")),
+    "GFLOP/s": _column("gflops", _number(".2f")),
+    f"vs {BASELINE}": _column("speedup", _number(".2f", "x")),
+    "accuracy %": _column("accuracy_pct", _number(".2f")),
+    "agreement %": _column("agreement_pct", _number(".2f")),
 }
-_NUMERIC = {"threads", "median ms", "images/s", "GFLOP/s", f"vs {BASELINE}", "accuracy %", "agreement %"}
+_NUMERIC = {
+    "threads",
+    "median ms [95% CI]",
+    "vs fastest",
+    "CV %",
+    "images/s",
+    "GFLOP/s",
+    f"vs {BASELINE}",
+    "accuracy %",
+    "agreement %",
+    "old ms [95% CI]",
+    "new ms [95% CI]",
+    "change",
+}
+_OPTIONAL = ("provider", "vs fastest", "CV %", "accuracy %", "agreement %")  # dropped when all empty
 
 
 def _status(status: str, reason: str) -> str:
@@ -90,20 +214,29 @@ def _status(status: str, reason: str) -> str:
     return status if status == "ok" else f"{status}: {' '.join(reason.split())}"
 
 
-def _group_table(group: pd.DataFrame, markdown: bool) -> str:
-    shown = {heading: [fmt(v) for v in group[column]] for heading, (column, fmt) in _SHOWN.items()}
-    # columns that say nothing in this group: all-"compute" timing, no provider, no accuracy (layers)
-    if (group["timing"] == "compute").all():
-        del shown["timing"]
-    for heading in ("provider", "accuracy %", "agreement %"):
-        if not any(shown[heading]):
-            del shown[heading]
-    shown["status"] = [_status(s, r) for s, r in zip(group["status"], group["reason"], strict=True)]
+def _cells(
+    group: pd.DataFrame, shown: Mapping[str, Callable[[Mapping[str, Any]], str]]
+) -> dict[str, list[str]]:
+    """Heading -> cells, less the columns that say nothing in this group: a single host,
+    all-"compute" timing, and optional columns with no value (no provider, no accuracy: layers)."""
+    lines = group.to_dict("records")
+    cells = {heading: [cell(line) for line in lines] for heading, cell in shown.items()}
+    if "host" in cells and group["host"].nunique() <= 1:
+        del cells["host"]
+    if "timing" in cells and (group["timing"] == "compute").all():
+        del cells["timing"]
+    for heading in _OPTIONAL:
+        if heading in cells and not any(cells[heading]):
+            del cells[heading]
+    return cells
+
+
+def _tabulate(cells: dict[str, list[str]], markdown: bool) -> str:
     if markdown:
-        shown = {h: [cell.replace("|", "\\|") for cell in cells] for h, cells in shown.items()}
-    align = ["right" if h in _NUMERIC else "left" for h in shown]
+        cells = {h: [cell.replace("|", "\\|") for cell in column] for h, column in cells.items()}
+    align = ["right" if h in _NUMERIC else "left" for h in cells]
     return tabulate(
-        shown,
+        cells,
         headers="keys",
         tablefmt="pipe" if markdown else "simple",  # pipe: what DataFrame.to_markdown writes
         disable_numparse=True,
@@ -111,17 +244,134 @@ def _group_table(group: pd.DataFrame, markdown: bool) -> str:
     )
 
 
+def _group_table(group: pd.DataFrame, markdown: bool) -> str:
+    cells = _cells(group, _SHOWN)
+    cells["status"] = [_status(s, r) for s, r in zip(group["status"], group["reason"], strict=True)]
+    return _tabulate(cells, markdown)
+
+
+def _sections(df: pd.DataFrame, markdown: bool, table: Callable[[pd.DataFrame, bool], str]) -> str:
+    """A heading per target and batch size (in the frame's order), each followed by ``table(group)``."""
+    parts = []
+    for (target, batch), group in df.groupby(["target", "batch_size"], sort=False):
+        title = f"{target}, batch {batch}"
+        parts.append(f"### {title}" if markdown else f"{title}\n{'=' * len(title)}")
+        parts.append(table(group, markdown))
+    return "\n\n".join(parts) + "\n"
+
+
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
     """Text of the tables, a heading per target and batch size; ``df`` from ``comparison_tables``
     (a results frame straight from ``read_results`` is converted first)."""
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
-    parts = []
-    for (target, batch), group in df.groupby(["target", "batch_size"], sort=False):
-        title = f"{target}, batch {batch}"
-        parts.append(f"### {title}" if markdown else f"{title}\n{'=' * len(title)}")
-        parts.append(_group_table(group, markdown))
-    return "\n\n".join(parts) + "\n"
+    return _sections(df, markdown, _group_table)
+
+
+# ----------------------------------------------------------------------------- two files: changes
+
+
+def change_table(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """One line per ``CHANGE_KEY`` found in either results frame (keys must be unique in each).
+
+    Columns: the key; ``median_ms``, ``ci_low_ms``, ``ci_high_ms``, ``status`` and ``reason`` with
+    suffixes ``_old`` and ``_new``; ``presence`` (``both``, ``added``: only in new, ``removed``: only
+    in old); ``change`` (new / old median - 1, NaN unless ok in both); ``noise_known`` (both CIs
+    present) and ``beyond_noise`` (the CIs do not overlap; False when unknown).
+    """
+    wanted = [*CHANGE_KEY, "latency_ms_median", *_CI, "status", "reason"]
+    old, new = (
+        _with_noise_columns(frame)[wanted].rename(columns={"latency_ms_median": "median_ms", **_CI})
+        for frame in (old, new)
+    )
+    table = old.merge(
+        new, on=CHANGE_KEY, how="outer", suffixes=("_old", "_new"), indicator="presence", sort=False
+    )
+    table["presence"] = table["presence"].map({"both": "both", "left_only": "removed", "right_only": "added"})
+    both_ok = (table["status_old"] == "ok") & (table["status_new"] == "ok")
+    table["change"] = (table["median_ms_new"] / table["median_ms_old"] - 1).where(both_ok)
+    bounds = table[["ci_low_ms_old", "ci_high_ms_old", "ci_low_ms_new", "ci_high_ms_new"]]
+    table["noise_known"] = both_ok & bounds.notna().all(axis=1)
+    overlap = _overlap(*(table[c] for c in bounds.columns))
+    table["beyond_noise"] = table["noise_known"] & ~overlap
+    return _target_sorted(table, ["host", "runtime", "device", "timing", "execution_provider", "threads"])
+
+
+def regressions(changes: pd.DataFrame, threshold_pct: float) -> pd.DataFrame:
+    """Lines of ``change_table`` slower by more than ``threshold_pct`` percent and beyond noise.
+
+    Where a file has no CIs (written before they existed), noise is unknown and the threshold alone
+    decides: a gate should not pass because the evidence is missing.
+    """
+    slower = changes["change"] * 100 > threshold_pct
+    return changes[slower & (changes["beyond_noise"] | ~changes["noise_known"])]
+
+
+def _change_cell(line: Mapping[str, Any]) -> str:
+    if line["presence"] != "both":
+        return line["presence"]
+    if not math.isnan(line["change"]):
+        return _percent_change(line["change"])
+    old, new = line["status_old"], line["status_new"]
+    return old if old == new else f"{old} -> {new}"
+
+
+def _noise_cell(line: Mapping[str, Any]) -> str:
+    if not line["noise_known"]:
+        return ""
+    return "beyond noise" if line["beyond_noise"] else "within noise"
+
+
+def _side(suffix: str) -> Callable[[Mapping[str, Any]], str]:
+    def cell(line: Mapping[str, Any]) -> str:
+        median = line[f"median_ms{suffix}"]
+        return _ms_ci(median, line[f"ci_low_ms{suffix}"], line[f"ci_high_ms{suffix}"])
+
+    return cell
+
+
+_CHANGE_SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "device", "timing", "provider", "threads")},
+    "old ms [95% CI]": _side("_old"),
+    "new ms [95% CI]": _side("_new"),
+    "change": _change_cell,
+    "noise": _noise_cell,
+}
+
+
+def _change_group_table(group: pd.DataFrame, markdown: bool) -> str:
+    cells = _cells(group, _CHANGE_SHOWN)
+    if not any(cells["noise"]):
+        del cells["noise"]
+    return _tabulate(cells, markdown)
+
+
+def render_changes(changes: pd.DataFrame, markdown: bool = False) -> str:
+    """Text of a ``change_table``, a heading per target and batch size."""
+    return _sections(changes, markdown, _change_group_table)
+
+
+def _describe(line: Mapping[str, Any]) -> str:
+    """One line of a regression list: what was measured, old -> new median, change."""
+    what = [line["host"], line["target"], f"batch {line['batch_size']}", line["runtime"], line["device"]]
+    what += [line["timing"], line["execution_provider"], f"{line['threads']} threads", line["precision"]]
+    return (
+        f"- {', '.join(str(w) for w in what if w)}: {_ms(line['median_ms_old'])} -> "
+        f"{_ms(line['median_ms_new'])} ms ({_percent_change(line['change'])})"
+    )
+
+
+def parse_threshold(text: str) -> float:
+    """``--fail-slower``: a percentage, ``10%`` or ``10`` (both 10 percent; ``0.1`` is 0.1 percent)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%?\s*", text)
+    if not match:
+        raise CompareError(
+            f"--fail-slower {text!r}: expected a percentage such as 10% or 10 (both mean 10 percent)"
+        )
+    return float(match.group(1))
+
+
+# ----------------------------------------------------------------------------- selection, CLI
 
 
 def select(df: pd.DataFrame, targets=None, devices=None, batch_sizes=None) -> pd.DataFrame:
@@ -140,14 +390,78 @@ def skipped_summary(df: pd.DataFrame) -> str:
     return "\n".join(f"- skipped ({n} combinations): {reason}" for reason, n in counts.items())
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def _load(path: str, args: argparse.Namespace) -> pd.DataFrame:
+    """``read_results(path)`` narrowed to the selected targets, devices and batch sizes."""
     from bench.core import parse_list
     from bench.results import ResultsError, read_results
 
-    df = read_results(args.results)
+    df = read_results(path)
     df = select(df, parse_list(args.targets), parse_list(args.devices), parse_list(args.batch_sizes, int))
     if df.empty:
-        raise ResultsError(f"{args.results}: no rows match the selection")
+        raise ResultsError(f"{path}: no rows match the selection")
+    return df
+
+
+def _unique_keys(df: pd.DataFrame, path: str) -> pd.DataFrame:
+    from bench.results import ResultsError
+
+    repeated = df[df.duplicated(CHANGE_KEY, keep=False)]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        raise ResultsError(
+            f"{path}: {len(repeated)} rows share a measurement key, e.g. "
+            f"{', '.join(f'{k}={first[k]}' for k in CHANGE_KEY)}; cannot tell which to compare"
+        )
+    return df
+
+
+def _check_arguments(paths: Iterable[str], merge: bool, threshold: float | None) -> None:
+    count = len(list(paths))
+    if threshold is not None and merge:
+        raise CompareError("--fail-slower compares two files (OLD.csv NEW.csv); it does not go with --merge")
+    if threshold is not None and count != 2:
+        raise CompareError(f"--fail-slower needs two results CSVs, OLD.csv NEW.csv; got {count}")
+    if count > 2 and not merge:
+        raise CompareError(
+            f"{count} results CSVs: give one (tables), two (OLD.csv NEW.csv: what changed) "
+            "or --merge to show several (say, one per host) as one set of tables"
+        )
+
+
+def _cmd_changes(
+    args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame, threshold: float | None
+) -> int:
+    old_path, new_path = args.results
+    changes = change_table(_unique_keys(old, old_path), _unique_keys(new, new_path))
+    if args.hide_skipped:  # drop lines skipped (or absent) on both sides
+        skipped = (
+            changes[["status_old", "status_new"]].isin(["skipped"])
+            | changes[["status_old", "status_new"]].isna()
+        )
+        changes = changes[~skipped.all(axis=1)]
+    text = f"{old_path} -> {new_path}\n\n" + (
+        render_changes(changes, args.markdown) if not changes.empty else ""
+    )
+    if threshold is None:
+        print(text, end="")
+        return 0
+    slower = regressions(changes, threshold)
+    if slower.empty:
+        text += f"\nno line slower by more than {threshold:g}% beyond noise\n"
+    else:
+        text += f"\nslower by more than {threshold:g}% beyond noise ({len(slower)}):\n"
+        text += "\n".join(_describe(line) for line in slower.to_dict("records")) + "\n"
+    print(text, end="")
+    return 1 if not slower.empty else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    threshold = parse_threshold(args.fail_slower) if args.fail_slower is not None else None
+    _check_arguments(args.results, args.merge, threshold)
+    frames = [_load(path, args) for path in args.results]
+    if len(frames) == 2 and not args.merge:
+        return _cmd_changes(args, *frames, threshold)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     shown = df[df["status"] != "skipped"] if args.hide_skipped else df
     text = render(shown, markdown=args.markdown) if not shown.empty else ""
     if args.hide_skipped and (df["status"] == "skipped").any():
@@ -159,17 +473,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compare",
-        help="print a results CSV as comparison tables",
-        description="Print a results CSV as comparison tables: per target and batch size, the median "
-        "latency, throughput, GFLOP/s and speedup vs torch-eager of each runtime and device.",
+        help="print results CSVs as comparison tables, or what changed between two",
+        description="One results CSV: comparison tables, per target and batch size, of the median "
+        "latency with its 95%% confidence interval, how it ranks against the fastest line (or within "
+        "noise of it), throughput, GFLOP/s and speedup vs torch-eager of each runtime and device. "
+        "Two (OLD.csv NEW.csv): the change of each line's median and whether it is beyond noise; "
+        "with --fail-slower, exit status 1 if a line got slower beyond noise. --merge: several CSVs "
+        "(say, one per host) as one set of tables.",
     )
-    p.add_argument("results", metavar="RESULTS.csv", help="a CSV written by the benchmark (results/*.csv)")
+    p.add_argument(
+        "results",
+        metavar="RESULTS.csv",
+        nargs="+",
+        help="CSVs written by the benchmark (results/*.csv): one, two (OLD NEW) or, with --merge, several",
+    )
     p.add_argument("--markdown", action="store_true", help="Markdown tables instead of plain text")
     p.add_argument("--targets", help="only these targets (comma-separated)")
     p.add_argument("--devices", help="only these devices (comma-separated)")
     p.add_argument("--batch-sizes", help="only these batch sizes (comma-separated)")
     p.add_argument(
         "--hide-skipped", action="store_true", help="one line per skip reason instead of skipped rows"
+    )
+    p.add_argument(
+        "--merge", action="store_true", help="show several CSVs as one set of tables (host column)"
+    )
+    p.add_argument(
+        "--fail-slower",
+        metavar="PCT",
+        help="with OLD.csv NEW.csv: exit 1 if a line is slower by more than PCT percent (10%% or 10) "
+        "and beyond noise (the CIs of its medians do not overlap)",
     )
     p.set_defaults(func=cmd_compare)
     return p

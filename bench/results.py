@@ -50,9 +50,16 @@ MEASURED_COLUMNS = (
     "latency_ms_stddev",
     "latency_ms_p90",
     "latency_ms_p99",
+    "latency_ms_median_ci_low",
+    "latency_ms_median_ci_high",
+    "cv",
+    "noisy",
     "throughput_ips",
     "gflops",
 )
+# Columns added after the first published schema: a CSV whose header is the schema without exactly
+# these is an older file and is read with them empty (NaN).
+ADDED_COLUMNS = ("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy")
 
 
 class ResultsError(UserError):
@@ -92,6 +99,10 @@ class ResultRow:
     latency_ms_stddev: float | None = None
     latency_ms_p90: float | None = None
     latency_ms_p99: float | None = None
+    latency_ms_median_ci_low: float | None = None  # bootstrap 95% CI of the median, ms
+    latency_ms_median_ci_high: float | None = None
+    cv: float | None = None  # coefficient of variation, stddev / mean
+    noisy: int | None = None  # 1 if cv > bench.stats.NOISY_CV, else 0
     throughput_ips: float | None = None  # images/s, from the median
     gflops: float | None = None  # GFLOP/s, from the median
     accuracy: float | None = None  # fraction of the 10,000 MNIST test images; model rows only
@@ -136,16 +147,22 @@ class ResultRow:
             latency_ms_stddev=latency.stddev,
             latency_ms_p90=latency.p90,
             latency_ms_p99=latency.p99,
+            latency_ms_median_ci_low=latency.median_ci_low,
+            latency_ms_median_ci_high=latency.median_ci_high,
+            cv=latency.cv,
+            noisy=int(latency.noisy),
             throughput_ips=throughput(self.batch_size, latency.median),
             gflops=gflops(flops_per_image, self.batch_size, latency.median) if flops_per_image else None,
         )
 
 
 COLUMNS = ResultRow.fields()
+OLD_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)  # the header of an older CSV
+_HINTS = typing.get_type_hints(ResultRow)
 # Column -> int, float (nullable) or str, from the annotations.
-_KINDS: dict[str, type] = {
-    name: hint if hint in (int, str) else float for name, hint in typing.get_type_hints(ResultRow).items()
-}
+_KINDS: dict[str, type] = {name: hint if hint in (int, str) else float for name, hint in _HINTS.items()}
+# Nullable ints (``noisy``): float64 in a frame (NaN for None), but int in rows and CSV cells.
+_OPTIONAL_INTS = frozenset(name for name, hint in _HINTS.items() if hint == int | None)
 _DTYPES = {int: "int64", float: "float64", str: "str"}
 
 
@@ -185,7 +202,8 @@ def rows_from_frame(df: pd.DataFrame) -> list[ResultRow]:
         for name in COLUMNS:
             value, kind = record[name], _KINDS[name]
             if kind is float:
-                values[name] = None if pd.isna(value) else float(value)
+                number_type = int if name in _OPTIONAL_INTS else float
+                values[name] = None if pd.isna(value) else number_type(value)
             else:
                 values[name] = "" if kind is str and pd.isna(value) else kind(value)
         rows.append(ResultRow(**values))
@@ -229,7 +247,7 @@ def _parse_cell(text: str, name: str, where: str) -> object:
     if kind is float and text == "":
         return None
     try:
-        return kind(text)
+        return int(text) if name in _OPTIONAL_INTS else kind(text)
     except ValueError:
         raise ResultsError(
             f"{where}, column {name}: {text!r} is not {'an integer' if kind is int else 'a number'}"
@@ -237,7 +255,10 @@ def _parse_cell(text: str, name: str, where: str) -> object:
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a results CSV into a typed frame (see ``frame_from_rows``); ResultsError if it is not one."""
+    """Read a results CSV into a typed frame (see ``frame_from_rows``); ResultsError if it is not one.
+
+    A CSV of the older schema (``OLD_COLUMNS``: no CI, CV or noisy columns) is accepted, with NaN there.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -249,13 +270,14 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     header = next(reader, None)
     if header is None:
         raise ResultsError(f"{path}: empty file, expected a results CSV header")
-    _check_columns(header, str(path))
+    if tuple(header) != OLD_COLUMNS:  # an older file lacks ADDED_COLUMNS; they stay None
+        _check_columns(header, str(path))
     rows = []
     for cells in reader:
         where = f"{path}, line {reader.line_num}"
-        if len(cells) != len(COLUMNS):
-            raise ResultsError(f"{where}: {len(cells)} cells, expected {len(COLUMNS)}")
-        values = {name: _parse_cell(cell, name, where) for name, cell in zip(COLUMNS, cells, strict=True)}
+        if len(cells) != len(header):
+            raise ResultsError(f"{where}: {len(cells)} cells, expected {len(header)}")
+        values = {name: _parse_cell(cell, name, where) for name, cell in zip(header, cells, strict=True)}
         try:
             rows.append(ResultRow(**values))
         except ValueError as e:

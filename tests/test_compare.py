@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from bench.compare import add_parser, comparison_tables, render
+from bench.compare import NOISE_COLUMNS, CompareError, add_parser, comparison_tables, render
 from bench.results import ResultRow, ResultsError, frame_from_rows, write_results
 from models.errors import UserError
 
@@ -121,3 +122,113 @@ def test_compare_command_refuses_bad_files(tmp_path: Path) -> None:
     args = _parse(["compare", str(tmp_path)])
     with pytest.raises(UserError, match="cannot read"):
         args.func(args)
+
+
+def _timed(runtime: str, median_ms: float, half_ci_ms: float, **values: object) -> ResultRow:
+    """An ok row with a median and a realistic CI (median +- ``half_ci_ms``), batch 10, host h1."""
+    base = dict(run_id="r", timestamp_utc="2026-11-28T09:30:00Z", target="model", runtime=runtime)
+    base |= dict(device="cpu", host="h1", batch_size=10, threads=2, warmup=1, rounds=100, iterations=5)
+    base |= dict(
+        latency_ms_median=median_ms,
+        latency_ms_median_ci_low=median_ms - half_ci_ms,
+        latency_ms_median_ci_high=median_ms + half_ci_ms,
+        cv=0.03,
+        noisy=0,
+        throughput_ips=10 / median_ms * 1e3,
+    )
+    return ResultRow(**{**base, **values})
+
+
+TIMED = [
+    _timed("torch-eager", 2.00, 0.05),
+    _timed("torchscript", 2.04, 0.05),  # CI [1.99, 2.09] overlaps [1.95, 2.05]: within noise
+    _timed("onnxruntime", 1.00, 0.02, cv=0.15, noisy=1),
+    _timed("torch-eager", 5.00, 0.10, target="conv1"),
+]
+
+
+def test_within_noise_marks_and_ci_in_single_file_tables() -> None:
+    table = comparison_tables(frame_from_rows(TIMED))
+    by_runtime = {r: line for r, line in zip(table["runtime"], table.to_dict("records"), strict=True)}
+    assert table["runtime"].tolist()[:3] == ["onnxruntime", "torch-eager", "torchscript"]
+    assert by_runtime["onnxruntime"]["fastest"]
+    text = render(table).split("conv1, batch 10")[0]  # the model table
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith(("onnx", "torch"))}
+    assert "fastest" in lines["onnxruntime"] and "1.000 [0.9800, 1.020]" in lines["onnxruntime"]
+    assert "15.0 noisy" in lines["onnxruntime"] and "noisy" not in lines["torch-eager"]
+    assert "+100%" in lines["torch-eager"] and "+104%" in lines["torchscript"]
+    # without onnxruntime, torchscript is within noise of the fastest, torch-eager
+    text = render(frame_from_rows(TIMED[:2]))
+    assert "fastest" in text and "within noise" in text and "+2.0%" not in text
+
+
+def test_old_files_without_cis_get_no_noise_marks() -> None:
+    old = frame_from_rows(TIMED[:2]).drop(columns=list(NOISE_COLUMNS))
+    text = render(old)
+    assert "within noise" not in text and "+2.0%" in text and "2.000 [" not in text and "CV %" not in text
+
+
+def _write(rows: list[ResultRow], directory: Path, host: str = "h1") -> Path:
+    return write_results(rows, directory, {"host": host}, {})
+
+
+def _gate(tmp_path: Path, new_rows: list[ResultRow], *flags: str) -> tuple[int, str]:
+    old = _write(TIMED, tmp_path / "old")
+    new = _write(new_rows, tmp_path / "new")
+    args = _parse(["compare", str(old), str(new), *flags])
+    return args.func(args), str(new)
+
+
+def _slower(row: ResultRow, factor: float) -> ResultRow:
+    fields = ("latency_ms_median", "latency_ms_median_ci_low", "latency_ms_median_ci_high")
+    return dataclasses.replace(row, **{f: getattr(row, f) * factor for f in fields})
+
+
+def test_regression_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _gate(tmp_path / "same", list(TIMED), "--fail-slower", "10%")[0] == 0
+    assert "no line slower by more than 10% beyond noise" in capsys.readouterr().out
+    doctored = [TIMED[0], TIMED[1], _slower(TIMED[2], 1.5), TIMED[3]]
+    assert _gate(tmp_path / "slower", doctored, "--fail-slower", "10")[0] == 1
+    out = capsys.readouterr().out
+    assert "slower by more than 10% beyond noise (1):" in out
+    assert (
+        "- h1, model, batch 10, onnxruntime, cpu, compute, 2 threads, fp32: 1.000 -> 1.500 ms (+50%)" in out
+    )
+    assert "beyond noise" in out and "within noise" in out  # the table marks each line
+    # 2.5% slower but inside the CIs: not a regression, even with a 1% threshold
+    within = [_slower(TIMED[0], 1.025), *TIMED[1:]]
+    assert _gate(tmp_path / "within", within, "--fail-slower", "1%")[0] == 0
+    # without a gate: the change table, added and removed lines
+    code, _ = _gate(tmp_path / "plain", [*TIMED[:3], _timed("torchscript", 5.0, 0.1, target="conv1")])
+    out = capsys.readouterr().out
+    assert code == 0 and "added" in out and "removed" in out and "old ms [95% CI]" in out
+
+
+def test_merge_shows_both_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _write(TIMED, tmp_path / "a", "h1")
+    b = _write([dataclasses.replace(r, host="h2") for r in TIMED], tmp_path / "b", "h2")
+    args = _parse(["compare", str(a), str(b), "--merge"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "host" in out and out.count("h1 ") == 4 and out.count("h2 ") == 4
+    assert (
+        out.count("fastest") - out.count("vs fastest") == 4
+    )  # ranked per host: each host's onnxruntime, each host's conv1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ONE", "--fail-slower", "10%"], "needs two results CSVs"),
+        (["ONE", "ONE", "--fail-slower", "ten"], "expected a percentage"),
+        (["ONE", "ONE", "--fail-slower", "-5"], "expected a percentage"),
+        (["ONE", "ONE", "--merge", "--fail-slower", "5"], "does not go with --merge"),
+        (["ONE", "ONE", "ONE"], "--merge to show several"),
+    ],
+)
+def test_compare_refuses_bad_arguments(tmp_path: Path, argv: list[str], message: str) -> None:
+    path = str(_write(TIMED, tmp_path))
+    args = _parse(["compare", *(path if a == "ONE" else a for a in argv)])
+    with pytest.raises(CompareError, match=message):
+        args.func(args)
+    assert issubclass(CompareError, UserError)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.results import (
+    ADDED_COLUMNS,
     ResultRow,
     ResultsError,
     frame_from_rows,
@@ -71,7 +72,8 @@ def test_fields_are_the_schema_in_order() -> None:
         *("target", "runtime", "device", "execution_provider", "precision", "timing"),
         *("batch_size", "threads", "warmup", "rounds", "iterations"),
         *("latency_ms_mean", "latency_ms_median", "latency_ms_min", "latency_ms_max"),
-        *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99", "throughput_ips", "gflops"),
+        *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99"),
+        *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy", "throughput_ips", "gflops"),
         *("accuracy", "agreement", "max_abs_diff", "status", "reason"),
     )
 
@@ -82,6 +84,8 @@ def test_with_latency_fills_the_measured_columns() -> None:
     assert row.throughput_ips == pytest.approx(64 / 0.002)
     assert row.gflops == pytest.approx(MODEL_FLOPS * 64 / 0.002 / 1e9)
     assert row.host == "bench host/1" and row.gpu_name == ""
+    assert row.latency_ms_median_ci_low == pytest.approx(1.0) and row.latency_ms_median_ci_high == 3.0
+    assert row.cv == pytest.approx(0.5) and row.noisy == 1
 
 
 def test_skipped_and_failed_rows_need_a_reason_and_no_timings() -> None:
@@ -103,6 +107,9 @@ def test_round_trip(tmp_path: Path) -> None:
     assert df["batch_size"].dtype == "int64" and df["latency_ms_median"].dtype == "float64"
     assert df["latency_ms_median"].isna().tolist() == [False, False, False, True, True]
     assert df["gflops"].isna().tolist() == [False, False, True, True, True]
+    assert df["noisy"].tolist()[:3] == [0.0, 0.0, 0.0] and df["noisy"].isna().tolist()[3:] == [True, True]
+    assert df["latency_ms_median_ci_low"].notna().tolist() == [True, True, True, False, False]
+    assert path.read_text().splitlines()[1].count(",0,") >= 1  # noisy written as an int, not 0.0
     assert rows_from_frame(df) == rows
     assert rows_from_frame(frame_from_rows(rows)) == rows
 
@@ -149,6 +156,26 @@ def test_wrong_header_is_refused(tmp_path: Path) -> None:
     ):
         read_results(bad)
     assert issubclass(ResultsError, UserError)
+
+
+def test_older_csv_without_the_noise_columns_is_read_with_nan(tmp_path: Path) -> None:
+    good = read_results(write_results(_rows(), tmp_path, ENV, {}, now=NOW))
+    old = tmp_path / "old.csv"
+    old_columns = [c for c in ResultRow.fields() if c not in ADDED_COLUMNS]
+    assert len(old_columns) == len(ResultRow.fields()) - 4
+    good[old_columns].to_csv(old, index=False)
+    df = read_results(old)
+    assert list(df.columns) == list(ResultRow.fields())
+    for name in ADDED_COLUMNS:
+        assert df[name].isna().all(), name
+    assert df["latency_ms_median"].tolist()[:3] == good["latency_ms_median"].tolist()[:3]
+    # a file lacking other columns as well, or with extra ones, is still refused
+    good[old_columns[:-1]].to_csv(old, index=False)
+    with pytest.raises(ResultsError, match=r"old\.csv: not a deepmnist.*missing column\(s\) .*reason"):
+        read_results(old)
+    good[old_columns].assign(extra=1).to_csv(old, index=False)
+    with pytest.raises(ResultsError, match=r"unexpected column\(s\) extra"):
+        read_results(old)
 
 
 @pytest.mark.parametrize(

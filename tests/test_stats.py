@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from bench.stats import Latency, gflops, throughput
+from bench.stats import NOISY_CV, Latency, gflops, median_ci, throughput
 
 ONE_TO_TEN_S = [k / 1000 for k in (7, 1, 10, 4, 2, 9, 3, 8, 6, 5)]  # 1..10 ms, unsorted
 
@@ -35,7 +36,20 @@ def test_latency_even_median_and_odd_count() -> None:
 
 def test_latency_single_sample() -> None:
     lat = Latency.from_values([0.0025])
-    assert lat == Latency(mean=2.5, median=2.5, min=2.5, max=2.5, stddev=0.0, p90=2.5, p99=2.5, n=1)
+    assert lat == Latency(
+        mean=2.5,
+        median=2.5,
+        min=2.5,
+        max=2.5,
+        stddev=0.0,
+        p90=2.5,
+        p99=2.5,
+        n=1,
+        median_ci_low=2.5,
+        median_ci_high=2.5,
+        cv=0.0,
+    )
+    assert not lat.noisy
 
 
 def test_latency_is_frozen() -> None:
@@ -71,3 +85,37 @@ def test_throughput_and_gflops() -> None:
 def test_throughput_rejects_bad_input(batch: int, median_ms: float) -> None:
     with pytest.raises(ValueError):
         throughput(batch, median_ms)
+
+
+def test_cv_and_noisy_on_fixed_numbers() -> None:
+    lat = Latency.from_values(ONE_TO_TEN_S)
+    assert lat.cv == pytest.approx(math.sqrt(82.5 / 9) / 5.5, rel=1e-12)  # 0.5505: noisy
+    assert lat.noisy and NOISY_CV == 0.10
+    steady = Latency.from_values([0.0010, 0.0011, 0.0009])  # stddev 0.1 ms, mean 1 ms: cv 0.1, not above
+    assert steady.cv == pytest.approx(0.1, rel=1e-12)
+    assert not Latency.from_values([0.0010, 0.00105, 0.00095]).noisy
+    assert Latency.from_values([0.0, 0.0]).cv == 0.0  # mean 0: no division by zero
+
+
+def _lognormal_s(n: int) -> np.ndarray:
+    """``n`` latencies around 1 ms with 20% spread, in seconds, from a fixed generator."""
+    return np.random.default_rng(12345).lognormal(mean=0.0, sigma=0.2, size=n) / 1e3
+
+
+def test_bootstrap_ci_contains_the_median_narrows_and_is_deterministic() -> None:
+    few, many = Latency.from_values(_lognormal_s(20)), Latency.from_values(_lognormal_s(2000))
+    for lat in (few, many):
+        assert lat.median_ci_low <= lat.median <= lat.median_ci_high
+        assert lat.min <= lat.median_ci_low < lat.median_ci_high <= lat.max
+    assert (many.median_ci_high - many.median_ci_low) < (few.median_ci_high - few.median_ci_low) / 3
+    again = Latency.from_values(_lognormal_s(2000))
+    assert (again.median_ci_low, again.median_ci_high) == (many.median_ci_low, many.median_ci_high)
+
+
+def test_bootstrap_ci_equals_resampled_medians() -> None:
+    # the index trick in median_ci gives exactly np.median of each resample (same generator, same draws)
+    values = _lognormal_s(101) * 1e3
+    picks = np.random.default_rng(0).integers(0, values.size, size=(2000, values.size), dtype=np.int32)
+    expected = np.percentile(np.median(np.sort(values)[picks], axis=1), [2.5, 97.5])
+    assert median_ci(values) == pytest.approx(tuple(expected), rel=1e-15)
+    assert median_ci(np.array([3.0])) == (3.0, 3.0)
