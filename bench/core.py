@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -275,7 +274,3 @@ def parse_list(text: str | None, kind: type = str) -> tuple | None:
     if text is None:
         return None
     return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-
-
-def default_results_dir() -> Path:
-    return REPO_ROOT / "results"

@@ -210,7 +210,7 @@ def export_all(
     An up-to-date export (same checkpoint, files verified) is parity-checked again only if ``recheck``."""
     ckpt = load_checkpoint(config.checkpoint)
     net = ckpt.model()
-    if not config.force and is_up_to_date(config.out_dir, ckpt.sha256):
+    if not config.force and is_up_to_date(config.out_dir, ckpt.sha256, net):
         manifest = load_manifest(config.out_dir)
         parity = check_parity(manifest, net, mnist, config.parity_batch, progress) if recheck else []
         return manifest, parity, False
@@ -240,20 +240,16 @@ def export_all(
     return manifest, parity, True
 
 
-def is_up_to_date(folder: Path, checkpoint_sha256: str) -> bool:
+def is_up_to_date(folder: Path, checkpoint_sha256: str, net: DeepMNIST) -> bool:
+    """The manifest lists exactly the planned artifacts, from this checkpoint, and all verify."""
     try:
         manifest = load_manifest(folder)
         manifest.verify_all()
     except ExportError:
         return False
-    expected = {(t[0], t[1]) for t in _plan_keys()}
+    planned = {(target, fmt) for target, fmt, *_ in _plan(net)}
     listed = {(a.target, a.format) for a in manifest.artifacts}
-    return manifest.checkpoint_sha256 == checkpoint_sha256 and listed == expected
-
-
-def _plan_keys() -> list[tuple[str, str]]:
-    keys = [("model", "onnx"), ("model_uint8", "onnx"), ("model", "torchscript")]
-    return keys + [(name, fmt) for name in LAYER_NAMES for fmt in ("onnx", "torchscript")]
+    return manifest.checkpoint_sha256 == checkpoint_sha256 and listed == planned
 
 
 def format_report(manifest: Manifest, parity: list[Parity]) -> str:
