@@ -167,7 +167,8 @@ class Context:
             self._accuracy[key] = (float((pred == labels).mean()), float((pred == ref).mean()))
         return self._accuracy[key]
 
-    def row(self, case: Case, **values: Any) -> ResultRow:
+    def row(self, case: Case, latency: Latency | None = None, **values: Any) -> ResultRow:
+        """Record the row of ``case`` (with its timing columns filled from ``latency``, if given)."""
         defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
         row = ResultRow.create(
             self.environment,
@@ -181,6 +182,8 @@ class Context:
             threads=self.config.resolved_threads,
             **{**defaults, **values},
         )
+        if latency is not None:
+            row = row.with_latency(latency, flops(case.target) or None)
         self.rows.append(row)
         return row
 
@@ -247,8 +250,9 @@ def run_case(case: Case, ctx: Context, benchmark: Any) -> ResultRow:
     if case.target == "model" and config.accuracy:
         accuracy, agreement = ctx.accuracy(case.runtime, case.device, prepared)
     samples = benchmark.stats.stats.data  # s per call, one value per round
-    row = ctx.row(
+    return ctx.row(
         case,
+        latency=Latency.from_values(samples),
         execution_provider=provider,
         rounds=rounds,
         iterations=iterations,
@@ -256,8 +260,6 @@ def run_case(case: Case, ctx: Context, benchmark: Any) -> ResultRow:
         agreement=agreement,
         max_abs_diff=diff,
     )
-    ctx.rows[-1] = row = row.with_latency(Latency.from_values(samples), flops(case.target) or None)
-    return row
 
 
 def skip_reason(case: Case) -> str | None:
