@@ -118,8 +118,19 @@ _BENCH_FLAGS = (
     ("--rounds", "timed rounds per case (default: calibrated)"),
     ("--iterations", "calls per round (default: calibrated)"),
     ("--max-time", "seconds of timed calls per case (default 1.0)"),
+    ("--single-stream-queries", "single-stream queries per runtime (default 1000)"),
+    ("--profile-batch", "batch size of the per-layer profile (default: the largest)"),
     ("--results-dir", "where the CSV goes (default: results/ in the checkout)"),
     ("--artifacts", "artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)"),
+)
+
+_BENCH_SWITCHES = (
+    ("--no-accuracy", "skip the full-test-set accuracy runs"),
+    ("--no-end-to-end", "skip CUDA timings that include copies"),
+    ("--no-single-stream", "skip the single-stream scenario"),
+    ("--no-profile", "skip the per-layer profile of the whole model"),
+    ("--no-roofline", "skip measuring peak GFLOP/s and memory bandwidth"),
+    ("--self-check", "check the harness: overhead and agreement with torch.utils.benchmark"),
 )
 
 
@@ -135,8 +146,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             argv += [flag, str(value)]
-    argv += [flag for flag, on in (("--no-accuracy", args.no_accuracy), ("--no-end-to-end", args.no_end_to_end),
-                                   ("--self-check", args.self_check)) if on]  # fmt: skip
+    argv += [flag for flag, _ in _BENCH_SWITCHES if getattr(args, flag[2:].replace("-", "_"))]
     argv += args.pytest_args
     return int(pytest.main(argv))
 
@@ -188,13 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmark matrix (the pytest-benchmark suite in bench/)")
     for flag, help_text in _BENCH_FLAGS:
         p.add_argument(flag, help=help_text)
-    p.add_argument("--no-accuracy", action="store_true", help="skip the full-test-set accuracy runs")
-    p.add_argument("--no-end-to-end", action="store_true", help="skip CUDA timings that include copies")
-    p.add_argument(
-        "--self-check",
-        action="store_true",
-        help="check the harness: overhead and agreement with torch.utils.benchmark",
-    )
+    for flag, help_text in _BENCH_SWITCHES:
+        p.add_argument(flag, action="store_true", help=help_text)
     p.add_argument("pytest_args", nargs="*", help="extra pytest / pytest-benchmark options, after --")
     p.set_defaults(func=cmd_bench)
 

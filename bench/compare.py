@@ -29,18 +29,21 @@ from models.errors import UserError
 BASELINE = "torch-eager"
 _KEY = [
     "host",
+    "scenario",
     "target",
     "batch_size",
     "device",
     "timing",
     "threads",
 ]  # what a speedup compares like with like
-_PEERS = ["host", "target", "batch_size", "device", "timing"]  # lines ranked against the fastest of them
+_PEERS = ["host", "scenario", "target", "batch_size", "device", "timing"]  # ranked against the fastest
 # The CI and CV columns; NaN in CSVs written before they existed (then nothing is marked as noise).
 NOISE_COLUMNS = ("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy")
+LAYER_ORDER = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "other")  # profile columns
 # What identifies one measurement across two results files.
 CHANGE_KEY = [
     "host",
+    "scenario",
     "target",
     "runtime",
     "device",
@@ -51,10 +54,12 @@ CHANGE_KEY = [
     "execution_provider",
 ]
 TABLE_COLUMNS = [
+    "scenario",
     "target",
     "batch_size",
     "host",
     "runtime",
+    "precision",
     "device",
     "timing",
     "execution_provider",
@@ -69,11 +74,19 @@ TABLE_COLUMNS = [
     "within_noise",  # its CI overlaps the fastest line's CI (False when either CI is unknown)
     "throughput_ips",
     "gflops",
+    "pct_of_peak",
     "speedup",
     "accuracy_pct",
     "agreement_pct",
     "status",
     "reason",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_ms_p999",
+    "rounds",
+    "load_s",
+    "compile_s",
+    "first_inference_ms",
 ]
 _CI = {"latency_ms_median_ci_low": "ci_low_ms", "latency_ms_median_ci_high": "ci_high_ms"}
 
@@ -83,8 +96,12 @@ class CompareError(UserError):
 
 
 def _with_noise_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with the NOISE_COLUMNS, NaN where a frame does not have them."""
-    missing = {name: math.nan for name in NOISE_COLUMNS if name not in df.columns}
+    """``df`` with the columns added since the first schema: NaN (scenario "batch") where missing."""
+    from bench.results import ADDED_COLUMNS
+
+    missing = {name: math.nan for name in ADDED_COLUMNS if name not in df.columns}
+    if "scenario" in missing:
+        missing["scenario"] = "batch"
     return df.assign(**missing) if missing else df
 
 
@@ -128,11 +145,15 @@ def comparison_tables(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _target_sorted(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
-    """Sorted by target ("model" first, then the order in the frame), batch size, then ``then``."""
+    """Sorted by scenario (SCENARIOS order), target ("model" first, then the order in the frame),
+    batch size, then ``then``."""
+    from bench.results import SCENARIOS
+
     targets = ["model", *(t for t in dict.fromkeys(table["target"]) if t != "model")]
     order = table["target"].map({t: i for i, t in enumerate(targets)})
-    return table.assign(_order=order).sort_values(
-        ["_order", "batch_size", *then], na_position="last", kind="stable"
+    scenario = table["scenario"].map({s: i for i, s in enumerate(SCENARIOS)})
+    return table.assign(_scenario=scenario, _order=order).sort_values(
+        ["_scenario", "_order", "batch_size", *then], na_position="last", kind="stable"
     )
 
 
@@ -179,6 +200,7 @@ def _column(name: str, fmt: Callable[[Any], str] = str) -> Callable[[Mapping[str
 _SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {  # heading -> cell of a line, in order
     "host": _column("host"),
     "runtime": _column("runtime"),
+    "precision": _column("precision"),
     "device": _column("device"),
     "timing": _column("timing"),
     "provider": _column("execution_provider", lambda v: v.removesuffix("ExecutionProvider")),
@@ -188,6 +210,7 @@ _SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {  # heading -> cell of 
     "CV %": _cv,
     "images/s": _column("throughput_ips", _number(",.0f")),
     "GFLOP/s": _column("gflops", _number(".2f")),
+    "% of peak": _column("pct_of_peak", _number(".1f")),
     f"vs {BASELINE}": _column("speedup", _number(".2f", "x")),
     "accuracy %": _column("accuracy_pct", _number(".2f")),
     "agreement %": _column("agreement_pct", _number(".2f")),
@@ -199,6 +222,7 @@ _NUMERIC = {
     "CV %",
     "images/s",
     "GFLOP/s",
+    "% of peak",
     f"vs {BASELINE}",
     "accuracy %",
     "agreement %",
@@ -206,7 +230,8 @@ _NUMERIC = {
     "new ms [95% CI]",
     "change",
 }
-_OPTIONAL = ("provider", "vs fastest", "CV %", "accuracy %", "agreement %")  # dropped when all empty
+# dropped when all empty
+_OPTIONAL = ("provider", "vs fastest", "CV %", "% of peak", "accuracy %", "agreement %")
 
 
 def _status(status: str, reason: str) -> str:
@@ -225,6 +250,8 @@ def _cells(
         del cells["host"]
     if "timing" in cells and (group["timing"] == "compute").all():
         del cells["timing"]
+    if "precision" in cells and (group["precision"] == "fp32").all():
+        del cells["precision"]
     for heading in _OPTIONAL:
         if heading in cells and not any(cells[heading]):
             del cells[heading]
@@ -245,27 +272,149 @@ def _tabulate(cells: dict[str, list[str]], markdown: bool) -> str:
 
 
 def _group_table(group: pd.DataFrame, markdown: bool) -> str:
-    cells = _cells(group, _SHOWN)
-    cells["status"] = [_status(s, r) for s, r in zip(group["status"], group["reason"], strict=True)]
-    return _tabulate(cells, markdown)
+    return _tabulate(_with_status(_cells(group, _SHOWN), group), markdown)
+
+
+def _title(text: str, markdown: bool) -> str:
+    return f"### {text}" if markdown else f"{text}\n{'=' * len(text)}"
 
 
 def _sections(df: pd.DataFrame, markdown: bool, table: Callable[[pd.DataFrame, bool], str]) -> str:
-    """A heading per target and batch size (in the frame's order), each followed by ``table(group)``."""
+    """A heading per scenario, target and batch size (in the frame's order), each followed by
+    ``table(group)``."""
     parts = []
-    for (target, batch), group in df.groupby(["target", "batch_size"], sort=False):
-        title = f"{target}, batch {batch}"
-        parts.append(f"### {title}" if markdown else f"{title}\n{'=' * len(title)}")
+    for (scenario, target, batch), group in df.groupby(["scenario", "target", "batch_size"], sort=False):
+        title = f"{target}, batch {batch}" + ("" if scenario == "batch" else f", {scenario}")
+        parts.append(_title(title, markdown))
         parts.append(table(group, markdown))
     return "\n\n".join(parts) + "\n"
 
 
+def _with_status(cells: dict[str, list[str]], group: pd.DataFrame) -> dict[str, list[str]]:
+    cells["status"] = [_status(s, r) for s, r in zip(group["status"], group["reason"], strict=True)]
+    return cells
+
+
+_OFFLINE_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
+    "best batch": _column("batch_size"),
+    "images/s": _SHOWN["images/s"],
+    "GFLOP/s": _SHOWN["GFLOP/s"],
+    "% of peak": _SHOWN["% of peak"],
+    "accuracy %": _SHOWN["accuracy %"],
+}
+_SINGLE_STREAM_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
+    "queries": _column("rounds"),
+    "p50 ms [95% CI]": _SHOWN["median ms [95% CI]"],
+    "p90 ms": _column("latency_ms_p90", _ms),
+    "p99 ms": _column("latency_ms_p99", _ms),
+    "p99.9 ms": _column("latency_ms_p999", _ms),
+    "vs fastest": _vs_fastest,
+    "accuracy %": _SHOWN["accuracy %"],
+}
+_COLD_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
+    "load s": _column("load_s", _number(".3f")),
+    "compile s": _column("compile_s", _number(".2f")),
+    "first call ms": _column("first_inference_ms", _ms),
+    "steady median ms": _column("median_ms", _ms),
+    "first / steady": lambda line: _number(".1f", "x")(line["first_inference_ms"] / line["median_ms"]),
+}
+_NUMERIC |= {"best batch", "queries", "p50 ms [95% CI]", "p90 ms", "p99 ms", "p99.9 ms", "load s"}
+_NUMERIC |= {"compile s", "first call ms", "steady median ms", "first / steady", *LAYER_ORDER}
+_NUMERIC |= {"profiled sum", "standalone sum", "whole model"}
+
+
+def _simple_table(
+    shown: Mapping[str, Callable[[Mapping[str, Any]], str]],
+) -> Callable[[pd.DataFrame, bool], str]:
+    def table(group: pd.DataFrame, markdown: bool) -> str:
+        cells = _cells(group, shown)
+        if "compile s" in cells and not any(cells["compile s"]):
+            del cells["compile s"]
+        return _tabulate(_with_status(cells, group), markdown)
+
+    return table
+
+
+def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
+    """Per runtime x device: each layer's profiled ms per call inside the whole model, their sum,
+    the sum of the standalone layer timings and the whole-model median, all at the profiled batch."""
+    profile = comparison[comparison["scenario"] == "profile"]
+    batch_rows = comparison[(comparison["scenario"] == "batch") & (comparison["status"] == "ok")]
+    parts = []
+    for (host, batch), group in profile.groupby(["host", "batch_size"], sort=False):
+        lines = []
+        for (runtime, device), rows in group.groupby(["runtime", "device"], sort=False):
+            ok = rows[rows["status"] == "ok"]
+            line = {"host": host, "runtime": runtime, "device": device}
+            if ok.empty:
+                line["status"] = _status(rows["status"].iloc[0], rows["reason"].iloc[0])
+                lines.append(line)
+                continue
+            ms = dict(zip(ok["target"], ok["median_ms"], strict=True))
+            for layer in LAYER_ORDER:
+                line[layer] = _ms(ms.get(layer, math.nan))
+            line["profiled sum"] = _ms(sum(ms.get(layer, 0.0) for layer in LAYER_ORDER))
+            same = batch_rows[
+                (batch_rows["host"] == host) & (batch_rows["runtime"] == runtime)
+                & (batch_rows["device"] == device) & (batch_rows["batch_size"] == batch)
+                & (batch_rows["timing"] == "compute")
+            ]  # fmt: skip
+            layers = same[same["target"].isin(LAYER_ORDER)]
+            complete = layers["target"].nunique() == len(LAYER_ORDER) - 1
+            line["standalone sum"] = _ms(layers["median_ms"].sum()) if complete else ""
+            whole = same.loc[same["target"] == "model", "median_ms"]
+            line["whole model"] = _ms(whole.iloc[0]) if len(whole) else ""
+            line["status"] = "ok"
+            lines.append(line)
+        headings = [
+            "host",
+            "runtime",
+            "device",
+            *LAYER_ORDER,
+            "profiled sum",
+            "standalone sum",
+            "whole model",
+        ]
+        cells = {h: [line.get(h, "") for line in lines] for h in [*headings, "status"]}
+        if len({line["host"] for line in lines}) <= 1:
+            del cells["host"]
+        parts.append(_title(f"where the time goes: model, batch {batch}, ms per call by layer", markdown))
+        parts.append(_tabulate(cells, markdown))
+    return "\n\n".join(parts) + "\n" if parts else ""
+
+
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
-    """Text of the tables, a heading per target and batch size; ``df`` from ``comparison_tables``
-    (a results frame straight from ``read_results`` is converted first)."""
+    """Text of the tables: offline (best throughput per runtime), single-stream latency, then a
+    heading per target and batch size, where the time goes (profile), and cold start.
+    ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
-    return _sections(df, markdown, _group_table)
+    parts = []
+    offline = df[df["scenario"] == "offline"]
+    if not offline.empty:
+        parts.append(_title("offline: best throughput over the batch sizes (whole model)", markdown))
+        parts.append(
+            _simple_table(_OFFLINE_SHOWN)(offline.sort_values("throughput_ips", ascending=False), markdown)
+        )
+    single = df[df["scenario"] == "single-stream"]
+    if not single.empty:
+        parts.append(_sections(single, markdown, _simple_table(_SINGLE_STREAM_SHOWN)).rstrip("\n"))
+    batch = df[df["scenario"] == "batch"]
+    if not batch.empty:
+        parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+    profile = _profile_table(df, markdown)
+    if profile:
+        parts.append(profile.rstrip("\n"))
+    cold = batch[(batch["target"] == "model") & (batch["status"] == "ok")]
+    if not cold.empty and cold["load_s"].notna().any():
+        smallest = cold[cold["batch_size"] == cold["batch_size"].min()]
+        title = f"cold start: model, batch {smallest['batch_size'].iloc[0]} (prepare, compile, first call)"
+        parts.append(_title(title, markdown))
+        parts.append(_simple_table(_COLD_SHOWN)(smallest, markdown))
+    return "\n\n".join(parts) + "\n"
 
 
 # ----------------------------------------------------------------------------- two files: changes

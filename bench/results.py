@@ -30,6 +30,10 @@ from models.errors import UserError
 
 STATUSES = ("ok", "skipped", "failed")
 TIMINGS = ("compute", "end_to_end")
+# batch: fixed batch size, timed in interleaved rounds; single-stream: batch 1, one query after another,
+# each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
+# profile: one layer's share (ms per call) of the whole model run under the runtime's profiler.
+SCENARIOS = ("batch", "single-stream", "offline", "profile")
 # Columns copied from collect_environment() into every row (cpu_count, cuda_version: sidecar only).
 ENV_COLUMNS = (
     "git_commit",
@@ -50,16 +54,32 @@ MEASURED_COLUMNS = (
     "latency_ms_stddev",
     "latency_ms_p90",
     "latency_ms_p99",
+    "latency_ms_p999",
     "latency_ms_median_ci_low",
     "latency_ms_median_ci_high",
     "cv",
     "noisy",
     "throughput_ips",
     "gflops",
+    "pct_of_peak",
 )
-# Columns added after the first published schema: a CSV whose header is the schema without exactly
-# these is an older file and is read with them empty (NaN).
-ADDED_COLUMNS = ("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy")
+# Columns added after the first published schema. A CSV whose header is the schema less some of these
+# (in schema order) is an older file; the missing ones read as their defaults (empty, scenario "batch").
+ADDED_COLUMNS = (
+    "scenario",
+    "load_s",
+    "compile_s",
+    "first_inference_ms",
+    "latency_ms_p999",
+    "latency_ms_median_ci_low",
+    "latency_ms_median_ci_high",
+    "cv",
+    "noisy",
+    "pct_of_peak",
+    "arithmetic_intensity",
+    "peak_gflops",
+    "bandwidth_gbs",
+)
 
 
 class ResultsError(UserError):
@@ -87,11 +107,15 @@ class ResultRow:
     execution_provider: str = ""  # ONNX Runtime only
     precision: str = "fp32"
     timing: str = "compute"  # compute: inputs already on the device; end_to_end: with host<->device copies
+    scenario: str = "batch"  # see SCENARIOS
     batch_size: int
     threads: int
     warmup: int  # untimed calls before the first round
     rounds: int
-    iterations: int  # calls per round
+    iterations: int  # calls per round (single-stream: queries per round)
+    load_s: float | None = None  # cold: Runtime.prepare (read the file, create the session), s
+    compile_s: float | None = None  # cold: building for this input shape (torch.compile, TensorRT), s
+    first_inference_ms: float | None = None  # cold: the first call after preparing (and compiling), ms
     latency_ms_mean: float | None = None
     latency_ms_median: float | None = None
     latency_ms_min: float | None = None
@@ -99,12 +123,17 @@ class ResultRow:
     latency_ms_stddev: float | None = None
     latency_ms_p90: float | None = None
     latency_ms_p99: float | None = None
+    latency_ms_p999: float | None = None
     latency_ms_median_ci_low: float | None = None  # bootstrap 95% CI of the median, ms
     latency_ms_median_ci_high: float | None = None
     cv: float | None = None  # coefficient of variation, stddev / mean
     noisy: int | None = None  # 1 if cv > bench.stats.NOISY_CV, else 0
     throughput_ips: float | None = None  # images/s, from the median
     gflops: float | None = None  # GFLOP/s, from the median
+    pct_of_peak: float | None = None  # gflops / peak_gflops * 100
+    arithmetic_intensity: float | None = None  # FLOP per byte moved (bench.roofline.arithmetic_intensity)
+    peak_gflops: float | None = None  # the device's float32 matmul peak, measured in the same run
+    bandwidth_gbs: float | None = None  # the device's copy bandwidth (read + write), measured in the same run
     accuracy: float | None = None  # fraction of the 10,000 MNIST test images; model rows only
     agreement: float | None = None  # fraction of argmax equal to eager PyTorch on CPU; model rows only
     max_abs_diff: float | None = None  # vs the reference output
@@ -116,6 +145,8 @@ class ResultRow:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if self.timing not in TIMINGS:
             raise ValueError(f"timing must be one of {TIMINGS}, got {self.timing!r}")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
         if self.status != "ok":
             if not self.reason:
                 raise ValueError(f"a {self.status} row needs a reason")
@@ -147,6 +178,7 @@ class ResultRow:
             latency_ms_stddev=latency.stddev,
             latency_ms_p90=latency.p90,
             latency_ms_p99=latency.p99,
+            latency_ms_p999=latency.p999,
             latency_ms_median_ci_low=latency.median_ci_low,
             latency_ms_median_ci_high=latency.median_ci_high,
             cv=latency.cv,
@@ -155,9 +187,21 @@ class ResultRow:
             gflops=gflops(flops_per_image, self.batch_size, latency.median) if flops_per_image else None,
         )
 
+    def with_roofline(
+        self, peak_gflops: float | None, bandwidth_gbs: float | None, arithmetic_intensity: float | None
+    ) -> ResultRow:
+        """A copy with the device's measured ceilings, the row's FLOP/byte and its % of the peak."""
+        pct = self.gflops / peak_gflops * 100 if self.gflops and peak_gflops else None
+        return dataclasses.replace(
+            self,
+            peak_gflops=peak_gflops,
+            bandwidth_gbs=bandwidth_gbs,
+            arithmetic_intensity=arithmetic_intensity,
+            pct_of_peak=pct,
+        )
+
 
 COLUMNS = ResultRow.fields()
-OLD_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)  # the header of an older CSV
 _HINTS = typing.get_type_hints(ResultRow)
 # Column -> int, float (nullable) or str, from the annotations.
 _KINDS: dict[str, type] = {name: hint if hint in (int, str) else float for name, hint in _HINTS.items()}
@@ -225,6 +269,13 @@ def _csv_text(rows: Sequence[ResultRow]) -> str:
     return out.getvalue()
 
 
+def _is_older_schema(header: Sequence[str]) -> bool:
+    """True if ``header`` is COLUMNS less some ADDED_COLUMNS, in order (a CSV of an earlier version)."""
+    return tuple(header) == tuple(c for c in COLUMNS if c in header) and all(
+        c in ADDED_COLUMNS for c in COLUMNS if c not in header
+    )
+
+
 def _check_columns(header: Sequence[str], where: str) -> None:
     if tuple(header) == COLUMNS:
         return
@@ -257,7 +308,7 @@ def _parse_cell(text: str, name: str, where: str) -> object:
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Read a results CSV into a typed frame (see ``frame_from_rows``); ResultsError if it is not one.
 
-    A CSV of the older schema (``OLD_COLUMNS``: no CI, CV or noisy columns) is accepted, with NaN there.
+    A CSV of an older schema (lacking some ``ADDED_COLUMNS``) is accepted, with their defaults there.
     """
     path = Path(path)
     try:
@@ -270,7 +321,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     header = next(reader, None)
     if header is None:
         raise ResultsError(f"{path}: empty file, expected a results CSV header")
-    if tuple(header) != OLD_COLUMNS:  # an older file lacks ADDED_COLUMNS; they stay None
+    if not _is_older_schema(header):
         _check_columns(header, str(path))
     rows = []
     for cells in reader:
@@ -322,10 +373,12 @@ def write_results(
     config: Mapping[str, Any],
     *,
     now: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``<results_dir>/<UTC time>-<host>[-N].csv`` plus ``.json`` and ``.md``; return the CSV path.
 
     An existing file is never replaced: a name taken already gets ``-2``, ``-3``, ...
+    ``extra`` (measured ceilings, single-stream samples) goes into the ``.json`` sidecar as well.
     """
     # compare renders results (and imports this module)
     from bench.compare import comparison_tables, render
@@ -341,6 +394,7 @@ def write_results(
         "environment": dict(environment),
         "config": dict(config),
         "columns": list(COLUMNS),
+        **(extra or {}),
     }
     json_text = json.dumps(sidecar, indent=2, default=str) + "\n"
     where = "; ".join(environment[k] for k in ("host", "cpu_model", "gpu_name") if environment.get(k))

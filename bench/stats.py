@@ -61,6 +61,7 @@ class Latency:
     stddev: float  # sample standard deviation (ddof=1); 0.0 for a single sample
     p90: float  # percentiles: numpy's default linear interpolation
     p99: float
+    p999: float  # 99.9th percentile; meaningful with >= 1000 samples (single-stream)
     n: int
     median_ci_low: float  # bootstrap 95% confidence interval of the median (see median_ci)
     median_ci_high: float
@@ -86,7 +87,7 @@ class Latency:
                 f"first {bad[0]!r}"
             )
         ms = values * 1e3
-        p90, p99 = np.percentile(ms, [90, 99])
+        p90, p99, p999 = np.percentile(ms, [90, 99, 99.9])
         mean = float(ms.mean())
         stddev = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
         ci_low, ci_high = median_ci(ms)
@@ -98,6 +99,7 @@ class Latency:
             stddev=stddev,
             p90=float(p90),
             p99=float(p99),
+            p999=float(p999),
             n=int(ms.size),
             median_ci_low=ci_low,
             median_ci_high=ci_high,

@@ -4,18 +4,25 @@ Writes into ``<artifacts>/export/`` (or ``--out``):
   deep_mnist.onnx              float32 input (N, 1, 28, 28) -> logits (N, 10)
   deep_mnist_uint8.onnx        uint8 pixels (N, 28, 28) -> probabilities (N, 10), label (N,) int64
   deep_mnist.torchscript.pt    traced and frozen, same contract as deep_mnist.onnx
+  deep_mnist_int8.onnx         int8 (QDQ), calibrated on training images; same contract   onnx-int8
+  deep_mnist_fp16.onnx         float16 inside, float32 input and output; same contract  onnx-fp16
+  deep_mnist.pt2               torch.export program, dynamic batch; same contract       torch-export
+  deep_mnist.aoti-cpu.pt2      AOTInductor CPU package of that program (needs a C++ compiler,
+                               skipped with the reason otherwise); same contract         aoti-cpu
   layers/<layer>.onnx, layers/<layer>.torchscript.pt   conv1 (+ReLU), pool1, conv2 (+ReLU), pool2,
                                fc1 (+ReLU), fc2, each with the input shape it sees in the network
-  manifest.json                every file with SHA-256, inputs, outputs, dtypes, opset
+  manifest.json                every file with SHA-256, inputs, outputs, dtypes, opset, details
 The manifest is written last, and only after parity held, so a manifest always describes a
-complete, checked export. Exporting again from the same checkpoint gives the same bytes.
+complete, checked export. Exporting again from the same checkpoint gives the same bytes (on the
+same machine: the AOTInductor library is built for this CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +30,17 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from exporters.formats import OPSET, export_onnx, export_torchscript
+from exporters.formats import (
+    OPSET,
+    AotiUnavailable,
+    check_pt2_archive,
+    compile_aoti,
+    export_onnx,
+    export_program,
+    export_torchscript,
+)
 from exporters.manifest import MANIFEST, Artifact, ExportError, Manifest, TensorSpec, load_manifest
+from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF, export_fp16, export_int8
 from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
@@ -35,6 +51,10 @@ from models.paths import export_dir
 MODEL_ONNX = "deep_mnist.onnx"
 UINT8_ONNX = "deep_mnist_uint8.onnx"
 MODEL_TORCHSCRIPT = "deep_mnist.torchscript.pt"
+INT8_ONNX = "deep_mnist_int8.onnx"
+FP16_ONNX = "deep_mnist_fp16.onnx"
+MODEL_PT2 = "deep_mnist.pt2"
+AOTI_CPU = "deep_mnist.aoti-cpu.pt2"
 TOLERANCE = 1e-4  # max |difference| of float32 outputs against eager PyTorch
 
 INPUT_MEANING = (
@@ -60,9 +80,21 @@ class Parity:
     max_abs_diff: float
     agreement: float | None  # argmax agreement with eager (model artifacts)
     images: int
+    accuracy: float | None = None  # test accuracy of the artifact (model artifacts)
+    reference_accuracy: float | None = None  # test accuracy of eager PyTorch (float32)
 
     @property
     def ok(self) -> bool:
+        """float32 artifacts: max |diff| <= TOLERANCE and 100% agreement; onnx-int8: test accuracy
+        within 0.2 points of float32's; onnx-fp16: argmax agreement >= 99.5%."""
+        if self.format == "onnx-int8":
+            return (
+                self.accuracy is not None
+                and self.reference_accuracy is not None
+                and abs(self.accuracy - self.reference_accuracy) <= INT8_MAX_ACCURACY_DIFF
+            )
+        if self.format == "onnx-fp16":
+            return self.agreement is not None and self.agreement >= FP16_MIN_AGREEMENT
         agree = self.agreement is None or self.agreement == 1.0
         return self.max_abs_diff <= TOLERANCE and agree
 
@@ -78,9 +110,13 @@ def _producer() -> dict[str, str]:
     }
 
 
-def _metadata(ckpt: Checkpoint, target: str, meaning: str, outputs: str) -> dict[str, str]:
+def _metadata(ckpt: Checkpoint, target: str, meaning: str, outputs: str, fmt: str = "") -> dict[str, str]:
+    """The facts every artifact carries; the formats added later also name their format."""
+    extra = {} if fmt in ("", "onnx", "torchscript") else {"format": fmt}
+    what = f"{target}, {fmt}" if extra else target
     return {
-        "description": f"Deep MNIST CNN ({target}), trained with deepmnist-bench",
+        **extra,
+        "description": f"Deep MNIST CNN ({what}), trained with deepmnist-bench",
         "target": target,
         "input": meaning,
         "output": outputs,
@@ -96,58 +132,110 @@ def _spec(name: str, shape: tuple[int, ...], dtype: str) -> list[TensorSpec]:
     return [TensorSpec(name, ["batch", *shape], dtype)]
 
 
-def _plan(net: DeepMNIST) -> list[tuple[str, str, str, torch.nn.Module, torch.Tensor, list, list, str, str]]:
-    """(target, format, file, module, example, inputs, outputs, input meaning, output meaning)."""
+@dataclass(frozen=True)
+class Step:
+    """One planned artifact. ``module`` and ``example`` are what a format made from PyTorch
+    exports; the int8 and fp16 ONNX files are made from deep_mnist.onnx, AOTInductor from the
+    torch.export program, so those steps come after the ones they derive from."""
+
+    target: str
+    format: str
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    meaning: str  # what the input is
+    out_meaning: str  # what the outputs are
+    module: torch.nn.Module | None = field(default=None, compare=False)
+    example: torch.Tensor | None = field(default=None, compare=False)
+
+
+def _plan(net: DeepMNIST) -> list[Step]:
     image = (1, 28, 28)
+    float_in, logits = _spec("input", image, "float32"), _spec("logits", (10,), "float32")
+    model = dict(inputs=float_in, outputs=logits, meaning=INPUT_MEANING, out_meaning="logits float32 (N, 10)")
     plan = [
-        ("model", "onnx", MODEL_ONNX, net, torch.rand(2, *image), _spec("input", image, "float32"),
-         _spec("logits", (10,), "float32"), INPUT_MEANING, "logits float32 (N, 10)"),
-        ("model_uint8", "onnx", UINT8_ONNX, Uint8Classifier(net), torch.zeros(2, 28, 28, dtype=torch.uint8),
-         _spec("pixels", (28, 28), "uint8"),
-         [*_spec("probabilities", (10,), "float32"), *_spec("label", (), "int64")],
-         UINT8_MEANING, "probabilities float32 (N, 10) (softmax), label int64 (N,)"),
-        ("model", "torchscript", MODEL_TORCHSCRIPT, net, torch.rand(2, *image), _spec("input", image, "float32"),
-         _spec("logits", (10,), "float32"), INPUT_MEANING, "logits float32 (N, 10)"),
+        Step("model", "onnx", MODEL_ONNX, **model, module=net, example=torch.rand(2, *image)),
+        Step("model_uint8", "onnx", UINT8_ONNX, _spec("pixels", (28, 28), "uint8"),
+             [*_spec("probabilities", (10,), "float32"), *_spec("label", (), "int64")], UINT8_MEANING,
+             "probabilities float32 (N, 10) (softmax), label int64 (N,)",
+             module=Uint8Classifier(net), example=torch.zeros(2, 28, 28, dtype=torch.uint8)),
+        Step("model", "torchscript", MODEL_TORCHSCRIPT, **model, module=net, example=torch.rand(2, *image)),
+        Step("model", "onnx-int8", INT8_ONNX, **model),
+        Step("model", "onnx-fp16", FP16_ONNX, **model),
+        # the example is stored in the archive: zeros, not random, keep it reproducible
+        Step("model", "torch-export", MODEL_PT2, **model, module=net, example=torch.zeros(2, *image)),
+        Step("model", "aoti-cpu", AOTI_CPU, **model),
     ]  # fmt: skip
     for spec in LAYERS:
         for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".torchscript.pt")):
             plan.append(
-                (spec.name, fmt, f"layers/{spec.name}{suffix}", single_layer(net, spec.name),
-                 layer_example(spec.name), _spec("input", spec.input_shape, "float32"),
-                 _spec("output", spec.output_shape, "float32"),
-                 f"float32 (N, {', '.join(map(str, spec.input_shape))}): the input {spec.name} sees in the network",
-                 f"float32 (N, {', '.join(map(str, spec.output_shape))})")
+                Step(spec.name, fmt, f"layers/{spec.name}{suffix}", _spec("input", spec.input_shape, "float32"),
+                     _spec("output", spec.output_shape, "float32"),
+                     f"float32 (N, {', '.join(map(str, spec.input_shape))}): the input {spec.name} sees in the network",
+                     f"float32 (N, {', '.join(map(str, spec.output_shape))})",
+                     module=single_layer(net, spec.name), example=layer_example(spec.name))
             )  # fmt: skip
     return plan
 
 
-def _export_files(ckpt: Checkpoint, net: DeepMNIST, config: ExportConfig, progress: bool) -> list[Artifact]:
-    artifacts = []
-    plan = _plan(net)
-    for target, fmt, file, module, example, inputs, outputs, meaning, out_meaning in tqdm(
-        plan, desc="export", unit="file", disable=not progress
-    ):
-        path = config.out_dir / file
-        metadata = _metadata(ckpt, target, meaning, out_meaning)
-        if fmt == "onnx":
+def _export_files(
+    ckpt: Checkpoint, net: DeepMNIST, config: ExportConfig, mnist: MNIST, progress: bool
+) -> tuple[list[Artifact], dict[str, str]]:
+    """Write every planned file; returns the artifacts and the skipped ones ("target/format" -> why)."""
+    artifacts, skipped = [], {}
+    program = None  # the torch.export program, compiled by the aoti-cpu step
+    bar = tqdm(_plan(net), desc="export", unit="file", disable=not progress)
+    for step in bar:
+        bar.set_postfix_str(step.file)
+        path = config.out_dir / step.file
+        metadata = _metadata(ckpt, step.target, step.meaning, step.out_meaning, step.format)
+        details = None
+        if step.format == "onnx":
             export_onnx(
-                module, example, path, inputs[0].name, [o.name for o in outputs], metadata, config.opset
-            )
+                step.module, step.example, path, step.inputs[0].name, [o.name for o in step.outputs],
+                metadata, config.opset,
+            )  # fmt: skip
+        elif step.format == "torchscript":
+            export_torchscript(step.module, step.example, path, json.dumps(metadata, sort_keys=True))
+        elif step.format == "onnx-int8":
+            details = export_int8(
+                config.out_dir / MODEL_ONNX, path, mnist.train_images, mnist.test_images,
+                mnist.test_labels, metadata,
+            )  # fmt: skip
+        elif step.format == "onnx-fp16":
+            details = export_fp16(config.out_dir / MODEL_ONNX, path, metadata)
+        elif step.format == "torch-export":
+            program = export_program(step.module, step.example, path, json.dumps(metadata, sort_keys=True))
+        elif step.format == "aoti-cpu":
+            assert program is not None, "the torch-export step comes first"
+            try:
+                details = compile_aoti(program, path, metadata)
+            except AotiUnavailable as e:
+                path.unlink(missing_ok=True)  # a file from an earlier export is not described any more
+                skipped[f"{step.target}/{step.format}"] = str(e)
+                bar.write(f"skipped {step.file}: {e}")
+                continue
         else:
-            export_torchscript(module, example, path, json.dumps(metadata, sort_keys=True))
+            raise AssertionError(f"no writer for format {step.format!r}")
         artifacts.append(
             Artifact(
-                target=target,
-                format=fmt,
-                file=file,
+                target=step.target,
+                format=step.format,
+                file=step.file,
                 sha256=sha256_file(path),
                 bytes=path.stat().st_size,
-                inputs=inputs,
-                outputs=outputs,
-                opset=config.opset if fmt == "onnx" else None,
+                inputs=step.inputs,
+                outputs=step.outputs,
+                opset=_onnx_opset(path) if step.format.startswith("onnx") else None,
+                details=details,
             )
         )
-    return artifacts
+    return artifacts, skipped
+
+
+def _onnx_opset(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _onnx_runner(path: Path):
@@ -161,6 +249,18 @@ def _onnx_runner(path: Path):
     )
 
 
+def _pt2_runner(path: Path, compiled: bool):
+    """A .pt2 on its own runtime, after ``check_pt2_archive`` (the caller verified the SHA-256)."""
+    check_pt2_archive(path, compiled=compiled)
+    if compiled:
+        from torch._inductor import aoti_load_package
+
+        module = aoti_load_package(str(path))
+    else:
+        module = torch.export.load(str(path)).module()
+    return lambda x: [module(torch.from_numpy(x)).numpy()]
+
+
 @torch.no_grad()
 def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 500, progress: bool = True):
     """Run every artifact on its own runtime over the full test set against eager PyTorch."""
@@ -168,36 +268,49 @@ def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 
     runners = {}
     for artifact in manifest.artifacts:
         path = manifest.verified_path(artifact.target, artifact.format)
-        if artifact.format == "onnx":
-            runners[(artifact.target, "onnx")] = _onnx_runner(path)
-        else:
+        key = (artifact.target, artifact.format)
+        if artifact.format.startswith("onnx"):
+            runners[key] = _onnx_runner(path)
+        elif artifact.format == "torchscript":
             module = torch.jit.load(str(path)).eval()
-            runners[(artifact.target, "torchscript")] = lambda x, m=module: [m(torch.from_numpy(x)).numpy()]
+            runners[key] = lambda x, m=module: [m(torch.from_numpy(x)).numpy()]
+        elif artifact.format in ("torch-export", "aoti-cpu"):
+            runners[key] = _pt2_runner(path, compiled=artifact.format == "aoti-cpu")
+        else:
+            raise ExportError(f"{path}: unknown artifact format {artifact.format!r} in the manifest")
     worst = {key: 0.0 for key in runners}
     agree = {key: 0 for key in runners}
+    correct = {key: 0 for key in runners}
+    eager_correct = 0
     images = mnist.test_images
     for start in tqdm(range(0, len(images), batch), desc="parity", unit="batch", disable=not progress):
         pixels = images[start : start + batch]  # (B, 28, 28) uint8
+        labels = mnist.test_labels[start : start + batch]  # (B,)
         x = to_input(pixels)  # (B, 1, 28, 28)
         acts = trace_layers(net, x)
         logits = acts[LAYER_NAMES[-1]][1].numpy()  # (B, 10)
         expected_label = logits.argmax(1)
+        eager_correct += int((expected_label == labels).sum())
         for (target, fmt), run in runners.items():
             if target == "model":
                 out = run(x.numpy())[0]
-                agree[(target, fmt)] += int((out.argmax(1) == expected_label).sum())
+                label = out.argmax(1)
                 ref = logits
             elif target == "model_uint8":
                 out, label = run(pixels)
-                agree[(target, fmt)] += int((label == expected_label).sum())
                 ref = torch.softmax(torch.from_numpy(logits), 1).numpy()
             else:
                 layer_in, layer_out = acts[target]
                 out, ref = run(layer_in.numpy())[0], layer_out.numpy()
+            if target.startswith("model"):
+                agree[(target, fmt)] += int((label == expected_label).sum())
+                correct[(target, fmt)] += int((label == labels).sum())
             worst[(target, fmt)] = max(worst[(target, fmt)], float(np.abs(out - ref).max()))
     n = len(images)
     return [
-        Parity(t, f, worst[(t, f)], agree[(t, f)] / n if t.startswith("model") else None, n)
+        Parity(t, f, worst[(t, f)], agree[(t, f)] / n, n, correct[(t, f)] / n, eager_correct / n)
+        if t.startswith("model")
+        else Parity(t, f, worst[(t, f)], None, n)
         for (t, f) in runners
     ]
 
@@ -215,7 +328,7 @@ def export_all(
         parity = check_parity(manifest, net, mnist, config.parity_batch, progress) if recheck else []
         return manifest, parity, False
     (config.out_dir / MANIFEST).unlink(missing_ok=True)  # a half-updated folder is never described
-    artifacts = _export_files(ckpt, net, config, progress)
+    artifacts, skipped = _export_files(ckpt, net, config, mnist, progress)
     manifest = Manifest(
         checkpoint=str(config.checkpoint),
         checkpoint_sha256=ckpt.sha256,
@@ -224,31 +337,37 @@ def export_all(
         producer=_producer(),
         artifacts=artifacts,
         folder=config.out_dir,
+        skipped=skipped,
     )
     parity = check_parity(manifest, net, mnist, config.parity_batch, progress)
     failed = [p for p in parity if not p.ok]
     if failed:
         raise ExportError(
             f"{config.out_dir}: parity failed for "
-            + ", ".join(
-                f"{p.target} {p.format} (max diff {p.max_abs_diff:.2e}, agreement {p.agreement})"
-                for p in failed
-            )
+            + ", ".join(f"{p.target} {p.format} ({_describe(p)})" for p in failed)
             + "; no manifest written"
         )
     manifest.save(config.out_dir)
     return manifest, parity, True
 
 
+def _describe(p: Parity) -> str:
+    if p.format == "onnx-int8":
+        return f"test accuracy {p.accuracy:.2%} against float32 {p.reference_accuracy:.2%}"
+    return f"max diff {p.max_abs_diff:.2e}, agreement {p.agreement}"
+
+
 def is_up_to_date(folder: Path, checkpoint_sha256: str, net: DeepMNIST) -> bool:
-    """The manifest lists exactly the planned artifacts, from this checkpoint, and all verify."""
+    """The manifest lists (or records as skipped) exactly the planned artifacts, from this
+    checkpoint, and all verify."""
     try:
         manifest = load_manifest(folder)
         manifest.verify_all()
     except ExportError:
         return False
-    planned = {(target, fmt) for target, fmt, *_ in _plan(net)}
+    planned = {(step.target, step.format) for step in _plan(net)}
     listed = {(a.target, a.format) for a in manifest.artifacts}
+    listed |= {tuple(key.split("/", 1)) for key in manifest.skipped}
     return manifest.checkpoint_sha256 == checkpoint_sha256 and listed == planned
 
 
@@ -258,15 +377,28 @@ def format_report(manifest: Manifest, parity: list[Parity]) -> str:
     for a in manifest.artifacts:
         p = by_key[(a.target, a.format)]
         agree = "" if p.agreement is None else f"{p.agreement * 100:.2f}%"
-        lines.append(
-            f"{a.file:34} {a.sha256[:16]} {p.max_abs_diff:10.2e} {agree:>12}  {'ok' if p.ok else 'FAIL'}"
-        )
-    lines.append(f"parity on all {parity[0].images} test images; tolerance {TOLERANCE:g} (float32)")
+        note = ""
+        if a.format == "onnx-int8":
+            note = f" (test accuracy {p.accuracy:.2%}, float32 {p.reference_accuracy:.2%})"
+        elif a.format == "aoti-cpu" and a.details:
+            note = f" (compiled in {a.details['compile_s']:.1f} s)"
+        status = ("ok" if p.ok else "FAIL") + note
+        lines.append(f"{a.file:34} {a.sha256[:16]} {p.max_abs_diff:10.2e} {agree:>12}  {status}")
+    for key, reason in manifest.skipped.items():
+        lines.append(f"skipped {key}: {reason}")
+    lines.append(
+        f"parity on all {parity[0].images} test images; tolerance {TOLERANCE:g} (float32); onnx-int8: "
+        f"test accuracy within {INT8_MAX_ACCURACY_DIFF * 100:.1f} points of float32; onnx-fp16: argmax "
+        f"agreement >= {FP16_MIN_AGREEMENT:.1%}"
+    )
     return "\n".join(lines)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="export ONNX and TorchScript artifacts and prove parity")
+    p = subparsers.add_parser(
+        "export",
+        help="export ONNX (float32, int8, fp16), TorchScript, torch.export and AOTInductor artifacts",
+    )
     p.add_argument(
         "--artifacts", metavar="DIR", help="artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)"
     )
@@ -293,8 +425,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise ExportError(f"--opset {args.opset}: use 17 or newer")
     config = ExportConfig(checkpoint=checkpoint, out_dir=out, opset=args.opset, force=args.force)
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
+    start = time.perf_counter()
     manifest, parity, exported = export_all(config, mnist, progress=not args.no_progress)
-    print(("exported" if exported else "up to date (same checkpoint, files verified)") + f": {out}")
+    seconds = time.perf_counter() - start
+    print(
+        ("exported" if exported else "up to date (same checkpoint, files verified)")
+        + f": {out} ({seconds:.1f} s)"
+    )
     print(format_report(manifest, parity))
     print(f"manifest: {out / MANIFEST}")
     return 0

@@ -1,18 +1,31 @@
-"""Writers for the two artifact formats, each atomic and byte-for-byte reproducible.
+"""Writers for the artifact formats made from PyTorch, each atomic and byte-for-byte reproducible.
 
 ONNX: ``torch.onnx.export(..., dynamo=True)``, the exporter current PyTorch recommends, with its
 optimizer on (constant folding, dead-code removal: the simplification that is always safe), then
 ``onnx.checker.check_model(full_check=True)`` and strict shape inference.
 TorchScript: traced, frozen, saved; the archive's random ``serialization_id`` is replaced by one
 derived from the content so that the same weights give the same file.
+torch.export: ``torch.export.export`` with a dynamic batch dimension, saved with
+``torch.export.save`` (the same archive rewrite; the trace's stack traces, which hold local paths,
+are dropped). AOTInductor: that program compiled for the CPU by ``aoti_compile_and_package``.
+``check_pt2_archive`` inspects a .pt2 before anything loads it (see its docstring for why).
+(The derived ONNX files, int8 and fp16, are made in ``exporters.quantize``.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import io
+import json
 import logging
 import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -23,8 +36,10 @@ import torch
 from torch import nn
 
 from models.atomic import atomic_path
+from models.errors import UserError
 
 OPSET = 18  # >= 17, and old enough for every onnxruntime of the last three years
+PT2_FOLDER = "deep_mnist"  # top folder inside every .pt2 zip we write (torch names it after the file)
 
 
 @contextlib.contextmanager
@@ -110,3 +125,201 @@ def _make_reproducible(archive: Path, folder: str) -> None:
             content = serial if name == ".data/serialization_id" else data
             dst.writestr(zipfile.ZipInfo(f"{folder}/{name}", date_time=(1980, 1, 1, 0, 0, 0)), content)
     os.replace(staged, archive)
+
+
+# ----------------------------------------------------------------------------- torch.export
+
+
+def export_program(
+    module: nn.Module, example: torch.Tensor, path: str | os.PathLike, metadata_json: str
+) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of ``module`` (eval mode) with a dynamic batch dimension (1 or more
+    images) on its one input; saved with ``torch.export.save`` and ``metadata_json`` as the extra
+    file ``deepmnist.json``. ``example`` must not be random: it is stored in the archive."""
+    module = module.eval()
+    batch = torch.export.Dim("batch", min=1)
+    with quiet_export(), torch.no_grad():
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)  # the trace's Python call stack: local paths, not needed
+    buffer = io.BytesIO()
+    with quiet_export():
+        torch.export.save(program, buffer, extra_files={"deepmnist.json": metadata_json})
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+        _make_reproducible(tmp, PT2_FOLDER)
+    return program
+
+
+class AotiUnavailable(Exception):
+    """AOTInductor cannot compile on this machine (no C++ compiler, or the compile failed)."""
+
+
+def aoti_build_dir() -> Path:
+    """The one place AOTInductor builds in: fixed, because the compiled library records its build
+    paths (debug info, source comments), so a fixed folder keeps the package reproducible."""
+    return Path(tempfile.gettempdir()) / f"deepmnist-aoti-build-{os.getuid()}"
+
+
+def compile_aoti(
+    program: torch.export.ExportedProgram, path: str | os.PathLike, metadata: dict[str, str]
+) -> dict[str, object]:
+    """Compile ``program`` with AOTInductor for the CPU into a package at ``path``, with
+    ``metadata`` readable through ``get_metadata()`` of the loaded model. Returns the facts for
+    the manifest: ``compile_s``, the compile time in seconds (wall clock, cold: a fresh Inductor
+    cache, so it is the cost of a first compile, C++ compiler included) and the compiler. The
+    library is built with ``-march=native``: the package runs on CPUs with this machine's
+    instruction set. Raises ``AotiUnavailable``."""
+    from torch._inductor import aoti_compile_and_package
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    try:
+        compiler = get_cpp_compiler()
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
+    except Exception as e:  # torch raises RuntimeError or its own error types for a missing compiler
+        raise AotiUnavailable(f"no C++ compiler for AOTInductor ({_first_line(e)})") from None
+    build = aoti_build_dir()
+    lock_path = build.with_name(build.name + ".lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one export at a time uses the fixed build folder
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        try:
+            start = time.perf_counter()
+            with quiet_export(), temporary_cache_dir(str(build)):
+                package = aoti_compile_and_package(
+                    program,
+                    package_path=str(build / "package.pt2"),
+                    inductor_configs={"aot_inductor.metadata": dict(metadata)},
+                )
+            seconds = time.perf_counter() - start
+            with atomic_path(path) as tmp:
+                shutil.copyfile(package, tmp)
+                _make_reproducible(tmp, PT2_FOLDER)
+        except AotiUnavailable:
+            raise
+        except Exception as e:  # a compiler or linker failure surfaces as one of many error types
+            raise AotiUnavailable(f"AOTInductor compile failed: {_first_line(e)}") from None
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return {
+        "compile_s": round(seconds, 2),
+        "compiler": (version.stdout.splitlines() or [compiler])[0],
+        "built_for": "this machine's CPU (-march=native)",
+    }
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+# ----------------------------------------------------------------------------- .pt2 inspection
+
+
+class Pt2Error(UserError):
+    """A .pt2 archive holds something that would make loading it run code."""
+
+
+# Names a symbolic-shape expression may use: torch.export's deserializer hands these strings to
+# sympy.sympify, which evaluates them with Python's eval. Symbols are s<N>, u<N>, ...
+_SYMPY_NAMES = frozenset(
+    ["Symbol", "Integer", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Mod", "FloorDiv", "CeilDiv",
+     "CleanDiv", "ModularIndexing", "PythonMod", "FloorToInt", "CeilToInt", "Where", "positive",
+     "integer", "nonnegative", "True", "False", "oo", "int_oo"]
+)  # fmt: skip
+_EXPR_CHARS = re.compile(r"[A-Za-z0-9_\s'(),=+\-*/<>]*")
+
+
+def check_pt2_archive(path: str | os.PathLike, compiled: bool) -> None:
+    """Refuse a .pt2 whose loading would run code beyond torch's own, before anything loads it.
+
+    ``torch.export.load`` (torch 2.13) unpickles in several places: sample inputs are tried with
+    ``torch.load(weights_only=True)`` and, if that fails, again with ``weights_only=False``;
+    weights or constants marked ``use_pickle`` and custom objects are unpickled without limits;
+    symbolic-shape strings go through ``sympy.sympify`` (``eval``); ``guards_code`` is Python
+    source that is compiled and run; node targets are resolved by name. So only a file we made
+    and whose SHA-256 matches the manifest should be loaded, and this check refuses anything that
+    would take one of those paths: pickled payloads, custom objects, torch.save files (sample
+    inputs, legacy layouts) that need more than ``weights_only=True``, guard code, targets outside
+    ``torch.ops.aten``, and shape expressions with anything but symbols, numbers and sympy's
+    arithmetic (such a string can still be slow to evaluate; it cannot import or call anything).
+    An AOTInductor package (``compiled``) holds a native shared library that is loaded and run by
+    design: no inspection makes that safe, only the SHA-256 check; here it must hold nothing else
+    that torch unpickles.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            entries = {info.filename.split("/", 1)[-1]: info.filename for info in zf.infolist()}
+
+            def read(name: str) -> bytes:
+                return zf.read(entries[name])
+
+            _check_pt2_entries(path, entries, read, compiled)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as e:
+        raise Pt2Error(f"{path}: not a readable .pt2 archive ({e})") from None
+
+
+def _check_pt2_entries(path: Path, entries: dict[str, str], read, compiled: bool) -> None:
+    def refuse(what: str) -> Pt2Error:
+        return Pt2Error(f"{path}: {what}; refusing to load it")
+
+    models = [n for n in entries if n.startswith("models/") and n.endswith(".json")]
+    has_library = any(n.startswith("data/aotinductor/") and n.endswith(".so") for n in entries)
+    if compiled and (not has_library or models):
+        raise refuse("expected an AOTInductor package (a compiled library and no exported program)")
+    if not compiled and (has_library or not models):
+        raise refuse("expected one exported program (models/*.json) and no compiled library")
+    configs = ("data/weights/", "_weights_config.json"), ("data/constants/", "_constants_config.json")
+    for name in entries:
+        if any(name.startswith(folder) and name.endswith(suffix) for folder, suffix in configs):
+            for fqn, payload in json.loads(read(name))["config"].items():
+                if payload.get("use_pickle") or not str(payload.get("path_name", "")).startswith(
+                    ("weight_", "tensor_")
+                ):
+                    raise refuse(f"{name} stores {fqn!r} as a pickle or custom object")
+        elif _is_torch_pickle(name):
+            try:
+                torch.load(io.BytesIO(read(name)), weights_only=True)
+            except Exception as e:  # the restricted unpickler raises UnpicklingError and others
+                raise refuse(f"{name} needs more than weights_only=True ({_first_line(e)})") from None
+    for name in models:
+        program = json.loads(read(name))
+        if program.get("guards_code"):
+            raise refuse(f"{name} carries guard code")
+        module = program["graph_module"]
+        for node in module["graph"]["nodes"]:
+            if not str(node["target"]).startswith("torch.ops.aten."):
+                raise refuse(f"{name} calls {node['target']!r} (only torch.ops.aten operators are allowed)")
+        for expr in _values_of(program, "expr_str"):
+            words = set(re.findall(r"[A-Za-z_]\w*", expr))
+            symbols = {w for w in words if re.fullmatch(r"[a-z]+\d+", w)}
+            if not _EXPR_CHARS.fullmatch(expr) or words - symbols - _SYMPY_NAMES:
+                raise refuse(f"{name} has a shape expression outside symbols and arithmetic: {expr[:80]!r}")
+
+
+def _is_torch_pickle(name: str) -> bool:
+    """Entries torch.export.load passes to torch.load with a weights_only=False fallback: sample
+    inputs, legacy whole-state-dict files (``data/weights/<model>.pt``, ...) and the pre-2.7
+    layout's ``serialized_*`` files."""
+    base = name.rsplit("/", 1)[-1]
+    return (
+        name.startswith("data/sample_inputs/")
+        or name.endswith(".pt")
+        or (base.startswith("serialized_") and not base.endswith(".json"))
+    )
+
+
+def _values_of(tree: object, key: str) -> Iterator[str]:
+    """Every value stored under ``key`` anywhere in a JSON tree."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == key:
+                yield str(v)
+            else:
+                yield from _values_of(v, key)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _values_of(item, key)

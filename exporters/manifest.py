@@ -1,7 +1,8 @@
 """The export manifest: every artifact with its SHA-256, inputs, outputs, dtypes and opset.
 
 Other apps (and the benchmark harness) find artifacts through ``manifest.json`` and verify each
-file's SHA-256 before loading it; a TorchScript archive is only loaded after that check.
+file's SHA-256 before loading it; a TorchScript archive or .pt2 is only loaded after that check.
+Manifests written before ``details`` and ``skipped`` existed still load (both default to empty).
 """
 
 from __future__ import annotations
@@ -33,13 +34,18 @@ class TensorSpec:
 @dataclass(frozen=True)
 class Artifact:
     target: str  # "model", "model_uint8", or a layer name (conv1 ... fc2)
-    format: str  # "onnx" | "torchscript"
+    # "onnx" | "torchscript" | "onnx-int8" | "onnx-fp16" (ONNX files) | "torch-export" (torch.export
+    # .pt2) | "aoti-cpu" (AOTInductor package for the CPU); the last four exist for "model" only
+    format: str
     file: str  # relative to the export folder
     sha256: str
     bytes: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    opset: int | None = None  # ONNX only
+    opset: int | None = None  # ONNX formats only
+    # format-specific facts: onnx-int8 {"test_accuracy", "fp32_test_accuracy", "quantization", ...},
+    # onnx-fp16 {"io", ...}, aoti-cpu {"compile_s" (seconds, wall clock, cold), "compiler", ...}
+    details: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
@@ -62,6 +68,8 @@ class Manifest:
     artifacts: list[Artifact] = field(default_factory=list)
     format: str = FORMAT
     folder: Path | None = None
+    # planned artifacts this machine could not make, "target/format" -> why (e.g. no C++ compiler)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def find(self, target: str, fmt: str) -> Artifact:
         for artifact in self.artifacts:

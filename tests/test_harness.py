@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import BenchConfig, Case, calibrate, cases
+from bench.core import BenchConfig, Case, Entry, calibrate, cases, interleave, offline_rows, plan
 from bench.results import read_results
 from bench.runtimes import RUNTIMES, tolerance
 from models.paths import REPO_ROOT
@@ -68,10 +68,86 @@ def test_matrix_generation():
     config = BenchConfig(targets=("model", "fc1"), batch_sizes=(1, 64))
     all_cases = list(cases(config))
     per_device = 2 * 2 * len(RUNTIMES)
-    assert len(all_cases) == per_device * 2 + per_device  # cpu, cuda, cuda end_to_end
+    single_stream = 3 * len(RUNTIMES)  # cpu, cuda, cuda end_to_end
+    assert len(all_cases) == per_device * 2 + per_device + single_stream
     assert len({c.id for c in all_cases}) == len(all_cases)
     assert Case("fc1", "onnxruntime", "cuda", 64, "end_to_end").id == "fc1-b64-onnxruntime-cuda-e2e"
+    ss = [c for c in all_cases if c.scenario == "single-stream"]
+    assert {(c.target, c.batch_size) for c in ss} == {("model", 1)}
+    assert ss[0].id == f"model-b1-{ss[0].runtime}-cpu-single-stream"
+    # a group's cases are adjacent, so it is measured when its first test runs
+    groups = [c.group for c in all_cases]
+    assert all(
+        groups.index(g) + groups.count(g) - 1 == len(groups) - 1 - groups[::-1].index(g) for g in groups
+    )
     assert RUNTIMES["onnxruntime-trt"].supports("cpu") == "onnxruntime-trt runs on cuda only"
+    no_ss = BenchConfig(targets=("model",), single_stream=False)
+    assert not [c for c in cases(no_ss) if c.scenario != "batch"]
+
+
+class _Log:
+    """A stand-in for a prepared runtime that only logs its calls (no device work)."""
+
+    execution_provider = ""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def sync(self) -> None:
+        pass
+
+
+def _entries(names: str, per_call: dict[str, float], log: list[str]) -> list[Entry]:
+    entries = []
+    for name in names:
+        prepared = _Log(name, log)
+        case = Case("model", name, "cpu", 8)
+        entries.append(
+            Entry(case, prepared, lambda n=name: log.append(n), 0.0, 0.1, None, 1.0, per_call[name])
+        )
+    return entries
+
+
+def test_interleaved_rounds_rotate_and_warm_each_round():
+    log: list[str] = []
+    entries = _entries("ABC", {"A": 0.001, "B": 0.004, "C": 0.002}, log)
+    config = BenchConfig(max_time=0.04, min_rounds=3, min_round_time=0.002)
+    rounds = plan(entries, config)
+    # every round lasts about as long as the slowest call (4 ms): 10 rounds fill 40 ms
+    assert rounds == 10
+    assert [e.iterations for e in entries] == [4, 1, 2]
+    order = interleave(entries, 3, clock=lambda: 0.0, warm=1)
+    assert [o.split("-")[2] for o in order] == list("ABCBCACAB")
+    # each round: 1 untimed warm call, then `iterations` timed calls
+    assert "".join(log[:5]) == "AAAAA" and "".join(log[5:7]) == "BB" and "".join(log[7:10]) == "CCC"
+    assert [len(e.durations) for e in entries] == [3, 3, 3]
+
+
+def test_single_stream_plan_caps_queries_by_time():
+    log: list[str] = []
+    entries = _entries("AB", {"A": 0.0001, "B": 0.05}, log)
+    config = BenchConfig(single_stream_queries=1000, single_stream_max_time=10.0)
+    blocks = plan(entries, config, "single-stream")
+    assert blocks == 10
+    assert [(e.iterations, e.block) for e in entries] == [(1, 100), (1, 20)]  # B: 10 s / 50 ms = 200
+
+
+def test_offline_rows_take_the_best_batch():
+    from bench.results import ResultRow
+
+    def row(runtime, batch, ips, **kw):
+        return ResultRow(run_id="r", timestamp_utc="t", target="model", runtime=runtime, device="cpu",
+                         batch_size=batch, threads=2, warmup=1, rounds=10, iterations=1,
+                         throughput_ips=ips, **kw)  # fmt: skip
+
+    rows = [row("a", 1, 100.0), row("a", 64, 900.0), row("a", 256, 800.0), row("b", 1, 50.0),
+            row("b", 64, None, status="skipped", reason="x"),
+            row("a", 1, 5000.0, scenario="single-stream")]  # fmt: skip
+    best = offline_rows(rows)
+    assert [(r.runtime, r.batch_size, r.throughput_ips, r.scenario) for r in best] == [
+        ("a", 64, 900.0, "offline"),
+        ("b", 1, 50.0, "offline"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -115,4 +191,4 @@ def test_deepmnist_bench_command_runs_the_suite(tmp_path, exported):
     (csv,) = results.glob("*.csv")
     df = read_results(csv)
     assert list(df.status) == ["ok"] and df.runtime[0] == "onnxruntime" and df.target[0] == "fc2"
-    assert "benchmark 'fc2 batch=2'" in proc.stdout  # pytest-benchmark's own table, grouped
+    assert "benchmark 'fc2 batch=2 cpu'" in proc.stdout  # pytest-benchmark's own table, grouped

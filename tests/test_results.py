@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.compare import NOISE_COLUMNS
 from bench.results import (
     ADDED_COLUMNS,
     ResultRow,
@@ -69,11 +70,12 @@ def test_fields_are_the_schema_in_order() -> None:
     assert ResultRow.fields() == (
         *("run_id", "timestamp_utc", "git_commit", "host", "cpu_model", "gpu_name", "os", "python"),
         *("torch_version", "onnxruntime_version", "onnx_version"),
-        *("target", "runtime", "device", "execution_provider", "precision", "timing"),
-        *("batch_size", "threads", "warmup", "rounds", "iterations"),
-        *("latency_ms_mean", "latency_ms_median", "latency_ms_min", "latency_ms_max"),
-        *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99"),
+        *("target", "runtime", "device", "execution_provider", "precision", "timing", "scenario"),
+        *("batch_size", "threads", "warmup", "rounds", "iterations", "load_s", "compile_s"),
+        *("first_inference_ms", "latency_ms_mean", "latency_ms_median", "latency_ms_min", "latency_ms_max"),
+        *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99", "latency_ms_p999"),
         *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy", "throughput_ips", "gflops"),
+        *("pct_of_peak", "arithmetic_intensity", "peak_gflops", "bandwidth_gbs"),
         *("accuracy", "agreement", "max_abs_diff", "status", "reason"),
     )
 
@@ -86,6 +88,12 @@ def test_with_latency_fills_the_measured_columns() -> None:
     assert row.host == "bench host/1" and row.gpu_name == ""
     assert row.latency_ms_median_ci_low == pytest.approx(1.0) and row.latency_ms_median_ci_high == 3.0
     assert row.cv == pytest.approx(0.5) and row.noisy == 1
+    assert row.pct_of_peak is None
+    roofed = row.with_roofline(peak_gflops=2000.0, bandwidth_gbs=50.0, arithmetic_intensity=12.5)
+    assert roofed.pct_of_peak == pytest.approx(row.gflops / 2000.0 * 100)
+    assert (roofed.peak_gflops, roofed.bandwidth_gbs, roofed.arithmetic_intensity) == (2000.0, 50.0, 12.5)
+    pool = _row(target="pool1").with_latency(Latency.from_values([0.001]), None)
+    assert pool.with_roofline(2000.0, 50.0, 0.0).pct_of_peak is None  # no FLOP, no share of the peak
 
 
 def test_skipped_and_failed_rows_need_a_reason_and_no_timings() -> None:
@@ -158,23 +166,35 @@ def test_wrong_header_is_refused(tmp_path: Path) -> None:
     assert issubclass(ResultsError, UserError)
 
 
-def test_older_csv_without_the_noise_columns_is_read_with_nan(tmp_path: Path) -> None:
+def test_older_csv_without_the_added_columns_is_read_with_defaults(tmp_path: Path) -> None:
     good = read_results(write_results(_rows(), tmp_path, ENV, {}, now=NOW))
     old = tmp_path / "old.csv"
-    old_columns = [c for c in ResultRow.fields() if c not in ADDED_COLUMNS]
-    assert len(old_columns) == len(ResultRow.fields()) - 4
-    good[old_columns].to_csv(old, index=False)
-    df = read_results(old)
-    assert list(df.columns) == list(ResultRow.fields())
-    for name in ADDED_COLUMNS:
-        assert df[name].isna().all(), name
-    assert df["latency_ms_median"].tolist()[:3] == good["latency_ms_median"].tolist()[:3]
-    # a file lacking other columns as well, or with extra ones, is still refused
-    good[old_columns[:-1]].to_csv(old, index=False)
+    first_schema = [c for c in ResultRow.fields() if c not in ADDED_COLUMNS]
+    assert len(first_schema) == len(ResultRow.fields()) - len(ADDED_COLUMNS)
+    # the first published schema, and the second one (which had the CI, CV and noisy columns)
+    second_schema = [c for c in ResultRow.fields() if c in first_schema or c in NOISE_COLUMNS]
+    for columns in (first_schema, second_schema):
+        frame = good[columns]
+        if "noisy" in columns:  # as the writer spells it: 0 or 1, not 0.0
+            frame = frame.astype({"noisy": "Int64"})
+        frame.to_csv(old, index=False)
+        df = read_results(old)
+        assert list(df.columns) == list(ResultRow.fields())
+        for name in ADDED_COLUMNS:
+            if name == "scenario":
+                assert (df[name] == "batch").all()
+            elif name not in columns:
+                assert df[name].isna().all(), name
+        assert df["latency_ms_median"].tolist()[:3] == good["latency_ms_median"].tolist()[:3]
+    # a file lacking other columns as well, or with extra ones, or out of order, is still refused
+    good[first_schema[:-1]].to_csv(old, index=False)
     with pytest.raises(ResultsError, match=r"old\.csv: not a deepmnist.*missing column\(s\) .*reason"):
         read_results(old)
-    good[old_columns].assign(extra=1).to_csv(old, index=False)
+    good[first_schema].assign(extra=1).to_csv(old, index=False)
     with pytest.raises(ResultsError, match=r"unexpected column\(s\) extra"):
+        read_results(old)
+    good[[first_schema[1], first_schema[0], *first_schema[2:]]].to_csv(old, index=False)
+    with pytest.raises(ResultsError, match=r"old\.csv: not a deepmnist results CSV"):
         read_results(old)
 
 

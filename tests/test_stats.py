@@ -22,6 +22,7 @@ def test_latency_one_to_ten_ms() -> None:
         "stddev": math.sqrt(82.5 / 9),  # sum of squared deviations 82.5, ddof=1
         "p90": 9.1,  # rank 0.9 * 9 = 8.1: 9 + 0.1 * (10 - 9)
         "p99": 9.91,  # rank 0.99 * 9 = 8.91
+        "p999": 9.991,  # rank 0.999 * 9 = 8.991
     }
     for name, value in expected.items():
         assert getattr(lat, name) == pytest.approx(value, rel=1e-12), name
@@ -44,12 +45,19 @@ def test_latency_single_sample() -> None:
         stddev=0.0,
         p90=2.5,
         p99=2.5,
+        p999=2.5,
         n=1,
         median_ci_low=2.5,
         median_ci_high=2.5,
         cv=0.0,
     )
     assert not lat.noisy
+
+
+def test_percentiles_of_one_to_thousand_ms() -> None:
+    """Single-stream sized sample: 1..1000 ms; numpy's linear interpolation at rank q * 999."""
+    lat = Latency.from_values([k / 1000 for k in range(1000, 0, -1)])
+    assert (lat.median, lat.p90, lat.p99, lat.p999) == pytest.approx((500.5, 900.1, 990.01, 999.001))
 
 
 def test_latency_is_frozen() -> None:

@@ -3,19 +3,35 @@
 ``Runtime.prepare(target, device, ...)`` does everything that must stay outside the timed region
 and returns a ``Prepared`` whose ``run`` is the only thing timed. ``supports(device)`` returns
 None when the runtime can run there, else the reason it cannot (it becomes the skip reason).
+
+Besides ``name``, every runtime declares (the harness reads these exact attributes):
+
+- ``precision``: the arithmetic it computes in, the CSV ``precision`` column: ``"fp32"`` (the
+  default), ``"int8"``, ``"fp16"`` or ``"bf16"``. Inputs and outputs stay float32 for all of them.
+- ``targets``: ``None`` when it runs every target (``model`` and each layer), else the tuple of
+  targets it can run; the harness skips the others with the reason "<name> runs <targets> only".
+
+A ``Prepared`` may also have ``compile(x)`` (see ``Compilable``): it builds what the first call
+would otherwise build for input ``x`` (a torch.compile graph for that shape, a TensorRT engine),
+by running once on ``x`` and synchronising. The harness times it as ``compile_s``, separately
+from the preparation (``load_s``) and the first inference (``first_inference_ms``). Runtimes that
+do not compile per input shape have no ``compile`` attribute at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from exporters.manifest import Manifest
+from exporters.manifest import ExportError, Manifest
 from models.network import DeepMNIST
+
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 
 
 @dataclass
@@ -24,6 +40,19 @@ class Artifacts:
 
     net: DeepMNIST  # eval mode, CPU, the trained weights
     manifest: Manifest
+
+
+def artifact_path(artifacts: Artifacts, target: str, fmt: str) -> Path:
+    """The artifact's file after its SHA-256 matched the manifest (``Manifest.verified_path``), the
+    only way adapters reach a file. Raises ExportError naming the file or, when the export skipped
+    the artifact on its machine (e.g. AOTInductor without a C++ compiler), saying why."""
+    why = getattr(artifacts.manifest, "skipped", {}).get(f"{target}/{fmt}")
+    if why:
+        raise ExportError(
+            f"{artifacts.manifest.folder}: the manifest lists no {fmt} artifact for {target!r}: "
+            f"the export skipped it ({why})"
+        )
+    return artifacts.manifest.verified_path(target, fmt)
 
 
 class Prepared(Protocol):
@@ -36,14 +65,25 @@ class Prepared(Protocol):
         """One inference on a device-resident input; returns the output on the device."""
 
     def to_host(self, y: Any) -> np.ndarray:
-        """Device output -> host numpy array (includes synchronisation)."""
+        """Device output -> host numpy float32 array (includes synchronisation)."""
 
     def sync(self) -> None:
         """Wait until all queued device work is done (no-op on CPU)."""
 
 
+@runtime_checkable
+class Compilable(Protocol):
+    """The optional part of ``Prepared`` for runtimes that build code or engines per input shape."""
+
+    def compile(self, x: Any) -> None:
+        """Build (cold: no cache from an earlier prepared object or run) what ``run(x)`` needs for
+        ``x``'s shape, by running once on ``x``; returns after the device is synchronised."""
+
+
 class Runtime(Protocol):
     name: str
+    precision: str  # one of PRECISIONS; "fp32" unless it computes in reduced precision
+    targets: tuple[str, ...] | None  # None: every target; else the only targets it runs
 
     def supports(self, device: str) -> str | None: ...
 
@@ -65,6 +105,20 @@ def check_device(device: str) -> str | None:
     return f"unknown device {device!r}"
 
 
+@cache
+def cpu_bf16_reason() -> str | None:
+    """None when oneDNN has bfloat16 kernels for this CPU, else why bf16 on the CPU is skipped.
+
+    torch's check is AVX512BW + VL + DQ (x86) or the Arm BF16 extension; native bf16 dot products
+    need AVX512_BF16 or AMX (this project's reference CPU has AVX512_BF16), older AVX-512 CPUs
+    convert to fp32 inside oneDNN (correct, usually slower than fp32)."""
+    if not torch.backends.mkldnn.is_available():
+        return "torch built without oneDNN (mkldnn): no bfloat16 CPU kernels"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "this CPU has no bfloat16 kernels in oneDNN (needs AVX-512 BW/VL/DQ, AVX512_BF16 or AMX)"
+    return None
+
+
 def set_threads(threads: int) -> None:
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -75,7 +129,7 @@ class TorchPrepared:
 
     execution_provider = ""
 
-    def __init__(self, module: torch.nn.Module | torch.jit.ScriptModule, device: str) -> None:
+    def __init__(self, module: Any, device: str) -> None:
         self.module, self.device = module, torch.device(device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False  # honest float32 numbers

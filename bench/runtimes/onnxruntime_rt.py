@@ -1,22 +1,73 @@
-"""onnxruntime: the exported ONNX file in an InferenceSession.
+"""onnxruntime: the exported ONNX file in an InferenceSession, and its labelled variants.
 
 CPU: CPUExecutionProvider with explicit intra-op threads. CUDA: CUDAExecutionProvider (or the
 TensorRT provider, as the separate runtime ``onnxruntime-trt``) with IO binding: the input lives
 on the GPU and the output stays there, so ``run`` times the inference alone. ORT is told to use
 torch's current CUDA stream, so the CUDA-event clock measures its kernels.
+
+Variants (``VARIANTS``), each one more registered runtime, the same adapter with one change:
+
+- ``onnxruntime-trt``: TensorrtExecutionProvider (CUDA fallback for unsupported nodes), fp32 (no
+  ``trt_fp16_enable``), no engine or timing cache, so ``compile(x)`` builds the engine cold.
+- ``onnxruntime-noopt``: ``GraphOptimizationLevel.ORT_DISABLE_ALL``, the graph as exported: what
+  ORT's optimizer (constant folding, Conv+ReLU fusion, layout transforms, ...) buys.
+- ``onnxruntime-nospin``: ``session.intra_op.allow_spinning = 0``: intra-op threads sleep instead
+  of busy-waiting between parallel sections: less CPU burned when idle, at a latency cost.
+- ``onnxruntime-int8``: ``deep_mnist_int8.onnx`` (format ``onnx-int8``), static QDQ int8 made at
+  export time; CPU only (ORT fuses QDQ into int8 QLinearConv/MatMulInteger kernels there).
+- ``onnxruntime-fp16``: ``deep_mnist_fp16.onnx`` (format ``onnx-fp16``), float16 weights and
+  activations with float32 input and output (casts inside the graph); CUDA only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import Artifacts, check_device
+from bench.runtimes.base import Artifacts, artifact_path, check_device
 
-PROVIDERS = {
-    "onnxruntime": {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"},
-    "onnxruntime-trt": {"cuda": "TensorrtExecutionProvider"},
+
+@dataclass(frozen=True)
+class Variant:
+    providers: dict[str, str]  # device -> execution provider
+    fmt: str = "onnx"  # manifest format of the file it loads
+    precision: str = "fp32"
+    targets: tuple[str, ...] | None = ("model",)
+    optimization: str = "ORT_ENABLE_ALL"  # a GraphOptimizationLevel member
+    config: dict[str, str] = field(default_factory=dict)  # session config entries
+    device_reasons: dict[str, str] = field(default_factory=dict)  # device -> why it is not run there
+
+
+VARIANTS: dict[str, Variant] = {
+    "onnxruntime": Variant({"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}, targets=None),
+    "onnxruntime-trt": Variant({"cuda": "TensorrtExecutionProvider"}, targets=None),
+    "onnxruntime-noopt": Variant(
+        {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}, optimization="ORT_DISABLE_ALL"
+    ),
+    "onnxruntime-nospin": Variant(
+        {"cpu": "CPUExecutionProvider"},
+        config={"session.intra_op.allow_spinning": "0"},
+        device_reasons={"cuda": "thread spinning is a CPU setting (the CUDA provider's work is on the GPU)"},
+    ),
+    "onnxruntime-int8": Variant(
+        {"cpu": "CPUExecutionProvider"},
+        fmt="onnx-int8",
+        precision="int8",
+        device_reasons={
+            "cuda": "the static QDQ int8 model is for the CPU provider: ORT's CUDA provider has no "
+            "int8 convolution kernels (TensorRT is ORT's int8 path on the GPU)"
+        },
+    ),
+    "onnxruntime-fp16": Variant(
+        {"cuda": "CUDAExecutionProvider"},
+        fmt="onnx-fp16",
+        precision="fp16",
+        device_reasons={
+            "cpu": "float16 ONNX model is for the CUDA provider; ORT CPU has no fast fp16 kernels"
+        },
+    ),
 }
 
 
@@ -55,16 +106,29 @@ class OrtPrepared:
             torch.cuda.synchronize()
 
 
+class OrtTrtPrepared(OrtPrepared):
+    """TensorRT builds an engine for an input shape at the first run with it: ``compile`` does that."""
+
+    def compile(self, x: Any) -> None:
+        self.run(x)
+        self.sync()
+
+
 class OnnxRuntime:
     def __init__(self, name: str = "onnxruntime") -> None:
         self.name = name
+        self.variant = VARIANTS[name]
+        self.precision = self.variant.precision
+        self.targets = self.variant.targets
 
     def supports(self, device: str) -> str | None:
         import onnxruntime as ort
 
-        provider = PROVIDERS[self.name].get(device)
+        if reason := self.variant.device_reasons.get(device):
+            return reason
+        provider = self.variant.providers.get(device)
         if provider is None:
-            return f"{self.name} runs on {', '.join(PROVIDERS[self.name])} only"
+            return f"{self.name} runs on {', '.join(self.variant.providers)} only"
         if reason := check_device(device):
             return reason
         if provider not in ort.get_available_providers():
@@ -74,13 +138,15 @@ class OnnxRuntime:
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> OrtPrepared:
         import onnxruntime as ort
 
-        path = artifacts.manifest.verified_path(target, "onnx")
+        path = artifact_path(artifacts, target, self.variant.fmt)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        provider = PROVIDERS[self.name][device]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.variant.optimization)
+        for key, value in self.variant.config.items():
+            options.add_session_config_entry(key, value)
+        provider = self.variant.providers[device]
         providers: list[Any] = [provider]
         if device == "cuda":
             import torch
@@ -93,4 +159,5 @@ class OnnxRuntime:
             else:
                 providers = [(provider, cuda_options)]
         session = ort.InferenceSession(str(path), options, providers=providers)
-        return OrtPrepared(session, device, provider)
+        kind = OrtTrtPrepared if provider == "TensorrtExecutionProvider" else OrtPrepared
+        return kind(session, device, provider)

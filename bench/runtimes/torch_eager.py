@@ -1,15 +1,31 @@
-"""torch-eager: the checkpoint's nn.Module (or one layer of it), run eagerly."""
+"""torch-eager: the checkpoint's nn.Module (or one layer of it), run eagerly.
+
+``torch-eager-channels-last``: the same network with its weights and the input in
+``torch.channels_last`` (NHWC strides), so oneDNN convolutions run in its native blocked/NHWC
+layout without reordering the activations on every call; whole model only (the layer inputs of
+fc1/fc2 are 2-D). Registered only where it measured faster than plain eager (see __init__.py).
+"""
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
+import torch
+
 from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
 from models.network import layer_module
 
 
+class ChannelsLastPrepared(TorchPrepared):
+    def to_device(self, x: np.ndarray) -> torch.Tensor:  # (N, 1, 28, 28), NHWC strides
+        return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+
+
 class TorchEager:
     name = "torch-eager"
+    precision = "fp32"
+    targets: tuple[str, ...] | None = None  # the model and every layer
 
     def supports(self, device: str) -> str | None:
         return check_device(device)
@@ -19,3 +35,13 @@ class TorchEager:
         net = copy.deepcopy(artifacts.net).eval()
         module = net if target == "model" else layer_module(net, target)
         return TorchPrepared(module.to(device), device)
+
+
+class TorchEagerChannelsLast(TorchEager):
+    name = "torch-eager-channels-last"
+    targets = ("model",)
+
+    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+        set_threads(threads)
+        net = copy.deepcopy(artifacts.net).eval().to(device, memory_format=torch.channels_last)
+        return ChannelsLastPrepared(net, device)

@@ -1,20 +1,44 @@
-"""torchscript: the exported, frozen TorchScript archive (verified by SHA-256 before loading)."""
+"""torchscript: the exported, frozen TorchScript archive (verified by SHA-256 before loading).
+
+``torchscript-optimized``: the same archive through ``torch.jit.optimize_for_inference`` (oneDNN
+fusions; on the CPU convolution weights are converted to oneDNN's blocked layout once, at
+prepare time, with ``to_mkldnn``/``to_dense`` conversions around the convolution chain). Whole
+model only. Registered only where it measured faster than plain torchscript (see __init__.py).
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
+from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
 
 
 class TorchScript:
     name = "torchscript"
+    precision = "fp32"
+    targets: tuple[str, ...] | None = None  # the model and every layer
 
     def supports(self, device: str) -> str | None:
         return check_device(device)
 
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
         set_threads(threads)
-        path = artifacts.manifest.verified_path(target, "torchscript")
+        path = artifact_path(artifacts, target, "torchscript")
         module = torch.jit.load(str(path), map_location=device).eval()
+        return TorchPrepared(module, device)
+
+
+class TorchScriptOptimized(TorchScript):
+    name = "torchscript-optimized"
+    targets = ("model",)
+
+    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+        set_threads(threads)
+        path = artifact_path(artifacts, target, "torchscript")
+        module = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():  # "deprecated, use torch.compile": that is measured too
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.optimize_for_inference(module)
         return TorchPrepared(module, device)

@@ -1,0 +1,155 @@
+"""The roofline of a device: measured float32 peak and memory bandwidth, and the arithmetic
+intensity of each benchmark target, so each timing can be read against what the device allows.
+
+Units: GFLOP/s and GB/s are 1e9 FLOP and 1e9 bytes per second; intensity is FLOP per byte; a
+multiply-add counts as 2 FLOP (as ``models.network.LAYERS``).
+
+- Peak: the best (max) of several timed ``torch.mm`` of two ``size x size`` float32 matrices
+  (2 * size**3 FLOP each) after a warm-up product, with torch's current thread setting (the
+  harness sets it). On CUDA, TF32 is switched off for the measurement, so it is a true float32
+  peak, and each product is timed with CUDA events.
+- Bandwidth: the best of several ``dst.copy_(src)`` of a float32 tensor much larger than the
+  last-level cache; each copy reads ``nbytes`` and writes ``nbytes``, so it counts as
+  ``2 * nbytes`` bytes moved (the STREAM "copy" convention; write-allocate traffic, which can
+  make the hardware move a third ``nbytes`` on CPUs, is not counted).
+- Bytes of a target (``bytes_moved``): the compulsory traffic, each tensor read or written once:
+  ``bytes_per_element * (batch * (input + output elements) + params)``. Caches, im2col buffers,
+  re-reads of tiles and layout conversions only add to it, so it is a lower bound on the bytes
+  the target moves and the intensity is an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from models.network import IMAGE_SHAPE, MODEL_FLOPS, MODEL_PARAMS, NUM_CLASSES, layer_spec
+
+# Matrix sizes. On this project's 2-core CPU (AMD EPYC, AVX-512) 1024, 1536, 2048 and 4096 give
+# the same peak within run-to-run noise (about 210 GFLOP/s with 2 threads on an idle machine,
+# about 108 with 1 thread), so a larger product buys nothing; 1536 (7.2 GFLOP, ~35 ms per
+# product there) lets the best of 8 repeats absorb preemption on a shared machine in ~0.3 s.
+# A GPU needs a product large enough to fill every SM: 8192 (1.1 TFLOP, tens of ms).
+CPU_MATMUL_SIZE = 1536
+CPU_MATMUL_REPEATS = 8
+CUDA_MATMUL_SIZE = 8192
+# Copy buffers far beyond the last-level cache (32 MiB L3 here; GPU L2 caches are <= ~100 MiB).
+CPU_COPY_BYTES = 256 << 20
+CUDA_COPY_BYTES = 2 << 30
+
+
+def _check_device(device: str) -> torch.device:
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
+    return dev
+
+
+def _best_seconds(fn, dev: torch.device, repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls of ``fn`` (s), after one untimed warm-up call."""
+    fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = math.inf
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)  # elapsed_time is in ms
+        return best
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_peak_gflops(device: str, size: int | None = None, repeats: int = CPU_MATMUL_REPEATS) -> float:
+    """Float32 matrix-product peak of ``device`` in GFLOP/s: best of ``repeats`` timed
+    ``torch.mm`` of ``size x size`` matrices (default: CPU_MATMUL_SIZE / CUDA_MATMUL_SIZE)."""
+    dev = _check_device(device)
+    n = size or (CUDA_MATMUL_SIZE if dev.type == "cuda" else CPU_MATMUL_SIZE)
+    if n < 1 or repeats < 1:
+        raise ValueError(f"size and repeats must be >= 1, got {n}, {repeats}")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    a = torch.rand(n, n, device=dev, generator=gen)  # float32, values in [0, 1)
+    b = torch.rand(n, n, device=dev, generator=gen)
+    out = torch.empty(n, n, device=dev)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        if dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False  # a float32 peak, not TF32
+        seconds = _best_seconds(lambda: torch.mm(a, b, out=out), dev, repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * n**3 / seconds / 1e9
+
+
+def measure_bandwidth_gbs(device: str, nbytes: int | None = None, repeats: int = 5) -> float:
+    """Memory bandwidth of ``device`` in GB/s: best of ``repeats`` timed ``dst.copy_(src)`` of
+    ``nbytes`` of float32 (default CPU_COPY_BYTES / CUDA_COPY_BYTES), counting ``2 * nbytes``
+    (read + write) per copy."""
+    dev = _check_device(device)
+    nbytes = nbytes or (CUDA_COPY_BYTES if dev.type == "cuda" else CPU_COPY_BYTES)
+    if nbytes < 4 or repeats < 1:
+        raise ValueError(f"nbytes must be >= 4 and repeats >= 1, got {nbytes}, {repeats}")
+    src = torch.ones(nbytes // 4, device=dev)  # float32; ones() touches every page up front
+    dst = torch.zeros_like(src)
+    seconds = _best_seconds(lambda: dst.copy_(src), dev, repeats)
+    return 2 * src.numel() * 4 / seconds / 1e9
+
+
+@dataclass(frozen=True)
+class Roofline:
+    device: str
+    peak_gflops: float  # GFLOP/s, float32 matrix product
+    bandwidth_gbs: float  # GB/s, read + write of a large copy
+
+    @property
+    def ridge_point(self) -> float:
+        """FLOP/byte where the two ceilings meet: below it a kernel is bandwidth-bound."""
+        return self.peak_gflops / self.bandwidth_gbs
+
+    def attainable_gflops(self, intensity: float) -> float:
+        """The roofline at ``intensity`` FLOP/byte: min(peak, bandwidth * intensity), GFLOP/s."""
+        return min(self.peak_gflops, self.bandwidth_gbs * intensity)
+
+
+def measure_roofline(device: str) -> Roofline:
+    """Peak and bandwidth of ``device`` with the default sizes (under ~1 s on a 2-core CPU)."""
+    return Roofline(device, measure_peak_gflops(device), measure_bandwidth_gbs(device))
+
+
+def _elements_and_params(target: str) -> tuple[int, int, int, int]:
+    """(FLOP, input elements, output elements) per image, and parameter count, of ``target``."""
+    if target == "model":
+        return MODEL_FLOPS, math.prod(IMAGE_SHAPE), NUM_CLASSES, MODEL_PARAMS  # (1, 28, 28) -> (10,)
+    spec = layer_spec(target)
+    return spec.flops, math.prod(spec.input_shape), math.prod(spec.output_shape), spec.params
+
+
+def bytes_moved(target: str, batch_size: int, bytes_per_element: int = 4) -> int:
+    """Compulsory bytes of one call of ``target`` on a batch: input and output read/written once
+    per image, weights read once per call. A lower bound (see the module docstring).
+
+    ``bytes_per_element``: 4 for float32 (default), 2 for fp16/bf16, 1 for int8."""
+    if batch_size < 1 or bytes_per_element < 1:
+        raise ValueError(
+            f"batch_size and bytes_per_element must be >= 1, got {batch_size}, {bytes_per_element}"
+        )
+    _, n_in, n_out, params = _elements_and_params(target)
+    return bytes_per_element * (batch_size * (n_in + n_out) + params)
+
+
+def arithmetic_intensity(target: str, batch_size: int, bytes_per_element: int = 4) -> float:
+    """FLOP per compulsory byte of one call of ``target`` on a batch (0 for the pools)."""
+    flop = _elements_and_params(target)[0] * batch_size
+    return flop / bytes_moved(target, batch_size, bytes_per_element)

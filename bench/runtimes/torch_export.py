@@ -1,0 +1,34 @@
+"""torch-export: the exported program (``torch.export.save``, dynamic batch), run via ``.module()``.
+
+The file is ``deep_mnist.pt2`` (manifest target "model", format "torch-export"), loaded with
+``torch.export.load`` only after its SHA-256 matches the manifest. ``.module()`` gives an
+``fx.GraphModule`` of ATen ops, run eagerly by PyTorch (no compilation): it shows the cost of the
+exported graph against the nn.Module (torch-eager) and the ahead-of-time compiled one (torch-aoti).
+On CUDA the program is moved with ``torch.export.passes.move_to_device_pass`` (parameters,
+buffers and any constant in the graph), then ``.module()`` is taken.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
+
+
+class TorchExport:
+    name = "torch-export"
+    precision = "fp32"
+    targets: tuple[str, ...] | None = ("model",)  # the export holds the whole network only
+
+    def supports(self, device: str) -> str | None:
+        return check_device(device)
+
+    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+        set_threads(threads)
+        path = artifact_path(artifacts, target, "torch-export")
+        program = torch.export.load(str(path))
+        if device != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        return TorchPrepared(program.module(), device)

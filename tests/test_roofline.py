@@ -1,0 +1,129 @@
+"""bench.roofline: measured peak and bandwidth (sanity bounds only, no speed goals) and the
+arithmetic intensity of the network's layers, checked against hand-computed numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.roofline import (
+    Roofline,
+    arithmetic_intensity,
+    bytes_moved,
+    measure_bandwidth_gbs,
+    measure_peak_gflops,
+    measure_roofline,
+)
+from models.network import LAYER_NAMES, MODEL_FLOPS, MODEL_PARAMS
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"
+)
+
+# Plausibility bounds, not speed goals: a few-core CPU does tens to hundreds of GFLOP/s and
+# moves 1-100 GB/s; a bound that fails means a wrong unit or a broken timer, not a slow machine.
+CPU_PEAK_RANGE = (1.0, 1e5)  # GFLOP/s
+CPU_BW_RANGE = (0.5, 1e4)  # GB/s
+CUDA_PEAK_RANGE = (100.0, 1e6)  # GFLOP/s, float32 without TF32
+CUDA_BW_RANGE = (10.0, 1e5)  # GB/s
+
+
+def test_cpu_peak_small_matrix_counts_flop_per_size():
+    # 2 * 256**3 FLOP per product: a small size still gives a positive, plausible number.
+    peak = measure_peak_gflops("cpu", size=256, repeats=3)
+    assert CPU_PEAK_RANGE[0] < peak < CPU_PEAK_RANGE[1]
+
+
+def test_cpu_bandwidth_with_explicit_size():
+    bandwidth = measure_bandwidth_gbs("cpu", nbytes=64 << 20, repeats=3)  # 2 x 64 MiB per copy
+    assert CPU_BW_RANGE[0] < bandwidth < CPU_BW_RANGE[1]
+
+
+def test_cpu_roofline_is_plausible_and_consistent():
+    roof = measure_roofline("cpu")  # the default sizes: 1536 x 1536 products, 256 MiB copies
+    assert roof.device == "cpu"
+    assert CPU_PEAK_RANGE[0] < roof.peak_gflops < CPU_PEAK_RANGE[1]
+    assert CPU_BW_RANGE[0] < roof.bandwidth_gbs < CPU_BW_RANGE[1]
+    assert roof.ridge_point == pytest.approx(roof.peak_gflops / roof.bandwidth_gbs)
+    assert roof.attainable_gflops(roof.ridge_point) == pytest.approx(roof.peak_gflops)
+
+
+@needs_cuda
+def test_cuda_peak_is_plausible():
+    assert CUDA_PEAK_RANGE[0] < measure_peak_gflops("cuda") < CUDA_PEAK_RANGE[1]
+
+
+@needs_cuda
+def test_cuda_bandwidth_is_plausible():
+    assert CUDA_BW_RANGE[0] < measure_bandwidth_gbs("cuda") < CUDA_BW_RANGE[1]
+
+
+@needs_cuda
+def test_cuda_peak_leaves_tf32_setting_as_it_was():
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        measure_peak_gflops("cuda", size=1024, repeats=2)
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="unknown device"):
+        measure_peak_gflops("tpu")
+    with pytest.raises(ValueError, match="repeats"):
+        measure_bandwidth_gbs("cpu", nbytes=1 << 20, repeats=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        bytes_moved("fc1", 0)
+    with pytest.raises(KeyError, match="unknown layer"):
+        arithmetic_intensity("fc3", 1)
+
+
+def test_fc1_intensity_at_batch_1_matches_hand_count():
+    # fc1: 3136 -> 1024. LayerSpec counts the matrix product only (2 FLOP per multiply-add; bias
+    # and ReLU are not counted, see models.network.LAYERS).
+    flop = 2 * 3136 * 1024
+    # float32: input 3136 + output 1024 values per image, weights 3136 x 1024 + bias 1024, once.
+    nbytes = 4 * (3136 + 1024 + 3136 * 1024 + 1024)
+    assert bytes_moved("fc1", 1) == nbytes == 12_865_792
+    assert arithmetic_intensity("fc1", 1) == flop / nbytes  # ~0.4995 FLOP/byte
+
+
+def test_fc1_intensity_grows_with_batch():
+    batches = (1, 2, 8, 64, 256, 4096)
+    values = [arithmetic_intensity("fc1", b) for b in batches]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    # The weights are read once per call, so the limit is 2 * 3136 * 1024 / (4 * (3136 + 1024)).
+    assert values[-1] < 2 * 3136 * 1024 / (4 * (3136 + 1024))
+
+
+def test_model_bytes_and_reduced_precision():
+    # Whole model: input (1, 28, 28), output (10,), all parameters.
+    assert bytes_moved("model", 64) == 4 * (64 * (784 + 10) + MODEL_PARAMS)
+    assert arithmetic_intensity("model", 64) == 64 * MODEL_FLOPS / bytes_moved("model", 64)
+    # int8 moves a quarter of the float32 bytes, fp16/bf16 half, for every target.
+    for target in ("model", *LAYER_NAMES):
+        assert bytes_moved(target, 32, bytes_per_element=1) * 4 == bytes_moved(target, 32)
+        assert bytes_moved(target, 32, bytes_per_element=2) * 2 == bytes_moved(target, 32)
+    assert arithmetic_intensity("conv2", 32, bytes_per_element=1) == pytest.approx(
+        4 * arithmetic_intensity("conv2", 32)
+    )
+
+
+@pytest.mark.parametrize("pool", ["pool1", "pool2"])
+def test_pools_have_zero_flop_and_zero_intensity(pool):
+    for batch in (1, 256):
+        assert bytes_moved(pool, batch) > 0
+        assert arithmetic_intensity(pool, batch) == 0.0
+
+
+def test_attainable_is_min_of_the_two_ceilings():
+    roof = Roofline("test", peak_gflops=100.0, bandwidth_gbs=20.0)
+    assert roof.ridge_point == 5.0
+    assert roof.attainable_gflops(0.0) == 0.0
+    assert roof.attainable_gflops(1.0) == 20.0  # bandwidth-bound
+    assert roof.attainable_gflops(5.0) == 100.0
+    assert roof.attainable_gflops(50.0) == 100.0  # compute-bound
+    for intensity in (0.1, 2.5, 7.0, 1e3):
+        assert roof.attainable_gflops(intensity) == min(100.0, 20.0 * intensity)
