@@ -130,6 +130,7 @@ _BENCH_SWITCHES = (
     ("--no-single-stream", "skip the single-stream scenario"),
     ("--no-profile", "skip the per-layer profile of the whole model"),
     ("--no-roofline", "skip measuring peak GFLOP/s and memory bandwidth"),
+    ("--no-interleave", "time each case's rounds back to back instead of interleaving the runtimes"),
     ("--self-check", "check the harness: overhead and agreement with torch.utils.benchmark"),
 )
 

@@ -38,6 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--single-stream-queries", type=int, help="queries per runtime (default 1000)")
     group.addoption("--no-profile", action="store_true", help="skip the per-layer profile of the model")
     group.addoption("--profile-batch", type=int, help="batch size profiled (default: the largest)")
+    group.addoption("--no-interleave", action="store_true", help="time each case's rounds back to back")
     group.addoption("--no-roofline", action="store_true", help="skip measuring peak GFLOP/s and bandwidth")
     group.addoption("--results-dir", help="where the CSV goes (default: results/ in the checkout)")
     group.addoption("--artifacts", help="artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)")
@@ -63,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
     }
     for flag, name in (("--no-accuracy", "accuracy"), ("--no-end-to-end", "end_to_end"),
                        ("--no-single-stream", "single_stream"), ("--no-profile", "profile"),
-                       ("--no-roofline", "roofline")):  # fmt: skip
+                       ("--no-roofline", "roofline"), ("--no-interleave", "interleave")):  # fmt: skip
         if opt(flag):
             overrides[name] = False
     try:

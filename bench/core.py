@@ -56,9 +56,12 @@ class BenchConfig:
     iterations: int = 0  # calls per round; 0 = enough for a round to last as long as the group's slowest call
     min_rounds: int = 10
     max_rounds: int = 1000
-    min_round_time: float = 0.002  # s
+    min_round_time: float = (
+        0.02  # s; long enough that the warm-up at the start of a round stays a small overhead
+    )
     max_time: float = 1.0  # s of timed calls per case (when rounds = 0)
-    round_warmup: int = 1  # untimed calls at the start of each interleaved round
+    interleave: bool = True  # False: each case's rounds back to back (no drift protection, no cross-talk)
+    round_warmup: float = 0.005  # s of untimed calls (at least one) at the start of each interleaved round
     end_to_end: bool = True  # also time CUDA with host<->device copies (labelled end_to_end)
     accuracy: bool = True  # classify the full test set per runtime x device
     single_stream: bool = True  # the single-stream scenario (whole model, batch 1) when "model" is a target
@@ -82,7 +85,15 @@ class BenchConfig:
             raise ValueError(f"unknown target(s) {', '.join(bad_targets)}; choose from {', '.join(TARGETS)}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        counts = ("threads", "warmup", "rounds", "iterations", "round_warmup", "profile_batch")
+        counts = (
+            "threads",
+            "warmup",
+            "rounds",
+            "iterations",
+            "round_warmup",
+            "profile_batch",
+            "min_round_time",
+        )
         negative = [name for name in counts if getattr(self, name) < 0]
         if negative:
             raise ValueError(f"{', '.join(negative)} must not be negative")
@@ -196,8 +207,12 @@ class Entry:
     block: int = 1  # samples per interleaved round
     durations: list[float] = field(default_factory=list)  # s, one per sample of `iterations` calls
 
-    def run_round(self, clock: Callable[[], float], warm: int) -> None:
-        for _ in range(warm):
+    def run_round(self, clock: Callable[[], float], warm: float) -> None:
+        # Untimed calls first, for at least `warm` s: the caches hold this runtime's weights again,
+        # and thread pools of the runtime timed before (spinning workers) have gone quiet.
+        start = clock()
+        self.fn()
+        while clock() - start < warm:
             self.fn()
         self.prepared.sync()
         for _ in range(self.block):
@@ -289,15 +304,20 @@ def plan(entries: list[Entry], config: BenchConfig, scenario: str = "batch") -> 
     return int(min(config.max_rounds, max(config.min_rounds, config.max_time / round_time)))
 
 
-def interleave(entries: list[Entry], rounds: int, clock: Callable[[], float], warm: int) -> list[str]:
+def interleave(
+    entries: list[Entry], rounds: int, clock: Callable[[], float], warm: float, rotate: bool = True
+) -> list[str]:
     """Run ``rounds`` rounds over the entries, each round starting one entry further on (A B C,
-    B C A, C A B, ...) so no runtime always follows the same one. Returns the order (case ids)."""
+    B C A, C A B, ...) so no runtime always follows the same one; ``rotate=False``: all rounds of
+    A, then of B, ... (``--no-interleave``). Returns the order (case ids)."""
     order = []
-    for r in range(rounds):
-        for k in range(len(entries)):
-            entry = entries[(r + k) % len(entries)]
-            entry.run_round(clock, warm)
-            order.append(entry.case.id)
+    if rotate:
+        schedule = [entries[(r + k) % len(entries)] for r in range(rounds) for k in range(len(entries))]
+    else:
+        schedule = [entry for entry in entries for _ in range(rounds)]
+    for entry in schedule:
+        entry.run_round(clock, warm)
+        order.append(entry.case.id)
     return order
 
 
@@ -408,7 +428,8 @@ class Context:
         if entries:
             scenario = entries[0].case.scenario
             rounds = plan(entries, self.config, scenario)
-            interleave(entries, rounds, clock_for(entries[0].case.device), self.config.round_warmup)
+            clock = clock_for(entries[0].case.device)
+            interleave(entries, rounds, clock, self.config.round_warmup, self.config.interleave)
             for entry in entries:
                 entry.prepared.sync()
                 self._record(entry)
@@ -461,7 +482,7 @@ class Context:
             return
         x_host, _ = self.reference("model", case.batch_size)
         try:
-            layers = profile(entry.prepared.to_device(x_host), self.config.profile_calls)
+            layers = profile(x_host, self.config.profile_calls)
         except Exception as e:
             self.row(case, status="failed", reason=f"profiler: {type(e).__name__}: {e}".splitlines()[0][:300])
             return

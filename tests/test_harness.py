@@ -111,16 +111,29 @@ def _entries(names: str, per_call: dict[str, float], log: list[str]) -> list[Ent
 def test_interleaved_rounds_rotate_and_warm_each_round():
     log: list[str] = []
     entries = _entries("ABC", {"A": 0.001, "B": 0.004, "C": 0.002}, log)
-    config = BenchConfig(max_time=0.04, min_rounds=3, min_round_time=0.002)
+    config = BenchConfig(max_time=0.04, min_rounds=3, min_round_time=0.002)  # 2 ms rounds
     rounds = plan(entries, config)
     # every round lasts about as long as the slowest call (4 ms): 10 rounds fill 40 ms
     assert rounds == 10
     assert [e.iterations for e in entries] == [4, 1, 2]
-    order = interleave(entries, 3, clock=lambda: 0.0, warm=1)
+    order = interleave(entries, 3, clock=lambda: 0.0, warm=0.0)
     assert [o.split("-")[2] for o in order] == list("ABCBCACAB")
-    # each round: 1 untimed warm call, then `iterations` timed calls
+    # each round: 1 untimed warm call (warm = 0 s: just one), then `iterations` timed calls
     assert "".join(log[:5]) == "AAAAA" and "".join(log[5:7]) == "BB" and "".join(log[7:10]) == "CCC"
     assert [len(e.durations) for e in entries] == [3, 3, 3]
+    # --no-interleave: all rounds of A, then B, then C
+    assert [o.split("-")[2] for o in interleave(entries, 2, lambda: 0.0, 0.0, rotate=False)] == list("AABBCC")
+
+
+def test_round_warmup_lasts_the_given_time():
+    now = [0.0]
+    log: list[str] = []
+    (entry,) = _entries("A", {"A": 0.001}, log)
+    entry.fn = lambda: (log.append("A"), now.__setitem__(0, now[0] + 0.001))  # 1 ms per call
+    entry.iterations = 2
+    entry.run_round(lambda: now[0], warm=0.005)
+    assert len(log) == 5 + 2  # 5 ms of untimed calls, then 2 timed
+    assert entry.durations == [pytest.approx(0.002)]
 
 
 def test_single_stream_plan_caps_queries_by_time():

@@ -46,6 +46,10 @@ def test_cpu_roofline_is_plausible_and_consistent():
     assert CPU_BW_RANGE[0] < roof.bandwidth_gbs < CPU_BW_RANGE[1]
     assert roof.ridge_point == pytest.approx(roof.peak_gflops / roof.bandwidth_gbs)
     assert roof.attainable_gflops(roof.ridge_point) == pytest.approx(roof.peak_gflops)
+    # both ways of measuring the CPU peak ran, each plausible, and the peak is the higher one
+    assert set(roof.peaks) == {"torch.mm", "onnxruntime MatMul"}
+    assert all(CPU_PEAK_RANGE[0] < value < CPU_PEAK_RANGE[1] for value in roof.peaks.values())
+    assert roof.peak_gflops == max(roof.peaks.values())
 
 
 @needs_cuda

@@ -84,7 +84,12 @@ def test_model_parity_and_accuracy(name, device, artifacts, reference, mnist):
     assert accuracy >= 0.99
 
 
-@pytest.mark.parametrize(("name", "device"), [p for p in CASES if RUNTIMES[p.values[0]].targets is None])
+def takes_layer(name: str) -> bool:
+    targets = RUNTIMES[name].targets
+    return targets is None or LAYER in targets
+
+
+@pytest.mark.parametrize(("name", "device"), [p for p in CASES if takes_layer(p.values[0])])
 def test_layer_parity(name, device, artifacts, reference):
     skip_unless_supported(name, device)
     x, _, _ = reference
@@ -112,10 +117,10 @@ def test_registry_is_consistent():
         for device in DEVICES:
             reason = runtime.supports(device)
             assert reason is None or (isinstance(reason, str) and reason.strip()), (name, device)
-    # The base runtimes run every target; tolerance keys name registered runtimes and devices.
-    assert all(
-        RUNTIMES[n].targets is None for n in ("torch-eager", "torchscript", "onnxruntime", "torch-compile")
-    )
+    # The base runtimes run every target (torch-compile: the model and conv2, as its module says);
+    # tolerance keys name registered runtimes and devices.
+    assert all(RUNTIMES[n].targets is None for n in ("torch-eager", "torchscript", "onnxruntime", "openvino"))
+    assert RUNTIMES["torch-compile"].targets == ("model", "conv2")
     assert all(r in RUNTIMES and d in DEVICES for r, d in TOLERANCES)
     # Reduced precision is never judged by the fp32 default tolerance: wherever it is meant to run
     # (it runs, or only this machine's lack of CUDA stops it), an explicit, looser entry exists.
@@ -142,31 +147,39 @@ def test_skip_reasons_name_the_cause():
             assert reason is not None, f"{name} claims to run on CUDA without a CUDA device"
 
 
-def test_compile_protocol(artifacts, reference):
-    """torch-compile's prepared object compiles (the harness times it as compile_s); runtimes that
-    do not compile per shape have no ``compile`` (the harness leaves compile_s empty)."""
-    compiled = RUNTIMES["torch-compile"].prepare("fc1", "cpu", artifacts, threads=2)
-    assert isinstance(compiled, Compilable) and callable(compiled.compile)
+def test_compile_protocol(artifacts):
+    """The torch.compile runtimes' prepared objects compile (the harness times it as compile_s);
+    runtimes that do not compile per shape have no ``compile`` (the harness leaves compile_s empty)."""
+    for name in ("torch-compile", "torch-compile-freezing"):
+        prepared = RUNTIMES[name].prepare("model", "cpu", artifacts, threads=2)
+        assert isinstance(prepared, Compilable) and callable(prepared.compile), name
     for name in ("torch-eager", "torchscript", "onnxruntime"):
-        assert not hasattr(RUNTIMES[name].prepare("fc1", "cpu", artifacts, threads=2), "compile"), name
+        assert not hasattr(RUNTIMES[name].prepare(LAYER, "cpu", artifacts, threads=2), "compile"), name
 
 
-def test_torch_compile_is_cold_every_time(artifacts, reference):
-    """A second prepared object compiles its graph again: no Dynamo code reuse, no hit in Inductor's
-    FX graph cache (the compile runs in a fresh temporary cache folder)."""
+def test_torch_compile_is_cold_and_private_to_each_prepared_object(artifacts, reference):
+    """Each prepared object compiles its graph again (no Dynamo reuse, no hit in Inductor's FX
+    graph cache: a fresh temporary cache folder), and two live objects keep their own graphs:
+    calling them in turn compiles nothing more."""
     from torch._dynamo.utils import counters
 
     x, _, _ = reference
-    fc1_in = trace_layers(artifacts.net, torch.from_numpy(x[:8]))["fc1"][0].numpy().copy()  # (8, 3136)
-    outputs = []
+    layer_in = (
+        trace_layers(artifacts.net, torch.from_numpy(x[:8]))[LAYER][0].numpy().copy()
+    )  # (8, 32, 14, 14)
+    prepared = []
     for _ in range(2):
-        prepared = RUNTIMES["torch-compile"].prepare("fc1", "cpu", artifacts, threads=2)
+        p = RUNTIMES["torch-compile"].prepare(LAYER, "cpu", artifacts, threads=2)
         counters.clear()
-        prepared.compile(prepared.to_device(fc1_in))
+        p.compile(p.to_device(layer_in))
         assert counters["inductor"]["fxgraph_cache_hit"] == 0
         assert counters["inductor"]["fxgraph_cache_miss"] >= 1  # Inductor compiled the graph
-        outputs.append(prepared.to_host(prepared.run(prepared.to_device(fc1_in))))
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+        prepared.append(p)
+    counters.clear()
+    outputs = [p.to_host(p.run(p.to_device(layer_in))) for p in (*prepared, *prepared)]
+    assert counters["stats"]["unique_graphs"] == 0  # no recompilation: each ran its own graph
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(out, outputs[0])
 
 
 def test_missing_artifact_fails_with_the_export_error(artifacts):

@@ -41,8 +41,9 @@ DEVICES = ("cpu", "cuda")
 # batch) on the 2-core reference machine; logits there span about +-31.
 TOLERANCES: dict[tuple[str, str], float] = {
     # fp32 on the CPU: the same arithmetic in another order or another library (oneDNN, MLAS,
-    # Inductor C++, OpenVINO): measured <= 1.6e-5 for the model (torchscript-optimized 1.5e-5,
-    # openvino 1.5e-5, torch-compile 7.6e-6, torch-aoti 7.6e-6, onnxruntime 5.7e-6); 1e-4 default.
+    # Inductor C++, OpenVINO): measured <= 1.6e-5 for the model (torchscript-optimized,
+    # torch-compile-freezing and openvino 1.5e-5; torch-compile and torch-aoti 7.6e-6; onnxruntime
+    # and torch-eager-channels-last 5.7e-6; torch-export 0), so the 1e-4 default.
     ("torch-eager", "cpu"): 1e-4,
     ("torchscript", "cpu"): 1e-4,
     ("onnxruntime", "cpu"): 1e-4,
@@ -65,9 +66,12 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("torch-eager-bf16", "cuda"): 0.3,
     ("torch-eager-fp16", "cuda"): 0.03,
     ("onnxruntime-fp16", "cuda"): 0.03,
-    # Static QDQ int8 (onnxruntime CPU): quantisation error of weights and activations; measured
-    # INT8_MEASURED; 2x. Its accuracy is checked separately (within 0.2 pt of eager fp32).
-    ("onnxruntime-int8", "cpu"): 4.0,
+    # Static QDQ int8 (onnxruntime CPU; the exporter's settings: u8 activations, s8 per-channel
+    # weights, MinMax calibration on 1,000 training images, conv1 kept float32): quantisation error
+    # of weights and activations, measured 2.22 (3.11 over all 10,000 images) while argmax agrees
+    # on 99.99% and accuracy is 99.32% (fp32: 99.31%); 2x. Its accuracy is checked separately
+    # (within 0.2 pt of eager fp32, tests/test_runtimes.py and the exporter).
+    ("onnxruntime-int8", "cpu"): 4.5,
 }
 DEFAULT_TOLERANCE = 1e-4
 

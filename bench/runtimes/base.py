@@ -148,3 +148,9 @@ class TorchPrepared:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def profile(self, x: np.ndarray, calls: int) -> dict[str, float]:
+        """Layer -> ms per call (plus "other" and "total") of the whole model under torch.profiler."""
+        from bench.attribution import profile_torch
+
+        return profile_torch(self.module, self.to_device(x), calls, self.device.type)

@@ -29,4 +29,6 @@ class TorchAoti:
             raise ValueError(f"{self.name} cannot run on {device}: {reason}")
         set_threads(threads)  # the package's kernels use the process's OpenMP pool
         path = artifact_path(artifacts, target, "aoti-cpu")  # ExportError if not exported
-        return TorchPrepared(aoti_load_package(str(path)), device)
+        prepared = TorchPrepared(aoti_load_package(str(path)), device)
+        prepared.profile = None  # compiled C++ kernels: torch.profiler sees no per-layer ops
+        return prepared

@@ -1,43 +1,55 @@
 """torch-compile: ``torch.compile`` (Dynamo + Inductor, default mode) of the eval network or a layer.
 
-fp32 on CPU (Inductor's C++/OpenMP kernels, convolutions and GEMMs through oneDNN/MKL) and on
+fp32 on CPU (Inductor's C++/OpenMP kernels; convolutions and GEMMs as oneDNN/MKL calls) and on
 CUDA (Triton kernels, cuDNN/cuBLAS; TF32 off). ``dynamic=False``: one graph specialised to the
 batch size of the prepared case; another batch size (the harness's accuracy pass, 500 images a
 call) compiles one more graph, untimed.
 
-Honest cold compiles. ``compile(x)`` runs the first call, which is when torch.compile compiles:
+One compile per prepared object, cold every time. ``compile(x)`` runs the first call, which is
+when torch.compile compiles:
 
-- ``torch._dynamo.reset()`` first: Dynamo keeps compiled code per Python code object
-  (``DeepMNIST.forward``), not per module instance, and a fresh deep copy passes its guards, so
-  without the reset the second prepared object of a process would reuse the first one's graph
-  and "compile" in ~0.04 s. The reset only forgets compiled code: an object prepared earlier
-  still gives correct results and recompiles on its next call.
-- ``torch._inductor.utils.fresh_cache()`` around that call: a new temporary
+- Each prepared object compiles its own function, ``forward_<n>``, a copy of a one-line wrapper
+  with a code object of its own. Dynamo keeps compiled graphs on the Python code object it traces
+  and guards them on types and shapes, not on the module instance: compiling the module itself,
+  a second prepared object (a fresh deep copy) would reuse the first one's graph and "compile"
+  in 0.04 s, and two live objects (torch-compile and torch-compile-freezing in one group of the
+  harness) would run each other's graphs. ``torch._dynamo.reset()`` would avoid the first but
+  drops the graphs of every live object.
+- ``torch._inductor.utils.fresh_cache()`` around that first call: a new temporary
   ``TORCHINDUCTOR_CACHE_DIR`` (and ``TRITON_CACHE_DIR`` inside it), deleted afterwards, and
   Inductor's in-memory code caches cleared, so neither the FX graph cache, the AOTAutograd cache,
-  the autotune cache nor an already built C++ kernel library from an earlier run or case is hit
-  (checked: ``fxgraph_cache_miss`` every time; with the default cache folder a second process
-  compiles the model in 0.28 s instead of ~3 s). Remote caches are off outside Meta.
+  the autotune cache nor a C++ kernel library built by an earlier case or run is hit (checked by
+  tests: ``fxgraph_cache_miss``, no hit, every time; with the default cache folder a second
+  process compiles the model in 0.28 s instead of ~3 s). Remote caches are off outside Meta.
 
-What compile_s does not include: the once-per-process start-up of Inductor (imports, the
-compile-worker subprocesses, C++ toolchain probing; ~12 s on the 2-core reference machine),
-which ``prepare`` pays once per process and device by compiling a tiny conv/pool/linear net, so
-that every case's ``compile_s`` is the cost of its own graph and ``load_s`` of the first
-torch-compile case of a run carries the start-up.
+Not in compile_s: Inductor's once-per-process start-up (imports, the compile-worker
+subprocesses, C++ toolchain probing: ~9-12 s on the 2-core reference machine), which ``prepare``
+pays once per process and device by compiling a tiny conv/pool/linear net, so every case's
+``compile_s`` is the cost of its own graph; ``load_s`` of a run's first torch-compile case
+carries the start-up.
 
-Measured cold compile times on the reference machine (2 cores, AMD EPYC, torch 2.13 CPU, after
-the start-up), s, batch 1 / 64 / 256: model 3.7 / 2.9 / 3.2; conv1 0.8 / 0.8 / 0.8; pool1
-1.2 / 1.0 / 1.5; conv2 2.3 / 2.0 / 1.8; pool2 0.9 / 0.8 / 0.8; fc1 0.8 / 0.7 / 0.7; fc2 0.1 (an
-extern GEMM call, no generated kernel). All 7 targets x 3 batch sizes cost ~30 s of compiling in
-a full sweep plus the ~12 s start-up, so torch-compile runs every target (``targets = None``).
+Cold compile times measured with this adapter on the reference machine (2 cores, AMD EPYC,
+torch 2.13 CPU), s, batch 1 / 64 / 256: model 2.5 / 2.6 / 2.2; conv1 0.8 / 1.0 / 0.8; pool1
+0.8 / 0.7 / 0.7; conv2 1.6 / 1.7 / 1.6; pool2 0.8 / 0.6 / 0.7; fc1 0.7 / 0.7 / 1.0; fc2 0.06
+(one extern GEMM call, no generated kernel); all 21 cases and the start-up: 33 s.
 
-``mode="max-autotune-no-cudagraphs"`` was measured on the CPU and not adopted (see the report
-numbers in ``COMPILE_MODE``'s comment).
+Targets: ``("model", "conv2")``. Compiling every layer would add ~9 s of compiling to a full
+sweep, but 15 more cases, and the default sweep with all runtimes already took ~10 min on this
+machine (the harness spends ~4 s per case), over its ~6 min budget; conv2 holds 72% of the
+FLOPs and is where the compiler can matter (the pools are trivial, fc1/fc2 are one GEMM each).
+
+Mode: Inductor's default. ``mode="max-autotune-no-cudagraphs"`` was measured on the CPU: compile
+1.8-2.5 s, latency the same as the default within noise (batch 1: 0.48-0.55 vs 0.42-0.61 ms; 64:
+7.5-8.8 vs 7.4-7.6 ms; 256: 44-47 vs 42-45 ms), so not adopted. Freezing, in contrast, measured
+faster (``torch-compile-freezing``).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+import types
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -46,9 +58,8 @@ import torch
 from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
 from models.network import layer_module
 
-# None = Inductor's default mode. max-autotune-no-cudagraphs on this CPU: see the module docstring
-# of the report; it compiled several times longer for no latency gain at batch 1/64/256.
-COMPILE_MODE: str | None = None
+COMPILE_MODE: str | None = None  # Inductor's default mode (module docstring)
+_serial = itertools.count()
 
 
 def _fresh_cache() -> Any:
@@ -57,6 +68,17 @@ def _fresh_cache() -> Any:
 
     fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache
     return fresh()
+
+
+def own_forward(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``lambda x: module(x)`` with a code object of its own, so Dynamo's graph cache for it
+    belongs to this one prepared object (module docstring)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return module(x)
+
+    code = forward.__code__.replace(co_name=f"forward_{next(_serial)}")
+    return types.FunctionType(code, forward.__globals__, code.co_name, None, forward.__closure__)
 
 
 @cache
@@ -71,19 +93,16 @@ def warm_up_inductor(device: str) -> None:
         torch.nn.Linear(8, 2),
     )
     tiny = tiny.eval().to(device)
-    torch._dynamo.reset()
     with _fresh_cache(), torch.inference_mode():
-        torch.compile(tiny, dynamic=False, mode=COMPILE_MODE)(torch.rand(1, 1, 4, 4, device=device))
+        torch.compile(own_forward(tiny), dynamic=False)(torch.rand(1, 1, 4, 4, device=device))
     if device == "cuda":
         torch.cuda.synchronize()
-    torch._dynamo.reset()
 
 
 class CompiledPrepared(TorchPrepared):
     """A torch.compile'd module; ``compile(x)`` is its first, cold call (the harness's compile_s)."""
 
     def compile(self, x: torch.Tensor) -> None:
-        torch._dynamo.reset()  # forget graphs compiled for earlier prepared objects (module docstring)
         with _fresh_cache():
             self.run(x)
             self.sync()
@@ -94,22 +113,19 @@ class ConfiguredCompiledPrepared(CompiledPrepared):
     trace as well (Dynamo reads ``config.freezing`` to keep parameters as graph constants), so
     ``torch.compile(options=...)``, which reaches Inductor only, does not give frozen weights
     (measured: no speed-up). A call with an input shape not compiled yet (the accuracy pass's
-    batch of 500) compiles under the patch too; other calls pay one shape comparison (~0.2 us)."""
+    batch of 500) compiles under the patch too; other calls pay one shape lookup (~0.2 us)."""
 
-    def __init__(self, module: torch.nn.Module, device: str, config: dict[str, Any]) -> None:
+    def __init__(self, module: Any, device: str, config: dict[str, Any]) -> None:
         super().__init__(module, device)
-        self.config, self.shapes = config, set()
-
-    def compile(self, x: torch.Tensor) -> None:
-        self.shapes.clear()  # after the reset every graph is compiled again, under the patch
-        super().compile(x)
+        self.config: dict[str, Any] = config
+        self.shapes: set[torch.Size] = set()
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape in self.shapes:
             with torch.inference_mode():
                 return self.module(x)
         with torch._inductor.config.patch(self.config), torch.inference_mode():
-            y = self.module(x)  # compiles a graph for this shape
+            y = self.module(x)  # compiles the graph for this shape
         self.shapes.add(x.shape)
         return y
 
@@ -118,15 +134,16 @@ class TorchCompile:
     """``torch-compile``: Inductor's defaults. ``torch-compile-freezing``: Inductor config
     ``freezing=True``: weights become constants of the graph, folded and, on the CPU, prepacked
     once into oneDNN's blocked layout for its convolution and linear kernels (the setting PyTorch
-    documents for CPU inference); measured faster than the default at batch 1, 64 and 256."""
+    documents for CPU inference); measured faster than the default at batch 256 (23.5 vs 42-44 ms)
+    and 64 (6.9-7.3 vs 7.4-7.5 ms), the same at batch 1 (within noise)."""
 
     precision = "fp32"
 
     def __init__(self, name: str = "torch-compile", config: dict[str, Any] | None = None) -> None:
         self.name, self.config = name, config
-        # The base runs every target: a layer compiles in 0.1-1.7 s here, the model in ~2.5 s (module
-        # docstring). The freezing variant is a whole-model tuning, like the other tuned variants.
-        self.targets: tuple[str, ...] | None = None if config is None else ("model",)
+        # The base: the model and conv2 (module docstring); the freezing variant: a whole-model
+        # tuning, like the other tuned variants.
+        self.targets: tuple[str, ...] | None = ("model", "conv2") if config is None else ("model",)
 
     def supports(self, device: str) -> str | None:
         return check_device(device)
@@ -141,5 +158,5 @@ class TorchCompile:
             prepared = CompiledPrepared(module, device)
         else:
             prepared = ConfiguredCompiledPrepared(module, device, self.config)
-        prepared.module = torch.compile(module, dynamic=False, mode=COMPILE_MODE)
+        prepared.module = torch.compile(own_forward(module), dynamic=False, mode=COMPILE_MODE)
         return prepared
