@@ -524,11 +524,15 @@ def parse_threshold(text: str) -> float:
 
 
 def select(df: pd.DataFrame, targets=None, devices=None, batch_sizes=None) -> pd.DataFrame:
-    """Rows of the given targets, devices and batch sizes (None: all)."""
+    """Rows of the given targets, devices and batch sizes (None: all). The per-layer ``profile``
+    rows are a breakdown of the whole model, so they go with target ``model``."""
     keep = pd.Series(True, index=df.index)
     for column, wanted in (("target", targets), ("device", devices), ("batch_size", batch_sizes)):
         if wanted:
-            keep &= df[column].isin(wanted)
+            match = df[column].isin(wanted)
+            if column == "target" and "model" in wanted and "scenario" in df.columns:
+                match |= df["scenario"] == "profile"
+            keep &= match
     return df[keep]
 
 

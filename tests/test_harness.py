@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,62 @@ def test_tiny_matrix_end_to_end(tmp_path, exported):
     assert len(cuda) == 4  # 2 runtimes x (compute, end_to_end)
     assert set(cuda.status) == {"skipped"}
     assert all("no CUDA device" in reason for reason in cuda.reason)
+
+
+def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
+    """One small real run of the whole model: every scenario, the cold-start and roofline columns,
+    the per-layer profile beside the whole-model time, the sidecar's samples, and the plots."""
+    proc, csv = _bench(
+        tmp_path, "--targets", "model", "--batch-sizes", "2,8", "--runtimes", "torch-eager,onnxruntime",
+        "--devices", "cpu", "--max-time", "0.1", "--single-stream-queries", "40",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    df = read_results(csv)
+    ok = df[df.status == "ok"]
+    assert set(ok.scenario) == {"batch", "single-stream", "offline", "profile"}
+    batch = ok[ok.scenario == "batch"]
+    assert len(batch) == 4 and (batch.load_s > 0).all() and (batch.first_inference_ms > 0).all()
+    assert batch.compile_s.isna().all()  # neither runtime compiles per shape
+    assert (batch.peak_gflops > 1).all() and (batch.bandwidth_gbs > 0.1).all()
+    assert batch.pct_of_peak.tolist() == pytest.approx((batch.gflops / batch.peak_gflops * 100).tolist())
+    assert (
+        batch[batch.batch_size == 8].arithmetic_intensity
+        > batch[batch.batch_size == 2].arithmetic_intensity.max()
+    ).all()
+    single = ok[ok.scenario == "single-stream"]
+    assert sorted(single.runtime) == ["onnxruntime", "torch-eager"]
+    assert (single.batch_size == 1).all() and (single.rounds == 40).all() and (single.iterations == 1).all()
+    assert (single.latency_ms_median <= single.latency_ms_p90).all()
+    assert (single.latency_ms_p99 <= single.latency_ms_p999).all()
+    offline = ok[ok.scenario == "offline"]
+    for _, row in offline.iterrows():  # the batch size with the highest throughput, as measured
+        same = batch[batch.runtime == row.runtime]
+        assert row.throughput_ips == same.throughput_ips.max()
+        assert row.batch_size == same.loc[same.throughput_ips.idxmax(), "batch_size"]
+    profile = ok[ok.scenario == "profile"]
+    for runtime in ("torch-eager", "onnxruntime"):
+        layers = profile[(profile.runtime == runtime) & (profile.target != "model")]
+        assert set(layers.target) >= {"conv1", "pool1", "conv2", "pool2", "fc1", "fc2"}
+        assert (layers.batch_size == 8).all() and (layers.latency_ms_median >= 0).all()
+        total = profile[(profile.runtime == runtime) & (profile.target == "model")].latency_ms_median.iloc[0]
+        assert layers.latency_ms_median.sum() == pytest.approx(total)
+    sidecar = json.loads(csv.with_suffix(".json").read_text())
+    assert sidecar["rooflines"]["cpu"]["peak_gflops"] == batch.peak_gflops.iloc[0]
+    samples = sidecar["single_stream_samples_ms"]
+    assert sorted(samples) == ["onnxruntime/cpu", "torch-eager/cpu"]
+    assert all(len(v) == 40 and min(v) > 0 for v in samples.values())
+    stem = str(csv)[:-4]
+    for kind in ("throughput", "layers", "roofline", "single-stream"):
+        png = Path(f"{stem}-{kind}.png")
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", kind
+    tables = csv.with_suffix(".md").read_text()
+    for heading in (
+        "offline: best throughput",
+        "model, batch 1, single-stream",
+        "where the time goes",
+        "cold start",
+    ):
+        assert heading in tables, heading
 
 
 def test_wrong_runtime_fails_and_reports_no_timing(tmp_path, exported):

@@ -43,4 +43,6 @@ class TorchScriptOptimized(TorchScript):
         with warnings.catch_warnings():  # "deprecated, use torch.compile": that is measured too
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.optimize_for_inference(module)
-        return TorchPrepared(module, device)
+        prepared = TorchPrepared(module, device)
+        prepared.profile = None  # fused oneDNN ops (conv with ReLU, prepacked linear): no per-layer split
+        return prepared
