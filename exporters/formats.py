@@ -80,6 +80,12 @@ def export_onnx(
             verbose=False,
         )
     model = program.model_proto
+    write_onnx(model, path, metadata)
+    return model
+
+
+def write_onnx(model: onnx.ModelProto, path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Replace the metadata, validate (full check, strict shape inference), write atomically."""
     model.doc_string = metadata.get("description", "")
     del model.metadata_props[:]
     for key in sorted(metadata):
@@ -89,7 +95,6 @@ def export_onnx(
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     with atomic_path(path) as tmp:
         tmp.write_bytes(model.SerializeToString())
-    return model
 
 
 def export_torchscript(

@@ -33,8 +33,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from exporters.formats import write_onnx
 from exporters.manifest import ExportError
-from models.atomic import atomic_path
 from models.data import to_input
 
 INT8_MAX_ACCURACY_DIFF = 0.002  # |int8 - float32| test accuracy, a fraction: 0.2 percentage points
@@ -234,7 +234,7 @@ def export_int8(
         "quantization": settings.record(),
         "float32_nodes": float_nodes,
     }
-    _write(
+    write_onnx(
         model,
         path,
         {
@@ -258,7 +258,7 @@ def export_fp16(fp32_path: Path, path: Path, metadata: dict[str, str]) -> dict[s
     with _quiet():
         model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     _topological_sort(model.graph, path)  # the converter appends its boundary Casts at the end
-    _write(model, path, {**metadata, "io": FP16_IO})
+    write_onnx(model, path, {**metadata, "io": FP16_IO})
     return {"io": FP16_IO, "weights": "float16", "compute": "float16", "provider": "CUDAExecutionProvider"}
 
 
@@ -278,16 +278,3 @@ def _topological_sort(graph: onnx.GraphProto, path: Path) -> None:
     nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
     del graph.node[:]
     graph.node.extend(nodes)
-
-
-def _write(model: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
-    """Replace the metadata, validate (full check, strict shape inference), write atomically."""
-    model.doc_string = metadata.get("description", "")
-    del model.metadata_props[:]
-    for key in sorted(metadata):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, metadata[key]
-    onnx.checker.check_model(model, full_check=True)
-    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(model.SerializeToString())
