@@ -137,8 +137,9 @@ def measure_rooflines(config: BenchConfig) -> dict:
     for device in config.devices:
         if check_device(device) is None:
             roof = rooflines[device] = measure_roofline(device)
+            others = "".join(f", {p} {v:,.0f}" for p, v in roof.precision_peaks.items())
             print(
-                f"roofline {device}: peak {roof.peak_gflops:,.0f} GFLOP/s (float32 matmul), "
+                f"roofline {device}: peak {roof.peak_gflops:,.0f} GFLOP/s (float32 matmul{others}), "
                 f"bandwidth {roof.bandwidth_gbs:,.1f} GB/s (copy)",
                 file=sys.stderr,
             )

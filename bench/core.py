@@ -403,7 +403,7 @@ class Context:
 
         size = BYTES_PER_ELEMENT.get(row.precision, 4)
         intensity = arithmetic_intensity(row.target, row.batch_size, bytes_per_element=size)
-        return row.with_roofline(roof.peak_gflops, roof.bandwidth_gbs, intensity)
+        return row.with_roofline(roof.peak_for(row.precision), roof.bandwidth_gbs, intensity)
 
     # ------------------------------------------------------------------------- groups
 

@@ -60,8 +60,8 @@ def _git(*args: str) -> str:
 
 def _git_commit() -> str:
     commit = _safe(lambda: _git("rev-parse", "HEAD"))
-    if not commit:
-        return ""
+    if not commit:  # a copy of the tree without .git (a lent GPU machine): the caller may say which
+        return os.environ.get("DEEPMNIST_GIT_COMMIT", "")
     dirty = _safe(lambda: _git("status", "--porcelain", "--untracked-files=no"))
     return f"{commit}-dirty" if dirty else commit
 

@@ -393,7 +393,9 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
 
 
 def _device_constant(rows: pd.DataFrame, name: str) -> float:
-    """A per-device measurement (peak GFLOP/s, GB/s): the median over the rows; NaN if not measured."""
+    """A per-device measurement (peak GFLOP/s, GB/s): the median over the float32 rows (rows of
+    another precision carry that precision's roof); NaN if not measured."""
+    rows = rows[rows["precision"].fillna("fp32").isin(["fp32", ""])]
     values = rows.loc[_finite_positive(rows[name]), name]
     return float(values.median()) if len(values) else math.nan
 

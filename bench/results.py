@@ -132,7 +132,9 @@ class ResultRow:
     gflops: float | None = None  # GFLOP/s, from the median
     pct_of_peak: float | None = None  # gflops / peak_gflops * 100
     arithmetic_intensity: float | None = None  # FLOP per byte moved (bench.roofline.arithmetic_intensity)
-    peak_gflops: float | None = None  # the device's float32 matmul peak, measured in the same run
+    peak_gflops: float | None = (
+        None  # the device's matmul peak in the row's precision (float32 where none), same run
+    )
     bandwidth_gbs: float | None = None  # the device's copy bandwidth (read + write), measured in the same run
     accuracy: float | None = None  # fraction of the 10,000 MNIST test images; model rows only
     agreement: float | None = None  # fraction of argmax equal to eager PyTorch on CPU; model rows only

@@ -12,6 +12,10 @@ multiply-add counts as 2 FLOP (as ``models.network.LAYERS``).
   (MKL) does not reach this AMD CPU's AVX-512 rate (measured here: torch.mm ~210 GFLOP/s,
   onnxruntime MatMul ~440 with 2 threads), and a peak that a runtime beats on a whole CNN is no
   ceiling. Both values are kept (``Roofline.peaks``).
+- Reduced precision on CUDA: the same product in float16 and bfloat16 (tensor cores, float32
+  accumulation), so a row's ``pct_of_peak`` is read against the roof of its own precision
+  (``Roofline.precision_peaks``; ``peak_for(precision)``). A precision without a measured roof
+  falls back to the float32 peak.
 - Bandwidth: the best of several ``dst.copy_(src)`` of a float32 tensor much larger than the
   last-level cache; each copy reads ``nbytes`` and writes ``nbytes``, so it counts as
   ``2 * nbytes`` bytes moved (the STREAM "copy" convention; write-allocate traffic, which can
@@ -76,17 +80,22 @@ def _best_seconds(fn, dev: torch.device, repeats: int) -> float:
     return best
 
 
-def measure_peak_gflops(device: str, size: int | None = None, repeats: int = CPU_MATMUL_REPEATS) -> float:
-    """Float32 matrix-product peak of ``device`` in GFLOP/s: best of ``repeats`` timed
-    ``torch.mm`` of ``size x size`` matrices (default: CPU_MATMUL_SIZE / CUDA_MATMUL_SIZE)."""
+def measure_peak_gflops(
+    device: str,
+    size: int | None = None,
+    repeats: int = CPU_MATMUL_REPEATS,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Matrix-product peak of ``device`` in GFLOP/s: best of ``repeats`` timed ``torch.mm`` of
+    ``size x size`` matrices of ``dtype`` (default float32; sizes CPU_MATMUL_SIZE / CUDA_MATMUL_SIZE)."""
     dev = _check_device(device)
     n = size or (CUDA_MATMUL_SIZE if dev.type == "cuda" else CPU_MATMUL_SIZE)
     if n < 1 or repeats < 1:
         raise ValueError(f"size and repeats must be >= 1, got {n}, {repeats}")
     gen = torch.Generator(device=dev).manual_seed(0)
-    a = torch.rand(n, n, device=dev, generator=gen)  # float32, values in [0, 1)
-    b = torch.rand(n, n, device=dev, generator=gen)
-    out = torch.empty(n, n, device=dev)
+    a = torch.rand(n, n, device=dev, generator=gen).to(dtype)  # values in [0, 1)
+    b = torch.rand(n, n, device=dev, generator=gen).to(dtype)
+    out = torch.empty(n, n, device=dev, dtype=dtype)
     tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
         if dev.type == "cuda":
@@ -141,6 +150,11 @@ class Roofline:
     peak_gflops: float  # GFLOP/s, float32 matrix product: the best of ``peaks``
     bandwidth_gbs: float  # GB/s, read + write of a large copy
     peaks: dict[str, float] = field(default_factory=dict)  # how the peak was measured -> GFLOP/s
+    precision_peaks: dict[str, float] = field(default_factory=dict)  # "fp16", "bf16" -> GFLOP/s
+
+    def peak_for(self, precision: str) -> float:
+        """The roof of a row computing in ``precision``: its own measured peak, else float32's."""
+        return self.precision_peaks.get(precision, self.peak_gflops)
 
     @property
     def ridge_point(self) -> float:
@@ -152,12 +166,20 @@ class Roofline:
         return min(self.peak_gflops, self.bandwidth_gbs * intensity)
 
 
+# Reduced-precision roofs measured on CUDA (tensor-core products); the CPU's come with issue-sized work.
+CUDA_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def measure_roofline(device: str) -> Roofline:
     """Peak and bandwidth of ``device`` with the default sizes (about 1 s on a 2-core CPU)."""
     peaks = {"torch.mm": measure_peak_gflops(device)}
+    precision_peaks = {}
     if _check_device(device).type == "cpu":
         peaks["onnxruntime MatMul"] = measure_peak_gflops_onnxruntime()
-    return Roofline(device, max(peaks.values()), measure_bandwidth_gbs(device), peaks)
+    else:
+        for name, dtype in CUDA_PRECISIONS.items():
+            precision_peaks[name] = measure_peak_gflops(device, dtype=dtype)
+    return Roofline(device, max(peaks.values()), measure_bandwidth_gbs(device), peaks, precision_peaks)
 
 
 def _elements_and_params(target: str) -> tuple[int, int, int, int]:
