@@ -15,6 +15,8 @@
 #   DEEPMNIST_WHEELS   a folder of wheels to install offline (--no-index) before the project
 #   DEEPMNIST_MAX_TIME seconds of timed calls per case (default 1.0)
 #   DEEPMNIST_TARGETS  benchmark targets (default model,conv2)
+#   DEEPMNIST_BATCH_SIZES  benchmark batch sizes (default 1,64,256)
+#   DEEPMNIST_TESTS=0  skip the CUDA tests (a second, shorter pass)
 #   DEEPMNIST_DEVICES  device of the matrix and the checks (default cuda; cpu tries the script here)
 #   DEEPMNIST_BENCH_ARGS  more options for the matrix (e.g. --runtimes torch-eager,onnxruntime)
 #   DEEPMNIST_INSTALL_ONLY=1  stop after the install and versions steps
@@ -133,7 +135,7 @@ step "data, checkpoint, export" 420 bash -c artifacts
 # ------------------------------------------------------------------ the matrix and the checks
 # shellcheck disable=SC2086 # DEEPMNIST_BENCH_ARGS is a list of options
 step "benchmark ($device)" 600 "$py" -m pytest bench/ --benchmark-only -q -p no:cacheprovider --devices "$device" \
-    --targets "${DEEPMNIST_TARGETS:-model,conv2}" --batch-sizes 1,64,256 --max-time "${DEEPMNIST_MAX_TIME:-1.0}" \
+    --targets "${DEEPMNIST_TARGETS:-model,conv2}" --batch-sizes "${DEEPMNIST_BATCH_SIZES:-1,64,256}" --max-time "${DEEPMNIST_MAX_TIME:-1.0}" \
     --results-dir "$res" ${DEEPMNIST_BENCH_ARGS:-}
 
 csv=$(find "$res" -maxdepth 1 -name '*.csv' | head -n 1)
@@ -146,7 +148,7 @@ else
     failed+=("results CSV")
 fi
 
-step "CUDA tests" 240 "$py" -m pytest -q -p no:cacheprovider -rs -k "not crosscheck" tests/test_cuda.py \
+[ "${DEEPMNIST_TESTS:-1}" = 0 ] || step "CUDA tests" 240 "$py" -m pytest -q -p no:cacheprovider -rs -k "not crosscheck" tests/test_cuda.py \
     tests/test_attribution.py::test_torch_eager_attribution_on_cuda tests/test_attribution.py::test_onnxruntime_attribution_on_cuda
 
 # ------------------------------------------------------------------ summary

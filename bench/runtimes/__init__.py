@@ -49,7 +49,9 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("onnxruntime", "cpu"): 1e-4,
     # fp32 on CUDA: other kernels and accumulation orders (TF32 is off, so float32 throughout).
     ("torch-eager", "cuda"): 1e-3,
-    ("torchscript", "cuda"): 1e-3,
+    # The frozen TorchScript graph gets other cuDNN convolution algorithms than eager at batch 64
+    # and 256 on an H200 (results/*-cuda-h200.csv: max |diff| up to 3.3e-3, argmax 100%): 5e-3.
+    ("torchscript", "cuda"): 5e-3,
     ("torch-compile", "cuda"): 1e-3,
     ("torch-export", "cuda"): 1e-3,
     ("onnxruntime", "cuda"): 1e-3,
