@@ -59,9 +59,13 @@ def _git(*args: str) -> str:
 
 
 def _git_commit() -> str:
+    # A copy of the tree on another machine (a lent GPU machine) may carry no .git or a stale one:
+    # the caller who made the copy says which commit it is.
+    if given := os.environ.get("DEEPMNIST_GIT_COMMIT"):
+        return given
     commit = _safe(lambda: _git("rev-parse", "HEAD"))
-    if not commit:  # a copy of the tree without .git (a lent GPU machine): the caller may say which
-        return os.environ.get("DEEPMNIST_GIT_COMMIT", "")
+    if not commit:
+        return ""
     dirty = _safe(lambda: _git("status", "--porcelain", "--untracked-files=no"))
     return f"{commit}-dirty" if dirty else commit
 
