@@ -400,6 +400,17 @@ def _device_constant(rows: pd.DataFrame, name: str) -> float:
     return float(values.median()) if len(values) else math.nan
 
 
+def _precision_roofs(rows: pd.DataFrame, fp32_peak: float) -> dict[str, float]:
+    """Precision -> the roof its rows were measured against, for reduced precisions whose roof was
+    measured (a roof equal to the float32 peak is the fallback, not a measurement)."""
+    roofs = {}
+    for precision, group in rows.groupby(rows["precision"].fillna("fp32")):
+        values = group.loc[_finite_positive(group["peak_gflops"]), "peak_gflops"]
+        if precision not in ("fp32", "") and len(values) and not math.isclose(values.median(), fp32_peak):
+            roofs[str(precision)] = float(values.median())
+    return roofs
+
+
 def roofline_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> Path | None:
     points = ok[(ok["scenario"] == "batch") & (ok["timing"] == "compute")]
     # pools do no FLOP (gflops NaN or 0): nothing to place on a FLOP/s axis
@@ -451,6 +462,13 @@ def roofline_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -
             y_hi = max(y_hi, bandwidth * x_hi)
         else:
             ax.text(0.02, 0.98, "roofline not measured", transform=ax.transAxes, va="top", fontsize=_FONT)
+        for i, (precision, roof) in enumerate(_precision_roofs(measured, peak).items()):  # dashed
+            ax.axhline(roof, color="black", linewidth=0.8, linestyle="--", zorder=1)
+            x, ha = (x_lo * 1.3, "left") if i % 2 == 0 else (x_hi / 1.3, "right")  # labels apart
+            ax.text(
+                x, roof * 1.1, f"{precision} peak {roof:,.0f} GFLOP/s", ha=ha, va="bottom", fontsize=_FONT
+            )
+            y_hi = max(y_hi, roof * 3)
         for row in rows.itertuples(index=False):
             colour = colours.get(row.runtime, _OTHER_COLOUR)
             filled = row.precision == "fp32"

@@ -12,10 +12,13 @@ multiply-add counts as 2 FLOP (as ``models.network.LAYERS``).
   (MKL) does not reach this AMD CPU's AVX-512 rate (measured here: torch.mm ~210 GFLOP/s,
   onnxruntime MatMul ~440 with 2 threads), and a peak that a runtime beats on a whole CNN is no
   ceiling. Both values are kept (``Roofline.peaks``).
-- Reduced precision on CUDA: the same product in float16 and bfloat16 (tensor cores, float32
-  accumulation), so a row's ``pct_of_peak`` is read against the roof of its own precision
-  (``Roofline.precision_peaks``; ``peak_for(precision)``). A precision without a measured roof
-  falls back to the float32 peak.
+- A roof per precision, so a row's ``pct_of_peak`` is read against the roof of its own precision
+  (``Roofline.precision_peaks``; ``peak_for(precision)``; a precision without a measured roof
+  falls back to the float32 peak): on CUDA the same product in float16 and bfloat16 (tensor
+  cores, float32 accumulation); on the CPU bfloat16 through ``torch.mm`` where oneDNN has bf16
+  kernels, and int8 (u8 x s8 -> int32, the int8 model's arithmetic) as the best of onnxruntime's
+  ``MatMulInteger`` (MLAS, VNNI where the CPU has it) and ``torch._int_mm``, counted as 2 ops per
+  multiply-add like the float roofs.
 - Bandwidth: the best of several ``dst.copy_(src)`` of a float32 tensor much larger than the
   last-level cache; each copy reads ``nbytes`` and writes ``nbytes``, so it counts as
   ``2 * nbytes`` bytes moved (the STREAM "copy" convention; write-allocate traffic, which can
@@ -144,12 +147,55 @@ def measure_peak_gflops_onnxruntime(
     return 2 * size**3 / seconds / 1e9
 
 
+def measure_peak_gops_int8(
+    size: int = CPU_MATMUL_SIZE, repeats: int = CPU_MATMUL_REPEATS, threads: int | None = None
+) -> dict[str, float]:
+    """Int8 matrix-product peak of the CPU, GOP/s (multiply-add = 2 ops), per way of measuring it:
+    onnxruntime's ``MatMulInteger`` (u8 x s8 -> int32, ``threads`` intra-op threads, default
+    torch's) and, where this torch build has it on the CPU, ``torch._int_mm`` (s8 x s8 -> int32)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if size < 1 or repeats < 1:
+        raise ValueError(f"size and repeats must be >= 1, got {size}, {repeats}")
+    types = {"a": TensorProto.UINT8, "b": TensorProto.INT8, "c": TensorProto.INT32}
+    spec = {name: helper.make_tensor_value_info(name, t, [size, size]) for name, t in types.items()}
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
+    graph = helper.make_graph([node], "matmul_int8", [spec["a"], spec["b"]], [spec["c"]])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {
+        "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
+        "b": rng.integers(-128, 128, (size, size), dtype=np.int8),
+    }
+    cpu = torch.device("cpu")
+    peaks = {
+        "onnxruntime MatMulInteger": 2
+        * size**3
+        / _best_seconds(lambda: session.run(None, feed), cpu, repeats)
+        / 1e9
+    }
+    a = torch.from_numpy(feed["b"].copy())
+    b = torch.from_numpy(feed["b"].T.copy())
+    try:
+        seconds = _best_seconds(lambda: torch._int_mm(a, b), cpu, repeats)
+    except RuntimeError:  # no CPU kernel in this build: the onnxruntime figure stands alone
+        return peaks
+    peaks["torch._int_mm"] = 2 * size**3 / seconds / 1e9
+    return peaks
+
+
 @dataclass(frozen=True)
 class Roofline:
     device: str
     peak_gflops: float  # GFLOP/s, float32 matrix product: the best of ``peaks``
     bandwidth_gbs: float  # GB/s, read + write of a large copy
-    peaks: dict[str, float] = field(default_factory=dict)  # how the peak was measured -> GFLOP/s
+    peaks: dict[str, float] = field(default_factory=dict)  # how each roof was measured -> GFLOP/s
     precision_peaks: dict[str, float] = field(default_factory=dict)  # "fp16", "bf16" -> GFLOP/s
 
     def peak_for(self, precision: str) -> float:
@@ -166,7 +212,7 @@ class Roofline:
         return min(self.peak_gflops, self.bandwidth_gbs * intensity)
 
 
-# Reduced-precision roofs measured on CUDA (tensor-core products); the CPU's come with issue-sized work.
+# Reduced-precision roofs measured on CUDA (tensor-core products).
 CUDA_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -175,11 +221,21 @@ def measure_roofline(device: str) -> Roofline:
     peaks = {"torch.mm": measure_peak_gflops(device)}
     precision_peaks = {}
     if _check_device(device).type == "cpu":
+        from bench.runtimes.base import cpu_bf16_reason
+
         peaks["onnxruntime MatMul"] = measure_peak_gflops_onnxruntime()
+        int8 = measure_peak_gops_int8()
+        peaks.update({f"int8 {how}": value for how, value in int8.items()})
+        precision_peaks["int8"] = max(int8.values())
+        if cpu_bf16_reason() is None:
+            precision_peaks["bf16"] = peaks["bf16 torch.mm"] = measure_peak_gflops(
+                device, dtype=torch.bfloat16
+            )
     else:
         for name, dtype in CUDA_PRECISIONS.items():
             precision_peaks[name] = measure_peak_gflops(device, dtype=dtype)
-    return Roofline(device, max(peaks.values()), measure_bandwidth_gbs(device), peaks, precision_peaks)
+    fp32 = max(v for how, v in peaks.items() if how in ("torch.mm", "onnxruntime MatMul"))
+    return Roofline(device, fp32, measure_bandwidth_gbs(device), peaks, precision_peaks)
 
 
 def _elements_and_params(target: str) -> tuple[int, int, int, int]:

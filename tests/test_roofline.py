@@ -14,6 +14,7 @@ from bench.roofline import (
     measure_peak_gflops,
     measure_roofline,
 )
+from bench.runtimes.base import cpu_bf16_reason
 from models.network import LAYER_NAMES, MODEL_FLOPS, MODEL_PARAMS
 
 needs_cuda = pytest.mark.skipif(
@@ -46,10 +47,17 @@ def test_cpu_roofline_is_plausible_and_consistent():
     assert CPU_BW_RANGE[0] < roof.bandwidth_gbs < CPU_BW_RANGE[1]
     assert roof.ridge_point == pytest.approx(roof.peak_gflops / roof.bandwidth_gbs)
     assert roof.attainable_gflops(roof.ridge_point) == pytest.approx(roof.peak_gflops)
-    # both ways of measuring the CPU peak ran, each plausible, and the peak is the higher one
-    assert set(roof.peaks) == {"torch.mm", "onnxruntime MatMul"}
-    assert all(CPU_PEAK_RANGE[0] < value < CPU_PEAK_RANGE[1] for value in roof.peaks.values())
-    assert roof.peak_gflops == max(roof.peaks.values())
+    # both ways of measuring the CPU float32 peak ran, each plausible, and the peak is the higher one
+    fp32 = {how: v for how, v in roof.peaks.items() if how in ("torch.mm", "onnxruntime MatMul")}
+    assert set(fp32) == {"torch.mm", "onnxruntime MatMul"}
+    assert all(CPU_PEAK_RANGE[0] < value < CPU_PEAK_RANGE[1] for value in fp32.values())
+    assert roof.peak_gflops == max(fp32.values())
+    # a roof for the int8 model's arithmetic (the best way of measuring it), and bf16 where oneDNN has it
+    int8 = {how: v for how, v in roof.peaks.items() if how.startswith("int8 ")}
+    assert "int8 onnxruntime MatMulInteger" in int8 and roof.precision_peaks["int8"] == max(int8.values())
+    assert all(v > 0 for v in int8.values())
+    assert ("bf16" in roof.precision_peaks) == (cpu_bf16_reason() is None)
+    assert roof.peak_for("int8") == roof.precision_peaks["int8"] and roof.peak_for("fp32") == roof.peak_gflops
 
 
 @needs_cuda
