@@ -18,13 +18,17 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tabulate import tabulate
 
 from models.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.machine import Machine
 
 BASELINE = "torch-eager"
 _KEY = [
@@ -446,14 +450,22 @@ def change_table(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return _target_sorted(table, ["host", "runtime", "device", "timing", "execution_provider", "threads"])
 
 
+# Scenarios a gate judges. ``offline`` rows are copies of a ``batch`` row and ``profile`` rows break
+# the whole model down under a profiler (the layers are timed alone in ``batch``): gating them too
+# listed one slowdown two or three times.
+GATED_SCENARIOS = ("batch", "single-stream")
+
+
 def regressions(changes: pd.DataFrame, threshold_pct: float) -> pd.DataFrame:
-    """Lines of ``change_table`` slower by more than ``threshold_pct`` percent and beyond noise.
+    """Lines of ``change_table`` (of ``GATED_SCENARIOS``) slower by more than ``threshold_pct``
+    percent and beyond noise, each measurement once.
 
     Where a file has no CIs (written before they existed), noise is unknown and the threshold alone
     decides: a gate should not pass because the evidence is missing.
     """
     slower = changes["change"] * 100 > threshold_pct
-    return changes[slower & (changes["beyond_noise"] | ~changes["noise_known"])]
+    gated = changes["scenario"].isin(GATED_SCENARIOS)
+    return changes[gated & slower & (changes["beyond_noise"] | ~changes["noise_known"])]
 
 
 def _change_cell(line: Mapping[str, Any]) -> str:
@@ -502,7 +514,9 @@ def render_changes(changes: pd.DataFrame, markdown: bool = False) -> str:
 
 def _describe(line: Mapping[str, Any]) -> str:
     """One line of a regression list: what was measured, old -> new median, change."""
-    what = [line["host"], line["target"], f"batch {line['batch_size']}", line["runtime"], line["device"]]
+    scenario = "" if line["scenario"] == "batch" else line["scenario"]
+    what = [line["host"], scenario, line["target"], f"batch {line['batch_size']}", line["runtime"]]
+    what += [line["device"]]
     what += [line["timing"], line["execution_provider"], f"{line['threads']} threads", line["precision"]]
     return (
         f"- {', '.join(str(w) for w in what if w)}: {_ms(line['median_ms_old'])} -> "
@@ -581,28 +595,101 @@ def _check_arguments(paths: Iterable[str], merge: bool, threshold: float | None)
         )
 
 
+_TIMES = ("latency_ms_median", "latency_ms_median_ci_low", "latency_ms_median_ci_high")
+
+
+def normalize_by_peak(
+    old: pd.DataFrame, new: pd.DataFrame, old_machine: Machine, new_machine: Machine, new_path: str
+) -> tuple[pd.DataFrame, str]:
+    """``new`` with each device's times scaled by NEW's peak / OLD's peak of that device, so a change
+    compares time x the run's own peak (a runtime that keeps its share of its machine's peak does
+    not change), and a line saying so. CompareError if a device timed in both lacks a peak in one.
+
+    Only float32 peaks are measured (``bench.roofline``): rows of other precisions are scaled by the
+    float32 peak too, and the line says which.
+    """
+    timed = sorted(
+        set(old.loc[old["status"] == "ok", "device"]) & set(new.loc[new["status"] == "ok", "device"])
+    )
+    factors = {}
+    for device in timed:
+        for machine in (old_machine, new_machine):
+            if math.isnan(machine.peak(device)):
+                raise CompareError(
+                    f"--normalize peak: {machine.source} has no measured {device} peak "
+                    "(a run with --no-roofline, or written before rooflines); cannot normalize its "
+                    f"{device} times"
+                )
+        factors[device] = new_machine.peak(device) / old_machine.peak(device)
+    scale = new["device"].map(factors).fillna(1.0)
+    scaled = new.assign(**{column: new[column] * scale for column in _TIMES})
+    ratios = ", ".join(
+        f"{device} x{factor:.3g} ({new_machine.peak(device):,.0f} / {old_machine.peak(device):,.0f} GFLOP/s)"
+        for device, factor in factors.items()
+    )
+    others = sorted(set(new.loc[new["status"] == "ok", "precision"]) - {"fp32"})
+    note = f"normalized by peak: {new_path}'s times x (its peak / OLD's peak): {ratios}"
+    if others:
+        note += f"; {', '.join(others)} rows by the float32 peak (no peak of their precision is measured)"
+    return scaled, note
+
+
+def _machine_lines(args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame):
+    """(the two runs' machines, the text saying how they differ, why raw times cannot be gated)."""
+    from bench.machine import differences, machine_of_run
+
+    old_path, new_path = args.results
+    old_machine, new_machine = machine_of_run(old_path, old), machine_of_run(new_path, new)
+    text = ""
+    if old_machine.describe() != new_machine.describe():
+        text = f"OLD {old_machine.describe()}\nNEW {new_machine.describe()}\n\n"
+    return old_machine, new_machine, text, differences(old_machine, new_machine)
+
+
 def _cmd_changes(
     args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame, threshold: float | None
 ) -> int:
     old_path, new_path = args.results
-    changes = change_table(_unique_keys(old, old_path), _unique_keys(new, new_path))
+    old, new = _unique_keys(old, old_path), _unique_keys(new, new_path)
+    old_machine, new_machine, machines, reasons = _machine_lines(args, old, new)
+    notes = []
+    if args.normalize == "peak":
+        new, note = normalize_by_peak(old, new, old_machine, new_machine, new_path)
+        notes.append(note)
+    elif threshold is not None and reasons:
+        if not args.allow_different_machines:
+            print(machines, end="")
+            raise CompareError(
+                f"--fail-slower: not gating raw times of {old_path} and {new_path}: {'; '.join(reasons)}. "
+                "--normalize peak compares time x each run's own peak; --allow-different-machines "
+                "gates raw times anyway"
+            )
+        print(
+            f"deepmnist compare: warning: gating raw times although {'; '.join(reasons)} "
+            "(--allow-different-machines)",
+            file=sys.stderr,
+        )
+    changes = change_table(old, new)
     if args.hide_skipped:  # drop lines skipped (or absent) on both sides
         skipped = (
             changes[["status_old", "status_new"]].isin(["skipped"])
             | changes[["status_old", "status_new"]].isna()
         )
         changes = changes[~skipped.all(axis=1)]
-    text = f"{old_path} -> {new_path}\n\n" + (
-        render_changes(changes, args.markdown) if not changes.empty else ""
-    )
+    text = f"{old_path} -> {new_path}\n\n" + machines + "".join(f"{note}\n\n" for note in notes)
+    text += render_changes(changes, args.markdown) if not changes.empty else ""
     if threshold is None:
         print(text, end="")
         return 0
     slower = regressions(changes, threshold)
+    basis = " in time x peak" if args.normalize == "peak" else ""
+    gated = (
+        "" if changes["scenario"].isin(GATED_SCENARIOS).all() else f" ({', '.join(GATED_SCENARIOS)} lines)"
+    )
     if slower.empty:
-        text += f"\nno line slower by more than {threshold:g}% beyond noise\n"
+        text += f"\nno line slower by more than {threshold:g}%{basis} beyond noise{gated}\n"
     else:
-        text += f"\nslower by more than {threshold:g}% beyond noise ({len(slower)}):\n"
+        text += f"\nslower by more than {threshold:g}%{basis} beyond noise{gated} ({len(slower)}):\n"
         text += "\n".join(_describe(line) for line in slower.to_dict("records")) + "\n"
     print(text, end="")
     return 1 if not slower.empty else 0
@@ -611,6 +698,16 @@ def _cmd_changes(
 def cmd_compare(args: argparse.Namespace) -> int:
     threshold = parse_threshold(args.fail_slower) if args.fail_slower is not None else None
     _check_arguments(args.results, args.merge, threshold)
+    pair_only = [
+        f
+        for f, on in (
+            ("--normalize", args.normalize),
+            ("--allow-different-machines", args.allow_different_machines),
+        )
+        if on
+    ]
+    if pair_only and (args.merge or len(args.results) != 2):
+        raise CompareError(f"{pair_only[0]} compares two files (OLD.csv NEW.csv), without --merge")
     frames = [_load(path, args) for path in args.results]
     if len(frames) == 2 and not args.merge:
         return _cmd_changes(args, *frames, threshold)
@@ -655,6 +752,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="PCT",
         help="with OLD.csv NEW.csv: exit 1 if a line is slower by more than PCT percent (10%% or 10) "
         "and beyond noise (the CIs of its medians do not overlap)",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=["peak"],
+        help="with OLD.csv NEW.csv: compare time x each run's own measured peak of the device "
+        "(from its sidecar), so runs of different machines can be gated",
+    )
+    p.add_argument(
+        "--allow-different-machines",
+        action="store_true",
+        help="with --fail-slower: gate raw times even when the machines or their measured peaks "
+        "differ (a warning says so)",
     )
     p.set_defaults(func=cmd_compare)
     return p

@@ -1,8 +1,8 @@
-"""Where a run happened: host, CPU, GPU, OS, library versions and the git commit.
+"""Where a run happened: host, CPU, GPU, OS, library versions, the git commit and the machine.
 
-Every value is a string and nothing here raises: what cannot be found becomes "". Fast (well
-under a second once torch is imported, as it is in the harness; the first import of torch
-itself takes about a second).
+Every value is a string, except ``machine`` (the fingerprint, ``bench.machine.collect_machine``),
+and nothing here raises: what cannot be found becomes "". Fast (well under a second once torch is
+imported, as it is in the harness; the first import of torch itself takes about a second).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 _REPO_DIR = Path(__file__).resolve().parent
 
@@ -80,7 +81,9 @@ def _torch_cuda() -> tuple[str, str]:
     return gpu, _safe(lambda: torch.version.cuda)
 
 
-def collect_environment() -> dict[str, str]:
+def collect_environment() -> dict[str, Any]:
+    from bench.machine import collect_machine
+
     gpu_name, cuda_version = _torch_cuda()
     return {
         "host": _safe(socket.gethostname),
@@ -94,4 +97,5 @@ def collect_environment() -> dict[str, str]:
         "onnx_version": _version("onnx"),
         "git_commit": _git_commit(),
         "cuda_version": cuda_version,
+        "machine": collect_machine(),
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.compare import NOISE_COLUMNS, CompareError, add_parser, comparison_tables, render
+from bench.machine import collect_machine
 from bench.results import ResultRow, ResultsError, frame_from_rows, write_results
 from models.errors import UserError
 
@@ -168,8 +169,11 @@ def test_old_files_without_cis_get_no_noise_marks() -> None:
     assert "within noise" not in text and "+2.0%" in text and "2.000 [" not in text and "CV %" not in text
 
 
+MACHINE = collect_machine()
+
+
 def _write(rows: list[ResultRow], directory: Path, host: str = "h1") -> Path:
-    return write_results(rows, directory, {"host": host}, {})
+    return write_results(rows, directory, {"host": host, "machine": MACHINE}, {})
 
 
 def _gate(tmp_path: Path, new_rows: list[ResultRow], *flags: str) -> tuple[int, str]:
