@@ -205,11 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     from bench.compare import add_parser as add_compare
+    from bench.history import add_parser as add_history
     from exporters.export import add_parser as add_export
     from exporters.predict import add_parser as add_predict
 
     add_export(sub)
     add_compare(sub)
+    add_history(sub)
     add_predict(sub)
     return parser
 
