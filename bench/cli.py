@@ -206,12 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.compare import add_parser as add_compare
     from bench.history import add_parser as add_history
+    from bench.report_html import add_parser as add_report
     from exporters.export import add_parser as add_export
     from exporters.predict import add_parser as add_predict
 
     add_export(sub)
     add_compare(sub)
     add_history(sub)
+    add_report(sub)
     add_predict(sub)
     return parser
 

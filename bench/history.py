@@ -266,7 +266,16 @@ def build_history(
 
     HistoryError when no machine has two runs (there is no history to draw).
     """
-    runs = [load_run(path) for path in find_runs(paths)]
+    return histories_of([load_run(path) for path in find_runs(paths)], targets, batches, runtimes)
+
+
+def histories_of(
+    runs: Sequence[Run],
+    targets: Sequence[str] = ("model",),
+    batches: Sequence[str] = ("1", "best"),
+    runtimes: Sequence[str] | None = None,
+) -> list[MachineHistory]:
+    """``build_history`` of runs already loaded."""
     ids = {}
     for run in runs:
         ids.setdefault(run.machine.machine_id, []).append(run)
