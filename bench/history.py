@@ -247,8 +247,9 @@ def series_label(key: dict) -> str:
         parts.append(str(key["precision"]))
     if key["timing"] != "compute":
         parts.append(str(key["timing"]))
-    if key["execution_provider"]:
-        parts.append(str(key["execution_provider"]).removesuffix("ExecutionProvider"))
+    provider = str(key["execution_provider"]).removesuffix("ExecutionProvider")
+    if provider and provider.lower() != str(key["device"]):  # not "cpu, CPU"
+        parts.append(provider)
     if key["target"] != "model":
         parts.append(str(key["target"]))
     parts.append(f"{key['threads']} threads")
@@ -360,6 +361,8 @@ def steps_markdown(histories: Sequence[MachineHistory]) -> str:
 
 def history_chart(history: MachineHistory, path: Path) -> Path | None:
     """One panel per chosen batch: each series' ms per image per run with CI bars; steps marked."""
+    from matplotlib.ticker import FuncFormatter
+
     from bench.plots import _figure, _legend, _save, runtime_colours
 
     if len(history.runs) < 2 or not history.series:
@@ -388,6 +391,8 @@ def history_chart(history: MachineHistory, path: Path) -> Path | None:
             if history.series[step.series]["batch"].iloc[0] == batch:
                 ax.axvline(step.index - 0.5, color="red", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
         ax.set_ylabel("ms per image")
         ax.set_title("best batch (offline)" if batch == "best" else f"batch {batch}", fontsize=9)
         ax.set_xticks(range(len(x_labels)), x_labels, rotation=20, ha="right", fontsize=7)

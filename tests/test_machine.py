@@ -157,3 +157,42 @@ def test_bad_input_to_the_gate(
     code, _, err = _compare(capsys, *files, *flags)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+_OUTPUT_BLOCK = re.compile(r"<!-- output: (deepmnist [^\n]*?) -->\n```\n(.*?)```\n", re.S)
+
+
+def _command_output(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """What ``command`` (a deepmnist command line run from the checkout) prints: stdout, then stderr."""
+    import os
+    import shlex
+
+    cwd = os.getcwd()
+    os.chdir(README.parent)
+    try:
+        capsys.readouterr()
+        main(shlex.split(command)[1:])
+        captured = capsys.readouterr()
+    finally:
+        os.chdir(cwd)
+    text = captured.out + captured.err
+    return "".join(line.rstrip() + "\n" for line in text.rstrip("\n").split("\n"))
+
+
+def test_readme_shows_what_the_gates_print(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's output blocks are the commands' output; ``UPDATE_README=1 pytest -k readme``
+    writes them."""
+    import os
+
+    text = README.read_text()
+    blocks = list(_OUTPUT_BLOCK.finditer(text))
+    assert len(blocks) >= 2
+    if os.environ.get("UPDATE_README") == "1":
+        text = _OUTPUT_BLOCK.sub(
+            lambda m: f"<!-- output: {m[1]} -->\n```\n{_command_output(capsys, m[1])}```\n", text
+        )
+        README.write_text(text)
+        blocks = list(_OUTPUT_BLOCK.finditer(text))
+    for block in blocks:
+        assert block[2] == _command_output(capsys, block[1]), f"README block of `{block[1]}` is stale"
