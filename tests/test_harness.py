@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.core import BenchConfig, Case, Entry, calibrate, cases, interleave, offline_rows, plan
+from bench.machine import collect_machine
 from bench.results import read_results
 from bench.runtimes import RUNTIMES, tolerance
 from models.paths import REPO_ROOT
@@ -85,6 +86,7 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         assert layers.latency_ms_median.sum() == pytest.approx(total)
     sidecar = json.loads(csv.with_suffix(".json").read_text())
     assert sidecar["rooflines"]["cpu"]["peak_gflops"] == batch.peak_gflops.iloc[0]
+    assert sidecar["environment"]["machine"]["machine_id"] == collect_machine()["machine_id"]
     samples = sidecar["single_stream_samples_ms"]
     assert sorted(samples) == ["onnxruntime/cpu", "torch-eager/cpu"]
     assert all(len(v) == 40 and min(v) > 0 for v in samples.values())
