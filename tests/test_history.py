@@ -139,3 +139,16 @@ def test_bad_input_to_history(
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_committed_history_of_one_machine_is_what_the_command_writes() -> None:
+    """results/history-demo: three runs of one machine (with fingerprints), at three commits; its
+    history/steps.md is the command's output (``deepmnist history results/history-demo``)."""
+    from bench.history import steps_markdown
+
+    demo = RESULTS / "history-demo"
+    (history,) = build_history([str(demo)])
+    assert len(history.runs) == 3 and not history.machine.derived
+    assert len({run.commit for run in history.runs}) == 3
+    assert (demo / "history" / "steps.md").read_text() == steps_markdown([history])
+    assert (demo / "history" / f"{history.machine.machine_id}.png").exists()
