@@ -636,10 +636,15 @@ def normalize_by_peak(
 
 def _machine_lines(args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame):
     """(the two runs' machines, the text saying how they differ, why raw times cannot be gated)."""
-    from bench.machine import differences, machine_of_run
+    from bench.machine import MachineError, differences, machine_of_run
 
     old_path, new_path = args.results
-    old_machine, new_machine = machine_of_run(old_path, old), machine_of_run(new_path, new)
+    try:
+        old_machine, new_machine = machine_of_run(old_path, old), machine_of_run(new_path, new)
+    except MachineError as e:
+        if args.fail_slower is not None or args.normalize:
+            raise
+        return None, None, f"machines unknown: {e}\n\n", []  # the change table does not need them
     text = ""
     if old_machine.describe() != new_machine.describe():
         text = f"OLD {old_machine.describe()}\nNEW {new_machine.describe()}\n\n"

@@ -134,7 +134,7 @@ def _no_environment(sidecar: dict) -> None:
         ("no-peaks", ["--fail-slower", "10"], "unknown machine"),
         ("no-peaks", ["--normalize", "peak"], "has no measured cpu peak"),
         ("nan-peak", ["--fail-slower", "10"], "peak_gflops is nan; expected a positive number"),
-        ("no-environment", [], "not a deepmnist results sidecar"),
+        ("no-environment", ["--fail-slower", "10"], "not a deepmnist results sidecar"),
         ("one", ["--normalize", "peak"], "--normalize compares two files"),
         ("one", ["--allow-different-machines"], "--allow-different-machines compares two files"),
     ],
@@ -157,6 +157,14 @@ def test_bad_input_to_the_gate(
     code, _, err = _compare(capsys, *files, *flags)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_plain_compare_survives_an_unreadable_sidecar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = _sidecar(tmp_path / "new", OTHER, _no_environment)
+    code, out, _ = _compare(capsys, REFERENCE, new)
+    assert code == 0 and "machines unknown: " in out and "not a deepmnist results sidecar" in out
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"
