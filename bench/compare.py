@@ -9,8 +9,11 @@ Skipped and failed rows are listed with their reason.
 
 Two files (OLD.csv NEW.csv): a change table, one line per measurement key (``CHANGE_KEY``), with old
 and new median, the change and whether it is beyond noise (the two CIs do not overlap);
-``--fail-slower PCT`` makes it a regression gate. ``--merge`` with several files (say, one per host)
-shows them as one set of tables instead.
+``--fail-slower PCT`` makes it a regression gate. The two runs' machines (``bench.machine``) are
+printed, one line each, when they differ; when their ``machine_id`` or measured peaks differ (or
+nothing says they are the same), the gate refuses raw times (exit 2) unless ``--normalize peak``
+(time x each run's own peak) or ``--allow-different-machines``. ``--merge`` with several files (say,
+one per host) shows them as one set of tables instead.
 """
 
 from __future__ import annotations
