@@ -604,17 +604,15 @@ _TIMES = ("latency_ms_median", "latency_ms_median_ci_low", "latency_ms_median_ci
 def normalize_by_peak(
     old: pd.DataFrame, new: pd.DataFrame, old_machine: Machine, new_machine: Machine, new_path: str
 ) -> tuple[pd.DataFrame, str]:
-    """``new`` with each device's times scaled by NEW's peak / OLD's peak of that device, so a change
-    compares time x the run's own peak (a runtime that keeps its share of its machine's peak does
-    not change), and a line saying so. CompareError if a device timed in both lacks a peak in one.
+    """``new`` with each line's times scaled by NEW's peak / OLD's peak of its device and precision,
+    so a change compares time x the run's own peak (a runtime that keeps its share of its machine's
+    peak does not change), and a line saying so. CompareError if a device timed in both lacks a peak.
 
-    Only float32 peaks are measured (``bench.roofline``): rows of other precisions are scaled by the
-    float32 peak too, and the line says which.
+    A precision without a measured roof in both runs (the CPU's bf16 and int8; ``bench.roofline``
+    measures fp16 and bf16 on CUDA) is scaled by the float32 peaks, and the line says which.
     """
-    timed = sorted(
-        set(old.loc[old["status"] == "ok", "device"]) & set(new.loc[new["status"] == "ok", "device"])
-    )
-    factors = {}
+    ok_old, ok_new = old[old["status"] == "ok"], new[new["status"] == "ok"]
+    timed = sorted(set(ok_old["device"]) & set(ok_new["device"]))
     for device in timed:
         for machine in (old_machine, new_machine):
             if math.isnan(machine.peak(device)):
@@ -623,17 +621,29 @@ def normalize_by_peak(
                     "(a run with --no-roofline, or written before rooflines); cannot normalize its "
                     f"{device} times"
                 )
-        factors[device] = new_machine.peak(device) / old_machine.peak(device)
-    scale = new["device"].map(factors).fillna(1.0)
+    factors, by_fp32 = {}, set()
+    pairs = ok_new.loc[ok_new["device"].isin(timed), ["device", "precision"]].drop_duplicates()
+    for device, precision in sorted(pairs.itertuples(index=False, name=None)):
+        own = all(m.has_precision_peak(device, precision) for m in (old_machine, new_machine))
+        used = precision if own else "fp32"
+        if not own:
+            by_fp32.add(f"{device} {precision}")
+        factors[device, precision] = new_machine.peak(device, used) / old_machine.peak(device, used)
+    keys = pd.MultiIndex.from_frame(new[["device", "precision"]])
+    scale = pd.Series([factors.get(key, 1.0) for key in keys], index=new.index)
     scaled = new.assign(**{column: new[column] * scale for column in _TIMES})
-    ratios = ", ".join(
-        f"{device} x{factor:.3g} ({new_machine.peak(device):,.0f} / {old_machine.peak(device):,.0f} GFLOP/s)"
-        for device, factor in factors.items()
+
+    def ratio(device: str, precision: str) -> str:
+        a, b = new_machine.peak(device, precision), old_machine.peak(device, precision)
+        label = device if precision == "fp32" else f"{device} {precision}"
+        return f"{label} x{a / b:.3g} ({a:,.0f} / {b:,.0f} GFLOP/s)"
+
+    shown = [(d, "fp32") for d in timed] + sorted(
+        k for k in factors if k[1] != "fp32" and " ".join(k) not in by_fp32
     )
-    others = sorted(set(new.loc[new["status"] == "ok", "precision"]) - {"fp32"})
-    note = f"normalized by peak: {new_path}'s times x (its peak / OLD's peak): {ratios}"
-    if others:
-        note += f"; {', '.join(others)} rows by the float32 peak (no peak of their precision is measured)"
+    note = f"normalized by peak: {new_path}'s times x (its peak / OLD's peak): {', '.join(ratio(*k) for k in shown)}"
+    if by_fp32:
+        note += f"; {', '.join(sorted(by_fp32))} lines by the float32 peak (no roof of their precision in both runs)"
     return scaled, note
 
 

@@ -25,6 +25,7 @@ two ids, never two machines one id).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -232,13 +233,21 @@ class Machine:
     peaks: dict[str, tuple[float, float]] = field(default_factory=dict)
     unknown: tuple[str, ...] = ()
     source: str = ""
+    # device -> precision -> GFLOP/s, where the run measured a roof of that precision (CUDA fp16, bf16)
+    precision_peaks: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def derived(self) -> bool:
         return bool(self.unknown)
 
-    def peak(self, device: str) -> float:
-        return self.peaks.get(device, (math.nan, math.nan))[0]
+    def peak(self, device: str, precision: str = "fp32") -> float:
+        """The measured peak of ``device`` in ``precision`` (the float32 one where none was measured
+        for it; NaN where the run measured none)."""
+        own = self.precision_peaks.get(device, {}).get(precision)
+        return own if own is not None else self.peaks.get(device, (math.nan, math.nan))[0]
+
+    def has_precision_peak(self, device: str, precision: str) -> bool:
+        return precision == "fp32" or precision in self.precision_peaks.get(device, {})
 
     def describe(self) -> str:
         """One line: id, CPU, ISA, cores, memory, kernel, GPU, the measured peaks; what is unknown."""
@@ -277,7 +286,12 @@ class Machine:
         elif "gpus" not in self.unknown:
             parts.append("no GPU")
         for device, (peak, bandwidth) in sorted(self.peaks.items()):
-            parts.append(f"{device} peak {_num(peak, ',.0f')} GFLOP/s, {_num(bandwidth, ',.1f')} GB/s")
+            others = "".join(
+                f", {p} {v:,.0f}" for p, v in sorted(self.precision_peaks.get(device, {}).items())
+            )
+            parts.append(
+                f"{device} peak {_num(peak, ',.0f')}{others} GFLOP/s, {_num(bandwidth, ',.1f')} GB/s"
+            )
         if not self.peaks:
             parts.append("no measured peak")
         text = f"machine {self.machine_id}: " + "; ".join(parts)
@@ -312,10 +326,13 @@ def _finite(value: Any, what: str, where: str) -> float:
     return number
 
 
-def _peaks_from_sidecar(rooflines: Any, where: str) -> dict[str, tuple[float, float]]:
+def _peaks_from_sidecar(
+    rooflines: Any, where: str
+) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
+    """(device -> (float32 peak, bandwidth), device -> precision -> peak) of a sidecar's rooflines."""
     if not isinstance(rooflines, Mapping):
         raise MachineError(f"{where}: 'rooflines' is not an object")
-    peaks = {}
+    peaks, precision_peaks = {}, {}
     for device, roof in rooflines.items():
         if not isinstance(roof, Mapping):
             raise MachineError(f"{where}: rooflines.{device} is not an object")
@@ -323,7 +340,13 @@ def _peaks_from_sidecar(rooflines: Any, where: str) -> dict[str, tuple[float, fl
             _finite(roof.get("peak_gflops"), f"rooflines.{device}.peak_gflops", where),
             _finite(roof.get("bandwidth_gbs"), f"rooflines.{device}.bandwidth_gbs", where),
         )
-    return peaks
+        others = roof.get("precision_peaks") or {}
+        if not isinstance(others, Mapping):
+            raise MachineError(f"{where}: rooflines.{device}.precision_peaks is not an object")
+        precision_peaks[str(device)] = {
+            str(p): _finite(v, f"rooflines.{device}.precision_peaks.{p}", where) for p, v in others.items()
+        }
+    return peaks, precision_peaks
 
 
 def _peaks_from_frame(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -331,9 +354,10 @@ def _peaks_from_frame(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
     if "peak_gflops" not in frame.columns:
         return peaks
     for device, rows in frame.groupby("device", sort=True):
-        measured = rows["peak_gflops"].dropna()
+        fp32 = rows[rows["precision"] == "fp32"]  # peak_gflops is the roof of the row's precision
+        measured = fp32["peak_gflops"].dropna()
         if not measured.empty:
-            bandwidth = rows["bandwidth_gbs"].dropna()
+            bandwidth = fp32["bandwidth_gbs"].dropna()
             peaks[str(device)] = (
                 float(measured.iloc[0]),
                 float(bandwidth.iloc[0]) if not bandwidth.empty else math.nan,
@@ -379,14 +403,16 @@ def machine_of_run(csv_path: str | os.PathLike, frame: pd.DataFrame | None = Non
         if not isinstance(sidecar, Mapping) or not isinstance(sidecar.get("environment"), Mapping):
             raise MachineError(f"{where}: not a deepmnist results sidecar (no 'environment' object)")
         environment = sidecar["environment"]
-        peaks = _peaks_from_sidecar(sidecar.get("rooflines", {}), where)
+        peaks, precision_peaks = _peaks_from_sidecar(sidecar.get("rooflines", {}), where)
         recorded = environment.get("machine")
         if recorded is None:
-            return _derived(environment, peaks, where)
-        if not isinstance(recorded, Mapping) or not recorded.get("machine_id"):
+            machine = _derived(environment, peaks, where)
+        elif not isinstance(recorded, Mapping) or not recorded.get("machine_id"):
             raise MachineError(f"{where}: environment.machine is not a fingerprint (no machine_id)")
-        record = {name: recorded.get(name) for name in RECORDED_FIELDS}
-        return Machine(str(recorded["machine_id"]), record, peaks, (), where)
+        else:
+            record = {name: recorded.get(name) for name in RECORDED_FIELDS}
+            machine = Machine(str(recorded["machine_id"]), record, peaks, (), where)
+        return dataclasses.replace(machine, precision_peaks=precision_peaks)
     frame = read_results(csv_path) if frame is None else frame
     hosts = frame[["host", "cpu_model", "gpu_name", "os"]].drop_duplicates()
     if len(hosts) > 1:

@@ -204,3 +204,20 @@ def test_readme_shows_what_the_gates_print(capsys: pytest.CaptureFixture[str]) -
         blocks = list(_OUTPUT_BLOCK.finditer(text))
     for block in blocks:
         assert block[2] == _command_output(capsys, block[1]), f"README block of `{block[1]}` is stale"
+
+
+def test_normalization_uses_the_peak_of_each_precision_where_both_runs_measured_one() -> None:
+    from bench.compare import normalize_by_peak
+    from bench.machine import Machine
+    from bench.results import frame_from_rows
+    from tests.test_compare import _timed
+
+    rows = [_timed("onnxruntime", 1.0, 0.01), _timed("torch-eager-bf16", 1.0, 0.01, precision="bf16")]
+    rows.append(_timed("onnxruntime-int8", 1.0, 0.01, precision="int8"))
+    frame = frame_from_rows(rows)
+    old = Machine("a", {}, {"cpu": (100.0, 10.0)}, precision_peaks={"cpu": {"bf16": 400.0}})
+    new = Machine("b", {}, {"cpu": (200.0, 10.0)}, precision_peaks={"cpu": {"bf16": 400.0}})
+    scaled, note = normalize_by_peak(frame, frame, old, new, "NEW")
+    assert list(scaled["latency_ms_median"]) == pytest.approx([2.0, 1.0, 2.0])  # fp32 x2, bf16 x1, int8 x2
+    assert "cpu x2 (200 / 100 GFLOP/s), cpu bf16 x1 (400 / 400 GFLOP/s)" in note
+    assert "cpu int8 lines by the float32 peak" in note
