@@ -432,7 +432,8 @@ def differences(old: Machine, new: Machine, tolerance: float = PEAK_TOLERANCE) -
     peak further apart than ``tolerance``, or a derived identity that no pair of peaks confirms."""
     reasons = []
     if old.machine_id != new.machine_id:
-        reasons.append(f"different machines ({old.machine_id} and {new.machine_id})")
+        derived = " (one derived from a run without a fingerprint)" if old.derived != new.derived else ""
+        reasons.append(f"different machines ({old.machine_id} and {new.machine_id}{derived})")
     common = sorted(set(old.peaks) & set(new.peaks))
     for device in common:
         a, b = old.peak(device), new.peak(device)
