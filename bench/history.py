@@ -333,9 +333,13 @@ def steps_markdown(histories: Sequence[MachineHistory]) -> str:
     for history in histories:
         m = history.machine
         lines += [f"## Machine {m.machine_id}", "", m.describe(), ""]
-        lines += ["| # | time (UTC) | commit | file |", "|---:|---|---|---|"]
+        # each run's own peaks: a machine shared with other work shows it here first
+        lines += ["| # | time (UTC) | commit | file | measured peaks |", "|---:|---|---|---|---|"]
         for i, run in enumerate(history.runs):
-            lines.append(f"| {i} | {run.time} | `{run.commit[:12] or '?'}` | `{run.path.name}` |")
+            peaks = ", ".join(f"{d} {p:,.0f} GFLOP/s" for d, (p, _) in sorted(run.machine.peaks.items()))
+            lines.append(
+                f"| {i} | {run.time} | `{run.commit[:12] or '?'}` | `{run.path.name}` | {peaks or '?'} |"
+            )
         lines.append("")
         if len(history.runs) < 2:
             lines += ["One run: no trend yet.", ""]
