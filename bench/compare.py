@@ -699,6 +699,11 @@ def _cmd_changes(
     if threshold is None:
         print(text, end="")
         return 0
+    if not changes["change"].notna().any():
+        print(text, end="")
+        raise CompareError(
+            f"--fail-slower: no line was measured (ok) in both {old_path} and {new_path}; nothing to gate"
+        )
     slower = regressions(changes, threshold)
     basis = " in time x peak" if args.normalize == "peak" else ""
     gated = (

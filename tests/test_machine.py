@@ -137,6 +137,7 @@ def _no_environment(sidecar: dict) -> None:
         ("no-environment", ["--fail-slower", "10"], "not a deepmnist results sidecar"),
         ("one", ["--normalize", "peak"], "--normalize compares two files"),
         ("one", ["--allow-different-machines"], "--allow-different-machines compares two files"),
+        ("cuda", ["--fail-slower", "10", "--normalize", "peak"], "no line was measured (ok) in both"),
     ],
 )
 def test_bad_input_to_the_gate(
@@ -146,6 +147,8 @@ def test_bad_input_to_the_gate(
     files = [REFERENCE, OTHER]
     if make == "one":
         files = [REFERENCE]
+    elif make == "cuda":  # a CPU run against a CUDA-only run: no line in common
+        files = [REFERENCE, RESULTS / "20261128T161345Z-cuda-h200.csv"]
     elif make == "no-peaks":  # two runs without fingerprints or peaks: nothing tells the machines apart
         files = [
             _sidecar(tmp_path / name, SAME_MACHINE if name == "a" else REFERENCE, changes[make])
