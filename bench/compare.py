@@ -608,8 +608,8 @@ def normalize_by_peak(
     so a change compares time x the run's own peak (a runtime that keeps its share of its machine's
     peak does not change), and a line saying so. CompareError if a device timed in both lacks a peak.
 
-    A precision without a measured roof in both runs (the CPU's bf16 and int8; ``bench.roofline``
-    measures fp16 and bf16 on CUDA) is scaled by the float32 peaks, and the line says which.
+    A precision without a measured roof in both runs (``Roofline.precision_peaks``; runs written
+    before those existed have none) is scaled by the float32 peaks, and the line says which.
     """
     ok_old, ok_new = old[old["status"] == "ok"], new[new["status"] == "ok"]
     timed = sorted(set(ok_old["device"]) & set(ok_new["device"]))
