@@ -233,7 +233,7 @@ class Machine:
     peaks: dict[str, tuple[float, float]] = field(default_factory=dict)
     unknown: tuple[str, ...] = ()
     source: str = ""
-    # device -> precision -> GFLOP/s, where the run measured a roof of that precision (CUDA fp16, bf16)
+    # device -> precision -> GFLOP/s, where the run measured a roof of that precision (fp16, bf16, int8)
     precision_peaks: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
