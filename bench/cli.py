@@ -105,51 +105,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- bench
 
-_BENCH_FLAGS = (
-    ("--runtimes", "comma-separated runtimes (default: all registered)"),
-    (
-        "--devices",
-        "comma-separated devices: cpu,cuda (default: both; unusable ones are skipped with a reason)",
-    ),
-    ("--targets", "comma-separated targets: model,conv1,pool1,conv2,pool2,fc1,fc2 (default: all)"),
-    ("--batch-sizes", "comma-separated batch sizes (default: 1,64,256)"),
-    ("--threads", "intra-op threads (default: all cores)"),
-    ("--warmup", "untimed calls before timing (default 10)"),
-    ("--rounds", "timed rounds per case (default: calibrated)"),
-    ("--iterations", "calls per round (default: calibrated)"),
-    ("--max-time", "seconds of timed calls per case (default 1.0)"),
-    ("--single-stream-queries", "single-stream queries per runtime (default 1000)"),
-    ("--profile-batch", "batch size of the per-layer profile (default: the largest)"),
-    ("--results-dir", "where the CSV goes (default: results/ in the checkout)"),
-    ("--artifacts", "artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)"),
-)
-
-_BENCH_SWITCHES = (
-    ("--no-accuracy", "skip the full-test-set accuracy runs"),
-    ("--no-end-to-end", "skip CUDA timings that include copies"),
-    ("--no-single-stream", "skip the single-stream scenario"),
-    ("--no-profile", "skip the per-layer profile of the whole model"),
-    ("--no-roofline", "skip measuring peak GFLOP/s and memory bandwidth"),
-    ("--no-interleave", "time each case's rounds back to back instead of interleaving the runtimes"),
-    ("--self-check", "check the harness: overhead and agreement with torch.utils.benchmark"),
-)
-
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Runs the pytest-benchmark suite in bench/ (the same matrix and timing core as
-    ``pytest bench/ --benchmark-only``), passing the matrix flags through."""
-    from pathlib import Path
+    """Runs the matrix through ``bench.run.run`` (the same library ``pytest bench/`` adapts), prints
+    the tables and where the files went. Exit status: 0 all ok or skipped, 1 a case failed, crashed
+    or timed out (its row says why), 2 bad options, 130 interrupted (the rows so far are written)."""
+    from bench.options import config_from
 
-    import pytest
+    try:
+        config = config_from(lambda name: getattr(args, name))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if config.self_check:
+        from bench.selfcheck import self_check
 
-    argv = [str(Path(__file__).resolve().parent), "--benchmark-only", "-p", "no:cacheprovider"]
-    for flag, _ in _BENCH_FLAGS:
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            argv += [flag, str(value)]
-    argv += [flag for flag, _ in _BENCH_SWITCHES if getattr(args, flag[2:].replace("-", "_"))]
-    argv += args.pytest_args
-    return int(pytest.main(argv))
+        return self_check(config)
+    from bench.compare import render
+    from bench.results import frame_from_rows
+    from bench.run import run
+
+    result = run(config)
+    print(render(frame_from_rows(result.rows)), end="")
+    if result.path:
+        print(f"\nCSV:      {result.path}")
+        print(f"table:    {result.path.with_suffix('.md')}")
+        print(f"metadata: {result.path.with_suffix('.json')}")
+        for plot in result.plots:
+            print(f"plot:     {plot}")
+    bad = [row for row in result.rows if row.status not in ("ok", "skipped")]
+    if bad:
+        print(f"{len(bad)} case(s) not measured: " + "; ".join(f"{r.runtime} {r.target} b{r.batch_size}: "
+              f"{r.status}" for r in bad[:10]), file=sys.stderr)  # fmt: skip
+    return result.exit_code
 
 
 # ----------------------------------------------------------------------------- parser
@@ -196,12 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file (.safetensors)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="run the benchmark matrix (the pytest-benchmark suite in bench/)")
-    for flag, help_text in _BENCH_FLAGS:
-        p.add_argument(flag, help=help_text)
-    for flag, help_text in _BENCH_SWITCHES:
-        p.add_argument(flag, action="store_true", help=help_text)
-    p.add_argument("pytest_args", nargs="*", help="extra pytest / pytest-benchmark options, after --")
+    p = sub.add_parser("bench", help="run the benchmark matrix (the library pytest bench/ also runs)")
+    from bench.options import add_cli_options
+
+    add_cli_options(p)
     p.set_defaults(func=cmd_bench)
 
     from bench.compare import add_parser as add_compare

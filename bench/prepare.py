@@ -32,3 +32,13 @@ def ensure_artifacts(
     if exported:
         print(f"exported the artifacts to {config.out_dir}", file=sys.stderr)
     return Artifacts(net=load_checkpoint(checkpoint).model(), manifest=manifest), mnist
+
+
+def load_artifacts(artifacts: str | os.PathLike | None = None) -> tuple[Artifacts, MNIST]:
+    """What ``ensure_artifacts`` made, loaded only (a worker's start): verified MNIST, the trained
+    network, the export manifest (each artifact's SHA-256 is checked when an adapter opens it)."""
+    from exporters.manifest import load_manifest
+
+    mnist = load_mnist(artifacts=artifacts)
+    net = load_checkpoint(default_checkpoint_path(artifacts=artifacts)).model()
+    return Artifacts(net=net, manifest=load_manifest(export_dir(artifacts))), mnist

@@ -28,7 +28,10 @@ from bench.stats import Latency, gflops, throughput
 from models.atomic import atomic_write_text
 from models.errors import UserError
 
-STATUSES = ("ok", "skipped", "failed")
+# failed: the runtime ran but its output was wrong or it raised; crashed: its worker process died
+# (signal or exit code and the last lines of its stderr in the reason); timeout: its worker took
+# longer than --case-timeout for one step and was killed.
+STATUSES = ("ok", "skipped", "failed", "crashed", "timeout")
 TIMINGS = ("compute", "end_to_end")
 # batch: fixed batch size, timed in interleaved rounds; single-stream: batch 1, one query after another,
 # each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
@@ -79,6 +82,16 @@ ADDED_COLUMNS = (
     "arithmetic_intensity",
     "peak_gflops",
     "bandwidth_gbs",
+    "launcher",
+    "start_s",
+    "time_to_first_result_s",
+    "rss_after_load_mb",
+    "peak_rss_mb",
+    "cuda_peak_allocated_mb",
+    "cpu_ms_per_call",
+    "model_bytes",
+    "vs_alone",
+    "isolation_ok",
 )
 
 
@@ -110,12 +123,16 @@ class ResultRow:
     scenario: str = "batch"  # see SCENARIOS
     batch_size: int
     threads: int
+    launcher: str = ""  # process: its own worker process (isolated); inline: all runtimes in one process
     warmup: int  # untimed calls before the first round
     rounds: int
     iterations: int  # calls per round (single-stream: queries per round)
+    start_s: float | None = None  # cold: worker process start to its runtime imported and ready, s
     load_s: float | None = None  # cold: Runtime.prepare (read the file, create the session), s
     compile_s: float | None = None  # cold: building for this input shape (torch.compile, TensorRT), s
     first_inference_ms: float | None = None  # cold: the first call after preparing (and compiling), ms
+    # start_s + load_s + compile_s + first_inference_ms: what a command-line app's user waits, s
+    time_to_first_result_s: float | None = None
     latency_ms_mean: float | None = None
     latency_ms_median: float | None = None
     latency_ms_min: float | None = None
@@ -136,9 +153,16 @@ class ResultRow:
         None  # the device's matmul peak in the row's precision (float32 where none), same run
     )
     bandwidth_gbs: float | None = None  # the device's copy bandwidth (read + write), measured in the same run
+    rss_after_load_mb: float | None = None  # the worker's resident memory after prepare, MiB
+    peak_rss_mb: float | None = None  # the worker's peak resident memory during the case's rounds, MiB
+    cuda_peak_allocated_mb: float | None = None  # CUDA: peak memory torch's allocator held in the rounds, MiB
+    cpu_ms_per_call: float | None = None  # the worker's user + sys CPU time over the timed calls / calls, ms
+    model_bytes: int | None = None  # size on disk of the model file(s) the runtime loaded
     accuracy: float | None = None  # fraction of the 10,000 MNIST test images; model rows only
     agreement: float | None = None  # fraction of argmax equal to eager PyTorch on CPU; model rows only
     max_abs_diff: float | None = None  # vs the reference output
+    vs_alone: float | None = None  # self-check: median / median of the runtime timed alone - 1
+    isolation_ok: int | None = None  # self-check: 1 if every vs_alone of this runtime is within 7%, else 0
     status: str = "ok"
     reason: str = ""  # why skipped or failed; "" when ok
 
@@ -376,15 +400,14 @@ def write_results(
     *,
     now: datetime | None = None,
     extra: Mapping[str, Any] | None = None,
+    markdown: str = "",
 ) -> Path:
     """Write ``<results_dir>/<UTC time>-<host>[-N].csv`` plus ``.json`` and ``.md``; return the CSV path.
 
     An existing file is never replaced: a name taken already gets ``-2``, ``-3``, ...
-    ``extra`` (measured ceilings, single-stream samples) goes into the ``.json`` sidecar as well.
+    ``extra`` (measured ceilings, single-stream samples) goes into the ``.json`` sidecar as well;
+    ``markdown`` (the tables, rendered by the caller: this module knows nothing of them) into ``.md``.
     """
-    # compare renders results (and imports this module)
-    from bench.compare import comparison_tables, render
-
     rows = list(rows)
     if not rows:
         raise ValueError("no result rows to write")
@@ -400,8 +423,7 @@ def write_results(
     }
     json_text = json.dumps(sidecar, indent=2, default=str) + "\n"
     where = "; ".join(environment[k] for k in ("host", "cpu_model", "gpu_name") if environment.get(k))
-    tables = render(comparison_tables(frame_from_rows(rows)), markdown=True)
-    markdown = "\n\n".join(part for part in (f"# Results of run {run_id}", where, tables) if part)
+    markdown = "\n\n".join(part for part in (f"# Results of run {run_id}", where, markdown) if part)
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)

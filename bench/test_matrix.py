@@ -1,24 +1,44 @@
 """The benchmark matrix: runtime x device x target x batch size (x timing on CUDA, x scenario).
 
-Each case is checked against eager PyTorch on CPU before it is timed; a runtime that cannot run
-a case is skipped with the reason, and the reason is in the CSV too. The runtimes of one group
-(same target, batch size, device, timing and scenario) are timed together, in interleaved rounds,
-when the group's first test runs; each test then reports its own case.
+One test per case. ``bench.run.run`` measures all selected cases at once (each runtime in its own
+worker process, the runtimes of a group in interleaved rounds); each test reports its case: the
+samples go to pytest-benchmark, a skipped case is skipped with its reason, and a failed, crashed
+or timed-out case fails with the reason of its row (the CSV has the same).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.core import Case, Context, record_samples, skip_reason
+from bench.core import Case
 
 
-def test_case(case: Case, bench_ctx: Context, benchmark) -> None:
-    reason = skip_reason(case)
-    if reason:
-        bench_ctx.row(case, status="skipped", reason=reason)
-        pytest.skip(reason)
-    outcome = bench_ctx.outcome(case)
-    if isinstance(outcome, BaseException):
-        raise outcome
-    record_samples(benchmark, outcome)
+def test_case(case: Case, bench_run, benchmark) -> None:
+    row = bench_run.row(case)
+    if row is None:
+        pytest.fail(f"{case.id}: no row (the run was interrupted before it)")
+    if row.status == "skipped":
+        pytest.skip(row.reason)
+    if row.status != "ok":
+        pytest.fail(f"{case.id}: {row.status}: {row.reason}", pytrace=False)
+    record_samples(benchmark, bench_run.measured[case.id])
+
+
+def record_samples(benchmark, measured) -> None:
+    """Hand the case's samples to pytest-benchmark, so its tables and JSON show them.
+
+    pytest-benchmark times one function per test; interleaving needs the group timed together,
+    so the samples are added the way ``BenchmarkFixture.pedantic`` adds its own (``_make_stats``
+    then ``update`` per round, pytest-benchmark 4 and 5)."""
+    case = measured.case
+    benchmark.group = case.group
+    benchmark.extra_info.update(
+        runtime=case.runtime, device=case.device, target=case.target, batch_size=case.batch_size,
+        scenario=case.scenario, timing=case.timing, interleaved=True,
+    )  # fmt: skip
+    if benchmark.disabled:
+        return
+    stats = benchmark._make_stats(measured.iterations)
+    for duration in measured.durations:
+        stats.update(duration)
+    benchmark._mode = "interleaved rounds (deepmnist-bench)"

@@ -32,6 +32,9 @@ from exporters.manifest import ExportError, Manifest
 from models.network import DeepMNIST
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
+# Every file handed out by ``artifact_path`` in this process, in order: the harness sums the sizes of
+# those a prepare loaded (the ``model_bytes`` column).
+LOADED_FILES: list[Path] = []
 
 
 @dataclass
@@ -52,7 +55,9 @@ def artifact_path(artifacts: Artifacts, target: str, fmt: str) -> Path:
             f"{artifacts.manifest.folder}: the manifest lists no {fmt} artifact for {target!r}: "
             f"the export skipped it ({why})"
         )
-    return artifacts.manifest.verified_path(target, fmt)
+    path = artifacts.manifest.verified_path(target, fmt)
+    LOADED_FILES.append(path)
+    return path
 
 
 class Prepared(Protocol):

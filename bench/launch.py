@@ -1,0 +1,211 @@
+"""Launchers: where a runtime's worker lives. Both answer ``call(message, timeout) -> reply``.
+
+- ``ProcessWorker`` (``--launcher process``, the default): a fresh interpreter per runtime x
+  device (``python -m bench.worker``: spawned, nothing inherited but the connection), importing
+  only its runtime. Between commands it is suspended (SIGSTOP), so while one worker is timed no
+  other can use a CPU: not its spinning thread pool, not its allocator's background threads.
+  Each command must be answered within ``timeout`` s, else the worker is killed (``timeout``); a
+  worker that dies (signal, exit code, killed for memory) is reported with the end of its stderr
+  (``crashed``). Either way ``WorkerGone`` is raised and the other workers go on.
+- ``InlineWorker`` (``--launcher inline``): the same ``Worker`` in this process, as before
+  workers existed: for debugging, and to show what isolation changes. No timeouts, no crash
+  survival (a crash takes the run with it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+STDERR_LINES = 8  # lines of a dead worker's stderr kept in its rows' reason
+STARTUP_TIMEOUT = 300.0  # s for a worker to import its runtime and load the test data
+
+
+class WorkerGone(Exception):
+    """The worker died or was killed; ``status`` is ``crashed`` or ``timeout``."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def describe_exit(code: int) -> str:
+    """``killed by signal 11 (SIGSEGV)`` for a negative Popen return code, else ``exit code N``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-code} ({name})"
+    return f"exit code {code}"
+
+
+class InlineWorker:
+    """A ``bench.worker.Worker`` in this process."""
+
+    start_s = None  # not a fresh process
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.alive = True
+
+    def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return self.worker.handle(message)
+
+    def close(self, kill: bool = False) -> None:
+        self.alive = False
+
+
+class ProcessWorker:
+    """A worker process, started now; suspended whenever it is not answering a command."""
+
+    def __init__(self, spec: dict[str, Any], log_dir: str | os.PathLike, startup_timeout: float) -> None:
+        ours, theirs = socket.socketpair()
+        self.log = Path(log_dir) / f"{spec['runtime']}-{spec['device']}-{os.getpid()}-{id(self)}.log"
+        self.alive, self.stopped = False, False
+        with open(self.log, "wb") as log, theirs:
+            spec = {**spec, "started": time.time()}
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the parent only; it ends the workers
+            )
+        self.alive = True
+        self.conn = Connection(ours.detach())
+        self.conn.send(spec)
+        ready = self._receive(startup_timeout, "starting")
+        self.start_s: float = ready["start_s"]
+        self.unsupported: str | None = ready["unsupported"]
+        self._suspend()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def call(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if not self.alive:
+            raise RuntimeError("call on a worker that is gone")
+        self._resume()
+        try:
+            self.conn.send(message)
+        except OSError:
+            self._receive(timeout, message["op"])  # raises WorkerGone with the exit status
+        reply = self._receive(timeout, message["op"])
+        self._suspend()
+        return reply
+
+    def _receive(self, timeout: float, what: str) -> dict[str, Any]:
+        if not self.conn.poll(timeout):
+            self._kill()
+            raise WorkerGone(
+                "timeout", f"worker gave no answer to {what!r} within {timeout:g} s (--case-timeout); killed"
+            )
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            code = self.proc.wait()
+            self.alive = False
+            self.conn.close()
+            tail = " | ".join(self.stderr_tail())
+            reason = f"worker {describe_exit(code)} during {what!r}"
+            raise WorkerGone("crashed", f"{reason}; stderr: {tail}" if tail else reason) from None
+
+    def stderr_tail(self, lines: int = STDERR_LINES) -> list[str]:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+
+    def _suspend(self) -> None:
+        if self.alive and not self.stopped:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            self.stopped = True
+
+    def _resume(self) -> None:
+        if self.alive and self.stopped:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.stopped = False
+
+    def _kill(self) -> None:
+        if self.alive:
+            self.proc.kill()  # SIGKILL ends a suspended process too
+            self.proc.wait()
+            self.alive = False
+            self.conn.close()
+
+    def close(self, kill: bool = False) -> None:
+        """End the worker: ask it to exit (or, ``kill``, SIGKILL it at once)."""
+        if not self.alive:
+            return
+        if not kill:
+            try:
+                self._resume()
+                self.conn.send({"op": "exit"})
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.alive = False
+        self.conn.close()
+
+
+class Launcher:
+    """Starts and ends the workers of one run: one per (runtime, device), started when first needed,
+    one at a time (the others suspended), so each cold start is measured alone."""
+
+    def __init__(self, kind: str, make_inline: Any = None, spec: Any = None) -> None:
+        self.kind = kind
+        self.make_inline, self.spec = make_inline, spec  # (runtime, device) -> Worker / spec dict
+        self.workers: dict[tuple[str, str], InlineWorker | ProcessWorker] = {}
+        self.gone: dict[tuple[str, str], WorkerGone] = {}
+        self._logs = tempfile.TemporaryDirectory(prefix="deepmnist-workers-") if kind == "process" else None
+
+    def worker(self, runtime: str, device: str) -> InlineWorker | ProcessWorker:
+        """The live worker of (runtime, device), started now if new; WorkerGone if it died before."""
+        key = (runtime, device)
+        if key in self.gone:
+            raise self.gone[key]
+        if key not in self.workers:
+            try:
+                if self.kind == "inline":
+                    self.workers[key] = InlineWorker(self.make_inline(runtime, device))
+                else:
+                    assert self._logs is not None
+                    self.workers[key] = ProcessWorker(
+                        self.spec(runtime, device), self._logs.name, STARTUP_TIMEOUT
+                    )
+            except WorkerGone as e:
+                self.gone[key] = e
+                raise
+        return self.workers[key]
+
+    def call(self, runtime: str, device: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        key = (runtime, device)
+        worker = self.worker(runtime, device)
+        try:
+            return worker.call(message, timeout)
+        except WorkerGone as e:
+            self.gone[key] = e
+            del self.workers[key]
+            raise
+
+    def close(self, kill: bool = False) -> None:
+        for worker in self.workers.values():
+            worker.close(kill=kill)
+        self.workers.clear()
+        if self._logs is not None:
+            self._logs.cleanup()

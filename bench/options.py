@@ -1,0 +1,205 @@
+"""Every benchmark option, declared once: a ``BenchConfig`` field with its default and help text.
+
+``add_cli_options`` (``deepmnist bench``) and ``add_pytest_options`` (``pytest bench/``) generate
+their flags from the fields, and ``config_from`` builds the ``BenchConfig`` back from either:
+
+- a tuple field takes a comma-separated list (``--batch-sizes 1,64``);
+- a bool field that defaults to True is switched off with ``--no-<name>``; one that defaults to
+  False is switched on with ``--<name>``;
+- every other field takes one value of its type.
+
+A flag not given leaves the field's default (argparse and pytest defaults are None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.runtimes import DEVICES, RUNTIMES
+from models.network import LAYER_NAMES
+from models.paths import REPO_ROOT
+
+TARGETS = ("model", *LAYER_NAMES)
+LAUNCHERS = ("process", "inline")
+
+
+def option(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None):
+    """A BenchConfig field with the text of its flag (``help``) and, optionally, its choices."""
+    return field(default=default, metadata={"help": help, "metavar": metavar, "choices": choices})
+
+
+def parse_list(text: str | None, kind: type = str) -> tuple | None:
+    if text is None:
+        return None
+    return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    runtimes: tuple[str, ...] = option(tuple(RUNTIMES), "comma-separated runtimes (default: all registered)")
+    devices: tuple[str, ...] = option(
+        DEVICES, "comma-separated devices: cpu,cuda (default: both; unusable ones are skipped with a reason)"
+    )
+    targets: tuple[str, ...] = option(TARGETS, f"comma-separated targets: {','.join(TARGETS)} (default: all)")
+    batch_sizes: tuple[int, ...] = option((1, 64, 256), "comma-separated batch sizes (default: 1,64,256)")
+    threads: int = option(0, "intra-op threads per runtime (default 0: all cores)")
+    warmup: int = option(10, "untimed calls per case before calibration and timing (default 10)")
+    rounds: int = option(0, "timed rounds per case (default 0: as many as fit in --max-time)")
+    iterations: int = option(
+        0, "calls per round (default 0: enough for a round to last as long as the group's slowest call)"
+    )
+    min_rounds: int = option(10, "at least this many timed rounds per case (default 10)")
+    max_rounds: int = option(1000, "at most this many timed rounds per case (default 1000)")
+    min_round_time: float = option(
+        0.02, "seconds a round lasts at least, so its warm-up stays a small overhead (default 0.02)"
+    )
+    max_time: float = option(1.0, "seconds of timed calls per case, when --rounds is 0 (default 1.0)")
+    interleave: bool = option(
+        True, "time each case's rounds back to back instead of interleaving the runtimes of a group"
+    )
+    round_warmup: float = option(
+        0.005, "seconds of untimed calls (at least one) at the start of every round (default 0.005)"
+    )
+    end_to_end: bool = option(True, "skip the CUDA timings that include host<->device copies")
+    accuracy: bool = option(True, "skip the full-test-set accuracy run per runtime and device")
+    single_stream: bool = option(True, "skip the single-stream scenario (whole model, batch 1)")
+    single_stream_queries: int = option(1000, "single-stream queries per runtime, at least (default 1000)")
+    single_stream_max_time: float = option(
+        10.0, "seconds the single-stream queries of one runtime may take, at most (default 10)"
+    )
+    profile: bool = option(True, "skip the per-layer profile of the whole model")
+    profile_batch: int = option(0, "batch size of the per-layer profile (default 0: the largest)")
+    profile_calls: int = option(20, "calls under the profiler (default 20)")
+    roofline: bool = option(True, "skip measuring each device's peak GFLOP/s and copy bandwidth")
+    launcher: str = option(
+        "process",
+        "process: every runtime x device in its own worker process, idle workers suspended while "
+        "another is timed; inline: all in this process (debugging; numbers depend on neighbours)",
+        choices=LAUNCHERS,
+    )
+    case_timeout: float = option(
+        900.0,
+        "seconds one step of a case (prepare and compile, one round, accuracy, profile) may take "
+        "before its worker is killed and its cases get status timeout (default 900)",
+    )
+    results_dir: str = option(
+        str(REPO_ROOT / "results"), "where the CSV goes (default: results/ in the checkout)"
+    )
+    artifacts: str | None = option(
+        None, "artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)", metavar="DIR"
+    )
+    self_check: bool = option(
+        False,
+        "check the harness instead of running the matrix: timing overhead, agreement with "
+        "torch.utils.benchmark, IPC round trip, isolated vs alone for every CPU runtime",
+    )
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown:
+            raise ValueError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+        bad_devices = [d for d in self.devices if d not in DEVICES]
+        if bad_devices:
+            raise ValueError(f"unknown device(s) {', '.join(bad_devices)}; choose from {', '.join(DEVICES)}")
+        bad_targets = [t for t in self.targets if t not in TARGETS]
+        if bad_targets:
+            raise ValueError(f"unknown target(s) {', '.join(bad_targets)}; choose from {', '.join(TARGETS)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        counts = (
+            "threads",
+            "warmup",
+            "rounds",
+            "iterations",
+            "round_warmup",
+            "profile_batch",
+            "min_round_time",
+        )
+        negative = [name for name in counts if getattr(self, name) < 0]
+        if negative:
+            raise ValueError(f"{', '.join(negative)} must not be negative")
+        if self.single_stream_queries < 1 or self.profile_calls < 1:
+            raise ValueError("single_stream_queries and profile_calls must be >= 1")
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.launcher!r}; choose from {', '.join(LAUNCHERS)}")
+        if not self.case_timeout > 0:
+            raise ValueError(f"case_timeout must be > 0 seconds, got {self.case_timeout}")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    @property
+    def resolved_profile_batch(self) -> int:
+        return self.profile_batch or max(self.batch_sizes)
+
+
+def config_dict(config: BenchConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(config)
+    d["threads_resolved"] = config.resolved_threads
+    return d
+
+
+# ----------------------------------------------------------------------------- flags from the fields
+
+_HINTS = typing.get_type_hints(BenchConfig)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One generated flag: its name, the BenchConfig field it sets and argparse's keyword arguments."""
+
+    name: str
+    dest: str
+    kwargs: dict[str, Any]
+
+
+def _converter(hint: Any) -> Callable[[str], Any]:
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        return lambda text: parse_list(text, kind)
+    if hint in (int, float, str):
+        return hint
+    return str  # str | None
+
+
+def flags() -> list[Flag]:
+    out = []
+    for f in dataclasses.fields(BenchConfig):
+        hint, meta = _HINTS[f.name], f.metadata
+        dash = f.name.replace("_", "-")
+        if hint is bool:
+            name = f"--no-{dash}" if f.default else f"--{dash}"
+            kwargs = {"action": "store_const", "const": not f.default, "default": None, "help": meta["help"]}
+        else:
+            kwargs = {"type": _converter(hint), "default": None, "help": meta["help"]}
+            if meta["metavar"]:
+                kwargs["metavar"] = meta["metavar"]
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+            name = f"--{dash}"
+        out.append(Flag(name, f.name, kwargs))
+    return out
+
+
+def add_cli_options(parser: Any) -> None:
+    """Add every BenchConfig flag to an argparse parser (``deepmnist bench``)."""
+    for flag in flags():
+        parser.add_argument(flag.name, dest=flag.dest, **flag.kwargs)
+
+
+def add_pytest_options(group: Any) -> None:
+    """Add every BenchConfig flag to a pytest option group (``pytest bench/``)."""
+    for flag in flags():
+        group.addoption(flag.name, dest=flag.dest, **flag.kwargs)
+
+
+def config_from(get: Callable[[str], Any], **fixed: Any) -> BenchConfig:
+    """BenchConfig from ``get(field name)`` (None: not given, keep the default); ValueError if bad."""
+    values = {f.dest: get(f.dest) for f in flags()}
+    return BenchConfig(**{k: v for k, v in values.items() if v is not None}, **fixed)

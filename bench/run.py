@@ -1,0 +1,430 @@
+"""The run as a library: ``run(config) -> Run``. Nothing here needs pytest.
+
+1. plan: the cases of the config (or the ones given), grouped (``bench.core``); skipped cases
+   get their row and reason at once;
+2. artifacts (built if missing), the environment, and each device's roofline, measured before
+   any worker exists;
+3. per group, in order: each runtime's worker (``bench.launch``, one per runtime x device,
+   started when first needed) prepares its case (cold start, parity), the parent plans the rounds
+   and drives them interleaved across the workers (A B C, B C A, ...), each worker sending back
+   its samples; then each worker reports CPU time, memory and accuracy, and the profiled group
+   runs under the profilers;
+4. rows -> CSV, Markdown, JSON sidecar and plots (``bench.results``, ``bench.compare``,
+   ``bench.plots``).
+
+A worker that crashes or exceeds ``case_timeout`` gives its remaining cases ``crashed`` or
+``timeout`` rows; the others go on. Ctrl-C ends the workers and writes the rows measured so far,
+then raises KeyboardInterrupt again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench.core import (
+    BYTES_PER_ELEMENT,
+    Case,
+    Planned,
+    cases,
+    flops,
+    offline_rows,
+    plan,
+    precision_of,
+    schedule,
+    skip_reason,
+)
+from bench.launch import Launcher, WorkerGone
+from bench.options import BenchConfig, config_dict
+from bench.results import ResultRow
+from bench.runtimes import RUNTIMES
+from bench.stats import Latency
+
+FAILED = ("failed", "crashed", "timeout")  # statuses that make the run's exit code 1
+
+
+@dataclass
+class Measured:
+    """The timed samples of one case, for pytest-benchmark: ``iterations`` calls per duration."""
+
+    case: Case
+    durations: list[float]  # s, one per sample
+    iterations: int
+
+
+@dataclass
+class Run:
+    config: BenchConfig
+    rows: list[ResultRow] = field(default_factory=list)
+    measured: dict[str, Measured] = field(default_factory=dict)  # case id -> samples
+    path: Path | None = None  # the CSV (None: not written)
+    plots: list[Path] = field(default_factory=list)
+    interrupted: bool = False
+    single_stream_samples: dict[str, list[float]] = field(default_factory=dict)  # "runtime/device" -> ms
+    rooflines: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    artifacts: Any = None  # bench.runtimes.Artifacts the run measured
+
+    def row(self, case: Case, scenario: str | None = None) -> ResultRow | None:
+        """The row of ``case`` (of ``scenario``, if given, else the case's own)."""
+        want = scenario or case.scenario
+        for row in self.rows:
+            if (row.target, row.runtime, row.device, row.batch_size, row.timing, row.scenario) == (
+                case.target, case.runtime, case.device, case.batch_size, case.timing, want,
+            ):  # fmt: skip
+                return row
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        """0: every case ok or skipped; 1: some failed, crashed or timed out; 130: interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if any(row.status in FAILED for row in self.rows) else 0
+
+
+def groups_of(selected: Sequence[Case]) -> list[list[Case]]:
+    """The selected cases by comparison group, in order of first appearance."""
+    out: dict[str, list[Case]] = {}
+    for case in selected:
+        out.setdefault(case.group, []).append(case)
+    return list(out.values())
+
+
+class _Driver:
+    """One run's state: the config, the launcher, the rows."""
+
+    def __init__(self, config: BenchConfig, out: TextIO | None, environment, run_id, timestamp, rooflines):
+        self.config, self.out = config, out
+        self.environment, self.run_id, self.timestamp = environment, run_id, timestamp
+        self.result = Run(config, rooflines=rooflines, environment=environment)
+        self.start_s: dict[tuple[str, str], float | None] = {}
+
+    def say(self, text: str) -> None:
+        if self.out is not None:
+            print(text, file=self.out, flush=True)
+
+    # ------------------------------------------------------------------------- rows
+
+    def row(self, case: Case, latency: Latency | None = None, **values: Any) -> ResultRow:
+        defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
+        start_s = self.start_s.get((case.runtime, case.device))
+        row = ResultRow.create(
+            self.environment,
+            run_id=self.run_id,
+            timestamp_utc=self.timestamp,
+            target=case.target,
+            runtime=case.runtime,
+            device=case.device,
+            precision=precision_of(case.runtime),
+            timing=case.timing,
+            scenario=case.scenario,
+            batch_size=case.batch_size,
+            threads=self.config.resolved_threads,
+            launcher=self.config.launcher,
+            start_s=start_s,
+            **{**defaults, **values},
+        )
+        if row.load_s is not None and row.first_inference_ms is not None and start_s is not None:
+            total = start_s + row.load_s + (row.compile_s or 0.0) + row.first_inference_ms / 1e3
+            row = dataclasses.replace(row, time_to_first_result_s=total)
+        if latency is not None:
+            row = row.with_latency(latency, flops(case.target) or None)
+            roof = self.result.rooflines.get(row.device)
+            if roof is not None:
+                from bench.roofline import arithmetic_intensity
+
+                size = BYTES_PER_ELEMENT.get(row.precision, 4)
+                intensity = arithmetic_intensity(row.target, row.batch_size, bytes_per_element=size)
+                row = row.with_roofline(roof.peak_for(row.precision), roof.bandwidth_gbs, intensity)
+        self.result.rows.append(row)
+        return row
+
+    def gone_row(self, case: Case, gone: WorkerGone, **values: Any) -> None:
+        self.row(case, status=gone.status, reason=gone.reason, **values)
+
+    # ------------------------------------------------------------------------- one group
+
+    def call(self, launcher: Launcher, case: Case, message: dict[str, Any]) -> dict[str, Any]:
+        return launcher.call(case.runtime, case.device, message, self.config.case_timeout)
+
+    def measure_group(self, launcher: Launcher, group: list[Case]) -> None:
+        config = self.config
+        entries: list[Planned] = []
+        cold: dict[str, dict[str, Any]] = {}
+        for case in group:
+            try:
+                worker = launcher.worker(case.runtime, case.device)
+                self.start_s[(case.runtime, case.device)] = worker.start_s
+                reply = self.call(launcher, case, {"op": "prepare", "case": case})
+            except WorkerGone as e:
+                self.gone_row(case, e)
+                continue
+            if "error" in reply:
+                self.row(case, status="failed", reason=reply["error"])
+                continue
+            if "failed" in reply:
+                reason = reply.pop("failed")
+                self.row(case, status="failed", reason=reason, **reply)
+                continue
+            cold[case.id] = reply
+            entries.append(Planned(case, reply.pop("per_call")))
+        if not entries:
+            return
+        scenario = entries[0].case.scenario
+        rounds = plan(entries, config, scenario)
+        durations: dict[str, list[float]] = {e.case.id: [] for e in entries}
+        alive = {e.case.id for e in entries}
+        for index in schedule(len(entries), rounds, config.interleave):
+            entry = entries[index]
+            case = entry.case
+            if case.id not in alive:
+                continue
+            message = {"op": "round", "case_id": case.id, "iterations": entry.iterations,
+                       "block": entry.block, "warm": config.round_warmup}  # fmt: skip
+            try:
+                reply = self.call(launcher, case, message)
+            except WorkerGone as e:
+                alive.discard(case.id)
+                self.gone_row(case, e, **_cold_columns(cold[case.id]))
+                continue
+            if "error" in reply:
+                alive.discard(case.id)
+                self.row(case, status="failed", reason=reply["error"], **_cold_columns(cold[case.id]))
+                continue
+            durations[case.id] += reply["durations"]
+        for entry in entries:
+            case = entry.case
+            if case.id not in alive:
+                continue
+            self.finish(launcher, entry, durations[case.id], cold[case.id])
+        if self.profiled(entries[0].case):
+            for entry in entries:
+                if entry.case.id in alive:
+                    self.profile(launcher, entry.case)
+        for entry in entries:
+            if entry.case.id in alive:
+                # its rows are written; should it die now, its later cases get the crash rows
+                with contextlib.suppress(WorkerGone):
+                    self.call(launcher, entry.case, {"op": "release", "case_id": entry.case.id})
+
+    def finish(self, launcher: Launcher, entry: Planned, durations: list[float], cold: dict) -> None:
+        case = entry.case
+        wants_accuracy = case.target == "model" and self.config.accuracy
+        try:
+            reply = self.call(
+                launcher, case, {"op": "finish", "case_id": case.id, "accuracy": wants_accuracy}
+            )
+        except WorkerGone as e:
+            self.gone_row(case, e, **_cold_columns(cold))
+            return
+        if "error" in reply:
+            self.row(case, status="failed", reason=reply["error"], **_cold_columns(cold))
+            return
+        samples = [d / entry.iterations for d in durations]
+        if case.scenario == "single-stream":
+            key = f"{case.runtime}/{case.device}" + ("" if case.timing == "compute" else "/end_to_end")
+            self.result.single_stream_samples[key] = [s * 1e3 for s in samples]
+        self.result.measured[case.id] = Measured(case, durations, entry.iterations)
+        self.row(
+            case,
+            latency=Latency.from_values(samples),
+            rounds=len(durations),
+            iterations=entry.iterations,
+            **cold,
+            **reply,
+        )
+
+    def profiled(self, case: Case) -> bool:
+        return (
+            self.config.profile
+            and case.target == "model"
+            and case.scenario == "batch"
+            and case.timing == "compute"
+            and case.batch_size == self.config.resolved_profile_batch
+        )
+
+    def profile(self, launcher: Launcher, case: Case) -> None:
+        """Rows of the profile scenario: the whole model under the runtime's profiler, per layer."""
+        config = self.config
+        profile_case = dataclasses.replace(case, scenario="profile")
+        message = {
+            "op": "profile",
+            "case_id": case.id,
+            "batch": case.batch_size,
+            "calls": config.profile_calls,
+        }
+        try:
+            reply = self.call(launcher, case, message)
+        except WorkerGone as e:
+            self.gone_row(profile_case, e)
+            return
+        if "skipped" in reply:
+            self.row(profile_case, status="skipped", reason=reply["skipped"])
+            return
+        if "failed" in reply or "error" in reply:
+            self.row(profile_case, status="failed", reason=reply.get("failed") or reply["error"])
+            return
+        provider = self.result.row(case)
+        for layer, ms in reply["layers"].items():
+            target = "model" if layer == "total" else layer
+            self.row(
+                dataclasses.replace(profile_case, target=target),
+                latency_ms_median=ms,
+                rounds=1,
+                iterations=config.profile_calls,
+                execution_provider=provider.execution_provider if provider else "",
+            )
+
+
+def _cold_columns(cold: dict[str, Any]) -> dict[str, Any]:
+    keep = ("execution_provider", "load_s", "compile_s", "first_inference_ms", "model_bytes", "max_abs_diff")
+    return {k: cold[k] for k in keep if k in cold}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def make_launcher(config: BenchConfig, artifacts: Any, mnist: Any) -> Launcher:
+    """A launcher for ``config.launcher``; the eager-PyTorch predictions on the test set are computed
+    once here and handed to each worker once."""
+    import numpy as np
+    import torch
+
+    from bench.worker import Worker
+    from models.data import to_input
+
+    with torch.no_grad():
+        reference_argmax = np.concatenate(
+            [
+                artifacts.net(to_input(mnist.test_images[i : i + 1000])).argmax(1).numpy()
+                for i in range(0, len(mnist.test_labels), 1000)
+            ]
+        )
+
+    def inline(runtime: str, device: str) -> Worker:
+        return Worker(runtime, device, config, artifacts, mnist, reference_argmax)
+
+    def spec(runtime: str, device: str) -> dict[str, Any]:
+        return {
+            "runtime": runtime,
+            "device": device,
+            "module": type(RUNTIMES[runtime]).__module__,
+            "config": config,
+            "sys_path": [p for p in sys.path if p],
+            "reference_argmax": reference_argmax,
+        }
+
+    return Launcher(config.launcher, make_inline=inline, spec=spec)
+
+
+def run(
+    config: BenchConfig,
+    selected: Sequence[Case] | None = None,
+    *,
+    out: TextIO | None = sys.stderr,
+    write: bool = True,
+) -> Run:
+    """Measure ``selected`` (default: every case of ``config``) and write the results.
+
+    ``out`` gets progress lines (None: quiet). ``write=False`` keeps the rows in memory only."""
+    from bench.environment import collect_environment
+    from bench.prepare import ensure_artifacts
+    from bench.results import new_run_id, utc_timestamp
+
+    selected = list(cases(config) if selected is None else selected)
+    artifacts, mnist = ensure_artifacts(config.artifacts)
+    rooflines = measure_rooflines(config, out) if config.roofline else {}
+    driver = _Driver(config, out, collect_environment(), new_run_id(), utc_timestamp(), rooflines)
+    runnable = []
+    for case in selected:
+        reason = skip_reason(case)
+        if reason:
+            driver.row(case, status="skipped", reason=reason)
+        else:
+            runnable.append(case)
+    launcher = make_launcher(config, artifacts, mnist)
+    groups = groups_of(runnable)
+    started = time.perf_counter()
+    try:
+        for number, group in enumerate(groups, 1):
+            driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
+            driver.measure_group(launcher, group)
+        launcher.close()
+    except KeyboardInterrupt:
+        launcher.close(kill=True)
+        driver.result.interrupted = True
+    except BaseException:
+        launcher.close(kill=True)
+        raise
+    driver.say(f"measured {len(groups)} groups in {time.perf_counter() - started:.1f} s")
+    result = driver.result
+    result.artifacts = artifacts
+    if write and result.rows:
+        result.path, result.plots = write_run(result, out)
+    if result.interrupted:
+        driver.say(f"interrupted: the rows measured so far are in {result.path}")
+        raise KeyboardInterrupt
+    return result
+
+
+def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]:
+    """CSV, JSON sidecar, Markdown tables and plots of a run (the CSV first: nothing else can lose it)."""
+    artifacts = result.artifacts
+    from bench.compare import render
+    from bench.plots import write_plots
+    from bench.results import frame_from_rows, read_results, write_results
+
+    settings = config_dict(result.config)
+    settings["artifacts"] = {
+        "checkpoint": artifacts.manifest.checkpoint,
+        "checkpoint_sha256": artifacts.manifest.checkpoint_sha256,
+        "test_accuracy": artifacts.manifest.test_accuracy,
+        "export": str(artifacts.manifest.folder),
+    }
+    rows = [*result.rows, *offline_rows(result.rows)]
+    extra = {
+        "rooflines": {d: dataclasses.asdict(r) for d, r in result.rooflines.items()},
+        "single_stream_samples_ms": result.single_stream_samples,
+        "interrupted": result.interrupted,
+    }
+    try:
+        markdown = render(frame_from_rows(rows), markdown=True)
+    except Exception as e:  # the CSV must be written even if a table cannot be drawn
+        markdown = f"tables not rendered: {type(e).__name__}: {e}"
+    path = write_results(
+        rows, result.config.results_dir, result.environment, settings, extra=extra, markdown=markdown
+    )
+    try:
+        plots = write_plots(read_results(path), path.with_suffix(""), result.single_stream_samples)
+    except Exception as e:  # the CSV is written; a chart that cannot be drawn must not lose it
+        plots = []
+        if out is not None:
+            print(f"plots not written: {type(e).__name__}: {e}", file=out)
+    return path, plots
+
+
+def measure_rooflines(config: BenchConfig, out: TextIO | None = None) -> dict:
+    """Each available device's float32 matmul peak and copy bandwidth, measured now (same run)."""
+    from bench.roofline import measure_roofline
+    from bench.runtimes.base import check_device, set_threads
+
+    set_threads(config.resolved_threads)
+    rooflines = {}
+    for device in config.devices:
+        if check_device(device) is None:
+            roof = rooflines[device] = measure_roofline(device)
+            others = "".join(f", {p} {v:,.0f}" for p, v in roof.precision_peaks.items())
+            if out is not None:
+                print(
+                    f"roofline {device}: peak {roof.peak_gflops:,.0f} GFLOP/s (float32 matmul{others}), "
+                    f"bandwidth {roof.bandwidth_gbs:,.1f} GB/s (copy)",
+                    file=out,
+                )
+    return rooflines

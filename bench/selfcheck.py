@@ -1,0 +1,151 @@
+"""``deepmnist bench --self-check``: is the harness measuring the runtimes, and only them?
+
+1. IPC round trip: an empty command to a worker process as the parent sends every round (resume
+   with SIGCONT, send, answer, suspend with SIGSTOP); its median must stay under 1% of a round
+   (``min_round_time``, 20 ms by default).
+2. Isolation: for every CPU runtime of the config that runs the whole model, the median of the
+   isolated interleaved run (all runtimes in their worker processes, rounds interleaved) must
+   agree within ``ISOLATION_TOLERANCE`` with the same runtime timed alone: a fresh worker
+   process, no other worker alive, a plain perf_counter loop over the same model file. Whole
+   model at batch 1 and 64. The interleaved run is written as a results CSV with ``vs_alone``
+   per row and ``isolation_ok`` 0 on every row of a runtime that fails.
+
+Exit status 0 when both pass, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+from typing import TextIO
+
+from bench.core import Case, skip_reason
+from bench.options import BenchConfig
+
+ISOLATION_TOLERANCE = 0.07  # |isolated median / alone median - 1|
+ISOLATION_BATCHES = (1, 64)
+IPC_BUDGET = 0.01  # a round trip may cost this fraction of a round
+IPC_CALLS = 200
+
+
+def ipc_round_trip(config: BenchConfig, runtime: str = "torch-eager", calls: int = IPC_CALLS) -> list[float]:
+    """Seconds per empty command (``ping``) to a fresh worker process, as ``Launcher.call`` sends it."""
+    from bench.launch import Launcher
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher
+
+    artifacts, mnist = ensure_artifacts(config.artifacts)
+    launcher: Launcher = make_launcher(dataclasses.replace(config, launcher="process"), artifacts, mnist)
+    try:
+        launcher.worker(runtime, "cpu")
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            launcher.call(runtime, "cpu", {"op": "ping"}, config.case_timeout)
+            times.append(time.perf_counter() - start)
+        return times
+    finally:
+        launcher.close()
+
+
+def timed_alone(config: BenchConfig, case: Case, seconds: float) -> float:
+    """Median s per call of ``case`` in a fresh worker process with no other worker alive."""
+    from bench.launch import Launcher
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher
+
+    artifacts, mnist = ensure_artifacts(config.artifacts)
+    launcher: Launcher = make_launcher(dataclasses.replace(config, launcher="process"), artifacts, mnist)
+    try:
+        reply = launcher.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
+        if "per_call" not in reply:
+            raise RuntimeError(f"{case.id}: {reply.get('failed') or reply.get('error')}")
+        message = {"op": "alone", "case_id": case.id, "seconds": seconds}
+        return launcher.call(case.runtime, case.device, message, config.case_timeout)["median"]
+    finally:
+        launcher.close()
+
+
+def isolation_config(config: BenchConfig) -> BenchConfig:
+    """The interleaved run of the check: whole model, CPU, batch 1 and 64, isolated workers."""
+    cpu = tuple(
+        r for r in config.runtimes if skip_reason(Case("model", r, "cpu", ISOLATION_BATCHES[0])) is None
+    )
+    return dataclasses.replace(
+        config,
+        runtimes=cpu,
+        devices=("cpu",),
+        targets=("model",),
+        batch_sizes=ISOLATION_BATCHES,
+        launcher="process",
+        single_stream=False,
+        profile=False,
+        accuracy=False,
+        roofline=False,
+        self_check=False,
+    )
+
+
+def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
+    """Run the isolated interleaved matrix, time each case alone, flag the rows; returns the Run
+    (rows with ``vs_alone`` and ``isolation_ok``) and whether every runtime passed."""
+    from bench.run import run, write_run
+
+    checked = isolation_config(config)
+    result = run(checked, write=False, out=out)
+    ratios: dict[str, list[float]] = {}
+    lines = []
+    for i, row in enumerate(result.rows):
+        if row.status != "ok" or row.scenario != "batch":
+            continue
+        case = Case(row.target, row.runtime, row.device, row.batch_size)
+        alone_ms = timed_alone(checked, case, max(checked.max_time, 0.5)) * 1e3
+        vs_alone = row.latency_ms_median / alone_ms - 1
+        ratios.setdefault(row.runtime, []).append(vs_alone)
+        result.rows[i] = dataclasses.replace(row, vs_alone=vs_alone)
+        lines.append((row.runtime, row.batch_size, row.latency_ms_median, alone_ms, vs_alone))
+    passed = {rt: all(abs(v) <= ISOLATION_TOLERANCE for v in vs) for rt, vs in ratios.items()}
+    result.rows = [
+        dataclasses.replace(r, isolation_ok=int(passed[r.runtime])) if r.runtime in passed else r
+        for r in result.rows
+    ]
+    if result.rows:
+        result.path, result.plots = write_run(result, out)
+    if out is not None:
+        print(
+            f"\nisolation: whole model on cpu, isolated interleaved median vs timed alone "
+            f"(fresh process, no other worker), within {ISOLATION_TOLERANCE:.0%}",
+            file=out,
+        )
+        print(
+            f"{'runtime':28} {'batch':>5} {'isolated ms':>12} {'alone ms':>10} {'diff':>7}  check", file=out
+        )
+        for runtime, batch, isolated, alone, vs in lines:
+            verdict = "ok" if abs(vs) <= ISOLATION_TOLERANCE else "FAIL"
+            print(
+                f"{runtime:28} {batch:>5} {isolated:>12.4g} {alone:>10.4g} {vs:>+7.1%}  {verdict}", file=out
+            )
+        for row in result.rows:
+            if row.status != "ok":
+                print(f"{row.runtime} batch {row.batch_size}: {row.status}: {row.reason}", file=out)
+        print(f"results: {result.path}", file=out)
+    ok = bool(passed) and all(passed.values()) and all(r.status in ("ok", "skipped") for r in result.rows)
+    return result, ok
+
+
+def self_check(config: BenchConfig, out: TextIO = sys.stdout) -> int:
+    times = ipc_round_trip(config)
+    median = statistics.median(times)
+    share = median / config.min_round_time
+    ipc_ok = share < IPC_BUDGET
+    print(
+        f"IPC round trip (empty command: resume, send, answer, suspend), {len(times)} calls: "
+        f"median {median * 1e6:.0f} us, p90 {statistics.quantiles(times, n=10)[-1] * 1e6:.0f} us "
+        f"= {share:.2%} of a {config.min_round_time * 1e3:g} ms round (budget {IPC_BUDGET:.0%}): "
+        f"{'ok' if ipc_ok else 'FAIL'}",
+        file=out,
+    )
+    _, isolation_ok = check_isolation(config, out)
+    return 0 if ipc_ok and isolation_ok else 1

@@ -1,0 +1,330 @@
+"""A worker: one runtime on one device, preparing its cases and timing them when told to.
+
+The parent (``bench.run``) holds the plan and sends one command at a time; the worker answers each
+with a small dict. ``Worker.handle`` is the whole protocol, the same in a worker process
+(``python -m bench.worker FD``, started by ``bench.launch.ProcessWorker``) and inline:
+
+================  ===========================================  =====================================
+command ``op``    arguments                                    answer
+================  ===========================================  =====================================
+``ping``          (none; the self-check times round trips)     ``{}``
+``prepare``       ``case``                                     cold-start figures, parity, ``per_call``
+``round``         ``case_id, iterations, block, warm``         ``durations`` (s, one per sample)
+``finish``        ``case_id, accuracy``                        CPU time per call, memory, accuracy
+``profile``       ``case_id, batch, calls``                    ``layers`` (ms per call) or ``skipped``
+``alone``         ``case_id, seconds``                         ``median`` s per call, a plain loop
+``release``       ``case_id``                                  ``{}`` (the prepared runtime is freed)
+================  ===========================================  =====================================
+
+A command that raises answers ``{"error": "Type: message"}``; a wrong output answers ``{"failed":
+reason}``. Test images, reference outputs and the eager-PyTorch predictions are loaded or computed
+once per worker and stay there: nothing large crosses the pipe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench import memory
+from bench.core import Case, clock_for
+from bench.options import BenchConfig
+from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
+from bench.runtimes.base import LOADED_FILES
+from models.data import MNIST, to_input
+from models.network import LAYER_NAMES, trace_layers
+
+ACCURACY_BATCH = 500  # test images per call of the accuracy run
+
+
+@dataclass
+class Entry:
+    """One prepared case: what is timed, and what the rounds have measured so far."""
+
+    case: Case
+    prepared: Prepared
+    fn: Callable[[], Any]  # one call: one batch (or one single-stream query)
+    clock: Callable[[], float]
+    cpu_s: float = 0.0  # user + sys of this process over the timed calls, s
+    calls: int = 0  # timed calls so far
+    durations: list[float] = field(default_factory=list)  # s, one per sample
+
+    def run_round(self, iterations: int, block: int, warm: float) -> list[float]:
+        """``block`` samples of ``iterations`` calls each, after at least ``warm`` s of untimed calls
+        (the caches hold this runtime's weights again). Returns the samples' durations (s)."""
+        clock = self.clock
+        start = clock()
+        self.fn()
+        while clock() - start < warm:
+            self.fn()
+        self.prepared.sync()
+        durations = []
+        cpu = time.process_time()  # all threads of this process; read outside the timed span
+        for _ in range(block):
+            start = clock()
+            for _ in range(iterations):
+                self.fn()
+            durations.append(clock() - start)
+        self.cpu_s += time.process_time() - cpu
+        self.calls += block * iterations
+        self.durations += durations
+        return durations
+
+
+class Worker:
+    """The cases of one runtime on one device (and one thread count)."""
+
+    def __init__(
+        self,
+        runtime: str,
+        device: str,
+        config: BenchConfig,
+        artifacts: Artifacts,
+        mnist: MNIST,
+        reference_argmax: np.ndarray,
+    ) -> None:
+        self.runtime, self.device, self.config = runtime, device, config
+        self.artifacts, self.mnist = artifacts, mnist
+        self.reference_argmax = reference_argmax  # eager PyTorch's class per test image
+        self.entries: dict[str, Entry] = {}
+        self._inputs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._accuracy: tuple[float, float] | None = None
+        self._peak_reset: dict[str, bool] = {}
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message["op"]
+        args = {k: v for k, v in message.items() if k != "op"}
+        try:
+            return _OPS[op](self, **args)
+        except Exception as e:
+            return {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+
+    # ------------------------------------------------------------------------- reference data
+
+    def reference(self, target: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input, eager CPU output) for ``target``: the first ``batch`` test images, carried through
+        the network by eager PyTorch up to the layer, so each layer sees real activations."""
+        import torch
+
+        key = (target, batch)
+        if key not in self._inputs:
+            x = to_input(self.mnist.test_images[:batch])  # (B, 1, 28, 28)
+            with torch.no_grad():
+                acts = trace_layers(self.artifacts.net, x)
+            if target == "model":
+                self._inputs[key] = (x.numpy(), acts[LAYER_NAMES[-1]][1].numpy())
+            else:
+                layer_in, layer_out = acts[target]
+                self._inputs[key] = (layer_in.numpy().copy(), layer_out.numpy())
+        return self._inputs[key]
+
+    # ------------------------------------------------------------------------- commands
+
+    def ping(self) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, case: Case) -> dict[str, Any]:
+        """Prepare (load_s), compile (compile_s), first call (first_inference_ms), parity gate,
+        warm-up, then an estimate of one call (per_call, s) for the plan."""
+        config = self.config
+        clock = clock_for(case.device)
+        x_host, expected = self.reference(case.target, case.batch_size)
+        loaded = len(LOADED_FILES)
+        start = time.perf_counter()
+        prepared = RUNTIMES[case.runtime].prepare(
+            case.target, case.device, self.artifacts, config.resolved_threads
+        )
+        prepared.sync()
+        load_s = time.perf_counter() - start
+        rss = memory.rss_mb()
+        files = LOADED_FILES[loaded:] or [self.artifacts.manifest.checkpoint]  # torch runtimes: the weights
+        x_dev = prepared.to_device(x_host)
+        compile_s = None
+        if hasattr(prepared, "compile"):
+            start = clock()
+            prepared.compile(x_dev)
+            compile_s = clock() - start
+        if case.timing == "compute":
+            fn: Callable[[], Any] = lambda: prepared.run(x_dev)  # noqa: E731 - input stays on the device
+        else:
+            fn = lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))  # noqa: E731
+        start = clock()
+        out = fn()
+        first_ms = (clock() - start) * 1e3
+        got = out if case.timing == "end_to_end" else prepared.to_host(out)
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
+        limit = tolerance(case.runtime, case.device)
+        cold = {
+            "execution_provider": prepared.execution_provider,
+            "load_s": load_s,
+            "compile_s": compile_s,
+            "first_inference_ms": first_ms,
+            "rss_after_load_mb": rss,
+            "model_bytes": sum(_size(path) for path in dict.fromkeys(files)),
+            "max_abs_diff": diff,
+        }
+        if not diff <= limit:
+            reason = f"output differs from eager PyTorch on CPU: max |diff| {diff:.3g} > tolerance {limit:g}"
+            return {"failed": reason, **cold}
+        for _ in range(config.warmup):
+            fn()
+        prepared.sync()
+        per_call = max(_median_call(fn, clock), 1e-7)
+        self.entries[case.id] = Entry(case, prepared, fn, clock)
+        # the case's peaks cover its rounds only
+        self._peak_reset[case.id] = memory.reset_peak_rss()
+        memory.reset_cuda_peak(case.device)
+        return {**cold, "per_call": per_call}
+
+    def round(self, case_id: str, iterations: int, block: int, warm: float) -> dict[str, Any]:
+        return {"durations": self.entries[case_id].run_round(iterations, block, warm)}
+
+    def finish(self, case_id: str, accuracy: bool) -> dict[str, Any]:
+        entry = self.entries[case_id]
+        entry.prepared.sync()
+        result = {
+            "cpu_ms_per_call": entry.cpu_s / entry.calls * 1e3 if entry.calls else None,
+            "peak_rss_mb": memory.peak_rss_mb() if self._peak_reset.get(case_id) else None,
+            "cuda_peak_allocated_mb": memory.cuda_peak_allocated_mb(entry.case.device),
+        }
+        if accuracy:
+            result["accuracy"], result["agreement"] = self.accuracy(entry.prepared)
+        return result
+
+    def accuracy(self, prepared: Prepared) -> tuple[float, float]:
+        """(accuracy, argmax agreement with eager CPU) on all 10,000 test images, once per worker."""
+        if self._accuracy is None:
+            labels = self.mnist.test_labels
+            preds = []
+            for start in range(0, len(labels), ACCURACY_BATCH):
+                x = to_input(self.mnist.test_images[start : start + ACCURACY_BATCH]).numpy()
+                preds.append(prepared.to_host(prepared.run(prepared.to_device(x))).argmax(1))
+            pred = np.concatenate(preds)
+            agreement = float((pred == self.reference_argmax).mean())
+            self._accuracy = (float((pred == labels).mean()), agreement)
+        return self._accuracy
+
+    def profile(self, case_id: str, batch: int, calls: int) -> dict[str, Any]:
+        prepared = self.entries[case_id].prepared
+        profile = getattr(prepared, "profile", None)
+        if profile is None:
+            return {"skipped": f"{self.runtime} has no per-layer profiler in this harness"}
+        x_host, _ = self.reference("model", batch)
+        try:
+            return {"layers": profile(x_host, calls)}
+        except Exception as e:
+            return {"failed": f"profiler: {type(e).__name__}: {e}".splitlines()[0][:300]}
+
+    def alone(self, case_id: str, seconds: float) -> dict[str, Any]:
+        """A plain perf_counter loop, nothing of the rounds' machinery: the median over blocks of
+        calls lasting >= 20 ms each, for ``seconds`` in all (the self-check's reference)."""
+        entry = self.entries[case_id]
+        per_call = max(_median_call(entry.fn, entry.clock), 1e-7)
+        calls = max(1, math.ceil(0.02 / per_call))
+        times, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end or len(times) < 5:
+            start = entry.clock()
+            for _ in range(calls):
+                entry.fn()
+            times.append((entry.clock() - start) / calls)
+        return {"median": float(np.median(times)), "samples": len(times)}
+
+    def release(self, case_id: str) -> dict[str, Any]:
+        import gc
+
+        self.entries.pop(case_id, None)
+        gc.collect()
+        return {}
+
+
+_OPS: dict[str, Callable[..., dict[str, Any]]] = {
+    name: getattr(Worker, name)
+    for name in ("ping", "prepare", "round", "finish", "profile", "alone", "release")
+}
+
+
+def _size(path: Any) -> int:
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _median_call(fn: Callable[[], Any], clock: Callable[[], float], calls: int = 5) -> float:
+    """Seconds per call: the median of a few single calls, so one hiccup does not set the plan."""
+    times = []
+    for _ in range(calls):
+        start = clock()
+        fn()
+        times.append(clock() - start)
+    return float(np.median(times))
+
+
+# ----------------------------------------------------------------------------- worker process
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the parent dies, even while it is suspended (SIGSTOP)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl
+        os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.worker FD``: serve commands on the connection at file descriptor FD.
+
+    The first message is the spec (runtime, its module, device, config, artifacts folder, the
+    parent's ``time.time()`` just before it started this process, eager predictions); the answer
+    ``ready`` carries ``start_s``: process start to the runtime imported and its ``supports``
+    answered (which imports its library)."""
+    import faulthandler
+    import importlib
+    import signal
+    import sys
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends the run and its workers
+    faulthandler.enable()  # a crash leaves its stack in the stderr the parent reads
+    _die_with_parent()
+    fd = int((argv or sys.argv[1:])[0])
+    conn = Connection(fd)
+    spec = conn.recv()
+    sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]
+    importlib.import_module(spec["module"])  # registers the runtime (bench.runtimes or a plugin)
+    reason = RUNTIMES[spec["runtime"]].supports(spec["device"])
+    start_s = time.time() - spec["started"]
+    from bench.prepare import load_artifacts
+
+    start = time.perf_counter()
+    artifacts, mnist = load_artifacts(spec["config"].artifacts)
+    worker = Worker(
+        spec["runtime"], spec["device"], spec["config"], artifacts, mnist, spec["reference_argmax"]
+    )
+    conn.send({"start_s": start_s, "data_s": time.perf_counter() - start, "unsupported": reason})
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent is gone
+            return 0
+        if message["op"] == "exit":
+            return 0
+        conn.send(worker.handle(message))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
