@@ -91,9 +91,16 @@ TABLE_COLUMNS = [
     "latency_ms_p99",
     "latency_ms_p999",
     "rounds",
+    "start_s",
     "load_s",
     "compile_s",
     "first_inference_ms",
+    "time_to_first_result_s",
+    "rss_after_load_mb",
+    "peak_rss_mb",
+    "cuda_peak_allocated_mb",
+    "cpu_ms_per_call",
+    "model_bytes",
 ]
 _CI = {"latency_ms_median_ci_low": "ci_low_ms", "latency_ms_median_ci_high": "ci_high_ms"}
 
@@ -322,15 +329,31 @@ _SINGLE_STREAM_SHOWN = {
 }
 _COLD_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
+    "start s": _column("start_s", _number(".2f")),
     "load s": _column("load_s", _number(".3f")),
     "compile s": _column("compile_s", _number(".2f")),
     "first call ms": _column("first_inference_ms", _ms),
+    "to first result s": _column("time_to_first_result_s", _number(".2f")),
     "steady median ms": _column("median_ms", _ms),
     "first / steady": lambda line: _number(".1f", "x")(line["first_inference_ms"] / line["median_ms"]),
 }
+_MEMORY_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
+    "batch": _column("batch_size"),
+    "model MB": _column("model_bytes", lambda v: _number(".1f")(v / 1e6)),
+    "RSS after load MiB": _column("rss_after_load_mb", _number(",.0f")),
+    "peak RSS MiB": _column("peak_rss_mb", _number(",.0f")),
+    "CUDA peak MiB": _column("cuda_peak_allocated_mb", _number(",.0f")),
+    "CPU ms / call": _column("cpu_ms_per_call", _ms),
+    "wall ms / call": _column("median_ms", _ms),
+    "cores busy": lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["median_ms"]),
+}
 _NUMERIC |= {"best batch", "queries", "p50 ms [95% CI]", "p90 ms", "p99 ms", "p99.9 ms", "load s"}
 _NUMERIC |= {"compile s", "first call ms", "steady median ms", "first / steady", *LAYER_ORDER}
-_NUMERIC |= {"profiled sum", "standalone sum", "whole model"}
+_NUMERIC |= {"profiled sum", "standalone sum", "whole model", "start s", "to first result s", "batch"}
+_NUMERIC |= {h for h in _MEMORY_SHOWN if h.endswith(("MB", "MiB", "call", "busy"))}
+_EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
+                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB")  # fmt: skip
 
 
 def _simple_table(
@@ -338,8 +361,9 @@ def _simple_table(
 ) -> Callable[[pd.DataFrame, bool], str]:
     def table(group: pd.DataFrame, markdown: bool) -> str:
         cells = _cells(group, shown)
-        if "compile s" in cells and not any(cells["compile s"]):
-            del cells["compile s"]
+        for heading in _EMPTY_DROPPED:
+            if heading in cells and not any(cells[heading]):
+                del cells[heading]
         return _tabulate(_with_status(cells, group), markdown)
 
     return table
@@ -418,9 +442,13 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     cold = batch[(batch["target"] == "model") & (batch["status"] == "ok")]
     if not cold.empty and cold["load_s"].notna().any():
         smallest = cold[cold["batch_size"] == cold["batch_size"].min()]
-        title = f"cold start: model, batch {smallest['batch_size'].iloc[0]} (prepare, compile, first call)"
+        title = f"cold start: model, batch {smallest['batch_size'].iloc[0]} (process start, prepare, compile, first call)"
         parts.append(_title(title, markdown))
         parts.append(_simple_table(_COLD_SHOWN)(smallest, markdown))
+    if not cold.empty and cold["rss_after_load_mb"].notna().any():
+        title = "memory and CPU time: model (per worker process; cores busy = CPU time / wall time)"
+        parts.append(_title(title, markdown))
+        parts.append(_simple_table(_MEMORY_SHOWN)(cold, markdown))
     return "\n\n".join(parts) + "\n"
 
 
@@ -562,7 +590,7 @@ def skipped_summary(df: pd.DataFrame) -> str:
 
 def _load(path: str, args: argparse.Namespace) -> pd.DataFrame:
     """``read_results(path)`` narrowed to the selected targets, devices and batch sizes."""
-    from bench.core import parse_list
+    from bench.options import parse_list
     from bench.results import ResultsError, read_results
 
     df = read_results(path)

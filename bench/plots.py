@@ -10,6 +10,8 @@
   timed alone (marker) beside each, so one sees whether the layer timings add up.
 - ``<stem>-roofline.png``: GFLOP/s against arithmetic intensity (FLOP/byte) with the device's
   measured roofline, at the largest batch size; one panel per device.
+- ``<stem>-memory.png``: each worker's resident memory after loading and its peak during the
+  timed calls (whole model, largest batch size), and torch's CUDA peak where there is one.
 - ``<stem>-single-stream.png``: the distribution of per-query latency at batch 1 (empirical CDF
   and its tail), from the samples of the JSON sidecar's ``single_stream_samples_ms``.
 
@@ -99,6 +101,9 @@ _NUMBER_COLUMNS = (
     "peak_gflops",
     "bandwidth_gbs",
     "arithmetic_intensity",
+    "rss_after_load_mb",
+    "peak_rss_mb",
+    "cuda_peak_allocated_mb",
 )
 _MAX_STEP_POINTS = 3000  # a CDF with more samples is drawn from this many (plus the slowest 1000)
 _FONT = 8  # points, for legends and annotations
@@ -634,6 +639,42 @@ def single_stream_chart(
     return _save(fig, path)
 
 
+# ----------------------------------------------------------------------------- 5. memory
+
+
+def memory_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> Path | None:
+    """Horizontal bars per runtime x device: peak RSS during the timed calls (full bar), RSS after
+    loading (thin bar inside) and CUDA peak (hatched), at the largest batch size of the whole model."""
+    data = ok[(ok["target"] == "model") & (ok["scenario"] == "batch") & (ok["timing"] == "compute")]
+    data = data[_finite_positive(data["peak_rss_mb"]) | _finite_positive(data["rss_after_load_mb"])]
+    if data.empty:
+        return None
+    data = data[data["batch_size"] == data["batch_size"].max()]
+    data = data.sort_values(["device", "peak_rss_mb"], na_position="first", kind="stable")
+    fig = _figure(height=max(3.0, 0.35 * len(data) + 1.5))
+    ax = fig.subplots()
+    labels = [f"{r.runtime} ({r.device})" for r in data.itertuples()]
+    y = np.arange(len(data))
+    colour = [colours.get(r, _OTHER_COLOUR) for r in data["runtime"]]
+    ax.barh(y, data["peak_rss_mb"].fillna(0), height=0.7, color=colour, label="peak RSS in the timed calls")
+    ax.barh(y, data["rss_after_load_mb"].fillna(0), height=0.3, color="black", alpha=0.45,
+            label="RSS after loading")  # fmt: skip
+    if data["cuda_peak_allocated_mb"].notna().any():
+        ax.barh(y + 0.4, data["cuda_peak_allocated_mb"].fillna(0), height=0.2, color="white",
+                edgecolor="black", hatch="//", label="CUDA peak allocated (torch)")  # fmt: skip
+    for yi, peak in zip(y, data["peak_rss_mb"], strict=True):
+        if np.isfinite(peak):
+            ax.annotate(f"{peak:,.0f}", (peak, yi), xytext=(3, 0), textcoords="offset points",
+                        va="center", fontsize=_FONT)  # fmt: skip
+    ax.set_yticks(y, labels, fontsize=_FONT)
+    ax.set_xlabel("MiB (each runtime in its own worker process)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=_FONT)
+    batch = int(data["batch_size"].iloc[0])
+    fig.suptitle(f"Deep MNIST memory per runtime, whole model, batch {batch}: {_where(data)}", fontsize=10)
+    return _save(fig, path)
+
+
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -655,6 +696,7 @@ def write_plots(
         throughput_chart(ok, Path(f"{stem}-throughput.png"), colours),
         layers_chart(ok, Path(f"{stem}-layers.png"), colours),
         roofline_chart(ok, Path(f"{stem}-roofline.png"), colours),
+        memory_chart(ok, Path(f"{stem}-memory.png"), colours),
         single_stream_chart(ok, samples, Path(f"{stem}-single-stream.png"), colours),
     ]
     return [p for p in written if p is not None]
