@@ -126,7 +126,12 @@ class ProcessWorker:
             text = self.log.read_text(errors="replace")
         except OSError:
             return []
-        return [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+        kept = [line.strip()[:200] for line in text.splitlines() if line.strip()]
+        kept = [line for line in kept if not line.startswith("Extension modules:")]  # faulthandler's list
+        fatal = [i for i, line in enumerate(kept) if line.startswith("Fatal Python error")]
+        if fatal:  # faulthandler's report: the error, then the stack, innermost frame first
+            return kept[fatal[-1] : fatal[-1] + lines]
+        return kept[-lines:]
 
     def _suspend(self) -> None:
         if self.alive and not self.stopped:

@@ -1,15 +1,30 @@
-"""A pytest plugin for the harness tests: registers ``torch-eager-broken``, the real torch-eager
-runtime on weights with one perturbed bias, so its outputs are wrong and parity must catch it."""
+"""A pytest plugin (and importable module) for the harness tests: three deliberately broken runtimes,
+each the real torch-eager runtime with one fault. Workers import this module themselves (it is the
+module of their runtime), so the faults happen inside the worker processes.
+
+- ``torch-eager-broken``: weights with one perturbed bias, so its outputs are wrong and the parity
+  gate must catch it (status ``failed``);
+- ``torch-eager-segfault``: kills its own process with SIGSEGV in ``run``, once prepare is over
+  (call ``SEGFAULT_AT``), so during the timed rounds (status ``crashed``);
+- ``torch-eager-hang``: ``run`` sleeps for ever at batch size ``HANG_BATCH`` (status ``timeout``);
+  at other batch sizes it is plain torch-eager.
+"""
 
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import time
 
 import torch
 
 from bench.runtimes import RUNTIMES, Artifacts
 from bench.runtimes.base import TorchPrepared
 from bench.runtimes.torch_eager import TorchEager
+
+SEGFAULT_AT = 10  # calls; prepare makes 1 + warmup + 5 (8 at --warmup 2): then round 1 dies
+HANG_BATCH = 4
 
 
 class BrokenTorchEager(TorchEager):
@@ -22,4 +37,39 @@ class BrokenTorchEager(TorchEager):
         return super().prepare(target, device, Artifacts(net=net, manifest=artifacts.manifest), threads)
 
 
-RUNTIMES["torch-eager-broken"] = BrokenTorchEager()
+class _SegfaultPrepared(TorchPrepared):
+    calls = 0
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls >= SEGFAULT_AT:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().run(x)
+
+
+class SegfaultTorchEager(TorchEager):
+    name = "torch-eager-segfault"
+
+    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+        prepared = super().prepare(target, device, artifacts, threads)
+        return _SegfaultPrepared(prepared.module, device)
+
+
+class _HangPrepared(TorchPrepared):
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == HANG_BATCH:
+            while True:
+                time.sleep(3600)
+        return super().run(x)
+
+
+class HangTorchEager(TorchEager):
+    name = "torch-eager-hang"
+
+    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+        prepared = super().prepare(target, device, artifacts, threads)
+        return _HangPrepared(prepared.module, device)
+
+
+for runtime in (BrokenTorchEager(), SegfaultTorchEager(), HangTorchEager()):
+    RUNTIMES[runtime.name] = runtime

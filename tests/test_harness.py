@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import BenchConfig, Case, Entry, calibrate, cases, interleave, offline_rows, plan
+from bench.core import BenchConfig, Case, Planned, calibrate, cases, offline_rows, plan, schedule
 from bench.machine import collect_machine
 from bench.results import read_results
 from bench.runtimes import RUNTIMES, tolerance
@@ -25,9 +25,16 @@ def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Pat
 
 def test_tiny_matrix_end_to_end(tmp_path, exported):
     proc, csv = _bench(
-        tmp_path, "--targets", "conv1", "--batch-sizes", "8", "--runtimes", "torch-eager,onnxruntime"
-    )
+        tmp_path, "--targets", "conv1", "--batch-sizes", "8", "--runtimes", "torch-eager,onnxruntime",
+        "--benchmark-json", str(tmp_path / "benchmark.json"),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # pytest-benchmark's JSON shows the samples of the CSV: same median, same number of rounds
+    benchmarks = json.loads((tmp_path / "benchmark.json").read_text())["benchmarks"]
+    by_runtime = {b["extra_info"]["runtime"]: b["stats"] for b in benchmarks}
+    for _, row in read_results(csv).query("status == 'ok'").iterrows():
+        assert by_runtime[row.runtime]["median"] * 1e3 == pytest.approx(row.latency_ms_median, rel=1e-9)
+        assert by_runtime[row.runtime]["rounds"] == row.rounds
     assert csv is not None and "deepmnist-bench results" in proc.stdout and str(csv) in proc.stdout
     assert csv.with_suffix(".md").stat().st_size > 0 and csv.with_suffix(".json").is_file()
     df = read_results(csv)
@@ -61,6 +68,19 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     batch = ok[ok.scenario == "batch"]
     assert len(batch) == 4 and (batch.load_s > 0).all() and (batch.first_inference_ms > 0).all()
     assert batch.compile_s.isna().all()  # neither runtime compiles per shape
+    # cold start in a fresh worker process, memory, CPU time and file size, on every measured row
+    assert (batch.launcher == "process").all() and (batch.start_s > 0).all()
+    total = batch.start_s + batch.load_s + batch.first_inference_ms / 1e3
+    assert batch.time_to_first_result_s.tolist() == pytest.approx(total.tolist())
+    assert (batch.rss_after_load_mb > 50).all() and (batch.peak_rss_mb > 50).all()
+    assert (batch.cpu_ms_per_call > 0).all() and batch.cuda_peak_allocated_mb.isna().all()
+    onnx = batch[batch.runtime == "onnxruntime"]
+    from exporters.manifest import load_manifest
+    from models.paths import export_dir
+
+    assert (
+        onnx.model_bytes == load_manifest(export_dir()).verified_path("model", "onnx").stat().st_size
+    ).all()
     assert (batch.peak_gflops > 1).all() and (batch.bandwidth_gbs > 0.1).all()
     assert batch.pct_of_peak.tolist() == pytest.approx((batch.gflops / batch.peak_gflops * 100).tolist())
     assert (
@@ -91,7 +111,7 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     assert sorted(samples) == ["onnxruntime/cpu", "torch-eager/cpu"]
     assert all(len(v) == 40 and min(v) > 0 for v in samples.values())
     stem = str(csv)[:-4]
-    for kind in ("throughput", "layers", "roofline", "single-stream"):
+    for kind in ("throughput", "layers", "roofline", "single-stream", "memory"):
         png = Path(f"{stem}-{kind}.png")
         assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", kind
     tables = csv.with_suffix(".md").read_text()
@@ -100,6 +120,9 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         "model, batch 1, single-stream",
         "where the time goes",
         "cold start",
+        "to first result s",
+        "memory and CPU time",
+        "peak RSS MiB",
     ):
         assert heading in tables, heading
 
@@ -149,55 +172,48 @@ class _Log:
 
     execution_provider = ""
 
-    def __init__(self, name: str, log: list[str]) -> None:
-        self.name, self.log = name, log
-
     def sync(self) -> None:
         pass
 
 
-def _entries(names: str, per_call: dict[str, float], log: list[str]) -> list[Entry]:
-    entries = []
-    for name in names:
-        prepared = _Log(name, log)
-        case = Case("model", name, "cpu", 8)
-        entries.append(
-            Entry(case, prepared, lambda n=name: log.append(n), 0.0, 0.1, None, 1.0, per_call[name])
-        )
-    return entries
+def _entries(names: str, log: list[str], clock=lambda: 0.0) -> list:
+    from bench.worker import Entry
+
+    return [Entry(Case("model", n, "cpu", 8), _Log(), lambda n=n: log.append(n), clock) for n in names]
 
 
 def test_interleaved_rounds_rotate_and_warm_each_round():
-    log: list[str] = []
-    entries = _entries("ABC", {"A": 0.001, "B": 0.004, "C": 0.002}, log)
+    planned = [Planned(Case("model", n, "cpu", 8), t) for n, t in (("A", 0.001), ("B", 0.004), ("C", 0.002))]
     config = BenchConfig(max_time=0.04, min_rounds=3, min_round_time=0.002)  # 2 ms rounds
-    rounds = plan(entries, config)
+    rounds = plan(planned, config)
     # every round lasts about as long as the slowest call (4 ms): 10 rounds fill 40 ms
     assert rounds == 10
-    assert [e.iterations for e in entries] == [4, 1, 2]
-    order = interleave(entries, 3, clock=lambda: 0.0, warm=0.0)
-    assert [o.split("-")[2] for o in order] == list("ABCBCACAB")
+    assert [e.iterations for e in planned] == [4, 1, 2]
+    order = schedule(3, 3)
+    assert ["ABC"[i] for i in order] == list("ABCBCACAB")
+    log: list[str] = []
+    entries = _entries("ABC", log)
+    for i in order:
+        entries[i].run_round(planned[i].iterations, planned[i].block, warm=0.0)
     # each round: 1 untimed warm call (warm = 0 s: just one), then `iterations` timed calls
     assert "".join(log[:5]) == "AAAAA" and "".join(log[5:7]) == "BB" and "".join(log[7:10]) == "CCC"
     assert [len(e.durations) for e in entries] == [3, 3, 3]
+    assert [e.calls for e in entries] == [12, 3, 6]
     # --no-interleave: all rounds of A, then B, then C
-    assert [o.split("-")[2] for o in interleave(entries, 2, lambda: 0.0, 0.0, rotate=False)] == list("AABBCC")
+    assert ["ABC"[i] for i in schedule(3, 2, rotate=False)] == list("AABBCC")
 
 
 def test_round_warmup_lasts_the_given_time():
     now = [0.0]
     log: list[str] = []
-    (entry,) = _entries("A", {"A": 0.001}, log)
+    (entry,) = _entries("A", log, clock=lambda: now[0])
     entry.fn = lambda: (log.append("A"), now.__setitem__(0, now[0] + 0.001))  # 1 ms per call
-    entry.iterations = 2
-    entry.run_round(lambda: now[0], warm=0.005)
+    assert entry.run_round(2, 1, warm=0.005) == [pytest.approx(0.002)]
     assert len(log) == 5 + 2  # 5 ms of untimed calls, then 2 timed
-    assert entry.durations == [pytest.approx(0.002)]
 
 
 def test_single_stream_plan_caps_queries_by_time():
-    log: list[str] = []
-    entries = _entries("AB", {"A": 0.0001, "B": 0.05}, log)
+    entries = [Planned(Case("model", "A", "cpu", 1), 0.0001), Planned(Case("model", "B", "cpu", 1), 0.05)]
     config = BenchConfig(single_stream_queries=1000, single_stream_max_time=10.0)
     blocks = plan(entries, config, "single-stream")
     assert blocks == 10
@@ -263,4 +279,4 @@ def test_deepmnist_bench_command_runs_the_suite(tmp_path, exported):
     (csv,) = results.glob("*.csv")
     df = read_results(csv)
     assert list(df.status) == ["ok"] and df.runtime[0] == "onnxruntime" and df.target[0] == "fc2"
-    assert "benchmark 'fc2 batch=2 cpu'" in proc.stdout  # pytest-benchmark's own table, grouped
+    assert "fc2, batch 2" in proc.stdout and f"CSV:      {csv}" in proc.stdout  # the tables, the files

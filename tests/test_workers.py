@@ -1,0 +1,229 @@
+"""Worker processes: the parent/worker protocol, suspension of idle workers, a worker that crashes
+or hangs, Ctrl-C, the isolation self-check on a tiny matrix, the generated options, memory."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tests.broken_runtime  # noqa: F401 - registers the broken runtimes in this process too
+from bench import memory
+from bench.core import Case
+from bench.launch import describe_exit
+from bench.options import BenchConfig, add_cli_options, config_from, flags
+from bench.results import read_results
+from models.paths import REPO_ROOT
+
+
+def _config(tmp_path, **values) -> BenchConfig:
+    quick = dict(
+        devices=("cpu",), targets=("model",), batch_sizes=(2,), max_time=0.1, min_rounds=5, warmup=2,
+        single_stream=False, profile=False, roofline=False, accuracy=False, results_dir=str(tmp_path),
+    )  # fmt: skip
+    return BenchConfig(**{**quick, **values})
+
+
+def _state(pid: int) -> str:
+    """The process state letter of /proc/PID/stat (T: stopped), once it has settled."""
+    for _ in range(100):
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return state
+        time.sleep(0.01)
+    return state
+
+
+def test_worker_protocol_in_a_process(tmp_path, exported):
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher
+
+    config = _config(tmp_path)
+    artifacts, mnist = ensure_artifacts()
+    launcher = make_launcher(config, artifacts, mnist)
+    try:
+        worker = launcher.worker("onnxruntime", "cpu")
+        assert worker.start_s > 0 and worker.unsupported is None
+        assert _state(worker.pid) == "T"  # suspended while idle
+        assert launcher.call("onnxruntime", "cpu", {"op": "ping"}, 30) == {}
+        assert _state(worker.pid) == "T"
+
+        def call(op, **args):
+            return launcher.call("onnxruntime", "cpu", {"op": op, **args}, 60)
+
+        case = Case("model", "onnxruntime", "cpu", 2)
+        prepared = call("prepare", case=case)
+        assert prepared["per_call"] > 0 and prepared["load_s"] > 0 and prepared["first_inference_ms"] > 0
+        onnx = artifacts.manifest.verified_path("model", "onnx")
+        assert prepared["model_bytes"] == onnx.stat().st_size and prepared["max_abs_diff"] <= 1e-4
+        assert prepared["rss_after_load_mb"] > 50 and prepared["compile_s"] is None
+        durations = call("round", case_id=case.id, iterations=3, block=2, warm=0.0)["durations"]
+        assert len(durations) == 2 and min(durations) > 0
+        finished = call("finish", case_id=case.id, accuracy=True)
+        assert finished["accuracy"] >= 0.99 and finished["agreement"] >= 0.999
+        assert finished["cpu_ms_per_call"] > 0 and finished["peak_rss_mb"] >= 50
+        assert call("alone", case_id=case.id, seconds=0.05)["median"] > 0
+        error = call("round", case_id="nope", iterations=1, block=1, warm=0.0)
+        assert error["error"].startswith("KeyError")  # an error answer; the worker lives on
+        assert call("release", case_id=case.id) == {} and call("ping") == {}
+    finally:
+        launcher.close()
+    assert worker.proc.poll() == 0  # asked to exit, it exited
+
+
+def test_crash_and_timeout_lose_nothing_else(tmp_path, exported):
+    """A worker killed by SIGSEGV in the middle of its rounds and one that hangs: their cases get
+    crashed and timeout rows, torch-eager in between is measured, the CSV is written, exit code 1."""
+    from bench.run import run
+
+    config = _config(
+        tmp_path,
+        runtimes=("torch-eager-segfault", "torch-eager", "torch-eager-hang"),
+        batch_sizes=(2, 4),
+        case_timeout=15,
+    )
+    result = run(config, out=None)
+    assert result.exit_code == 1
+    df = read_results(result.path)
+    status = {(r.runtime, r.batch_size): r for r in df[df.scenario == "batch"].itertuples()}
+    assert status[("torch-eager", 2)].status == "ok" and status[("torch-eager", 4)].status == "ok"
+    for batch in (2, 4):  # the worker died in the first group; its later case gets the same row
+        crashed = status[("torch-eager-segfault", batch)]
+        assert crashed.status == "crashed"
+        assert "killed by signal 11 (SIGSEGV)" in crashed.reason
+        assert "Segmentation fault" in crashed.reason  # from the end of its stderr
+        assert np.isnan(crashed.latency_ms_median)
+    assert status[("torch-eager-hang", 2)].status == "ok"
+    hung = status[("torch-eager-hang", 4)]
+    assert hung.status == "timeout" and "within 15 s" in hung.reason
+
+
+def test_ctrl_c_ends_the_workers_and_writes_the_rows_so_far(tmp_path, exported):
+    results = tmp_path / "results"
+    script = "import sys, tests.broken_runtime; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "bench", "--runtimes", "torch-eager,torch-eager-hang",
+         "--devices", "cpu", "--targets", "model", "--batch-sizes", "2,4", "--max-time", "0.1",
+         "--warmup", "2", "--no-accuracy", "--no-single-stream", "--no-profile", "--no-roofline",
+         "--results-dir", str(results)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stderr:  # progress lines; group 2 hangs in torch-eager-hang's prepare
+            if line.startswith("[2/2]"):
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    (csv,) = results.glob("*.csv")
+    df = read_results(csv)
+    batch = df[df.scenario == "batch"]
+    assert sorted(batch.runtime) == ["torch-eager", "torch-eager-hang"] and set(batch.batch_size) == {2}
+    assert set(batch.status) == {"ok"}
+
+
+def test_isolation_self_check_on_a_tiny_matrix(tmp_path, exported):
+    """``deepmnist bench --self-check`` on one runtime: the IPC round trip, then isolated vs alone at
+    batch 1 and 64, printed and written (``vs_alone``, ``isolation_ok``). Whether it passes depends
+    on the machine's load: the test checks the figures, not a speed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "bench", "--self-check", "--runtimes", "onnxruntime",
+         "--max-time", "0.2", "--warmup", "2", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "IPC round trip (empty command: resume, send, answer, suspend), 200 calls: median" in out
+    assert "of a 20 ms round (budget 1%)" in out
+    assert "isolated interleaved median vs timed alone" in out
+    (csv,) = tmp_path.glob("*.csv")
+    df = read_results(csv)
+    measured = df[(df.scenario == "batch") & (df.status == "ok")]
+    assert sorted(measured.batch_size) == [1, 64] and (measured.launcher == "process").all()
+    assert measured.vs_alone.notna().all()
+    passed = bool((measured.vs_alone.abs() <= 0.07).all())
+    assert set(df.isolation_ok) == {int(passed)}
+    assert ("FAIL" not in out.split("isolated interleaved")[1]) == passed
+    assert (proc.returncode == 0) == (passed and "budget 1%): ok" in out)
+
+
+# ----------------------------------------------------------------------------- options, exits, memory
+
+
+def test_options_are_declared_once():
+    """The CLI and pytest get the same flags, each with the help text of its BenchConfig field."""
+    parser = argparse.ArgumentParser()
+    add_cli_options(parser)
+    cli = {a.option_strings[0]: a.help for a in parser._actions if a.option_strings and a.dest != "help"}
+    assert cli == {f.name: f.kwargs["help"] for f in flags()}
+    assert {"--runtimes", "--no-profile", "--launcher", "--case-timeout", "--self-check"} <= set(cli)
+    args = parser.parse_args(["--batch-sizes", "1,64", "--no-profile", "--launcher", "inline"])
+    config = config_from(lambda name: getattr(args, name))
+    assert config.batch_sizes == (1, 64) and config.profile is False and config.launcher == "inline"
+    assert config.max_time == BenchConfig().max_time  # not given: the default
+    from bench.conftest import pytest_addoption
+
+    class Group:
+        def __init__(self):
+            self.names = []
+
+        def addoption(self, name, **kwargs):
+            self.names.append(name)
+
+        def getgroup(self, *args):
+            return self
+
+    group = Group()
+    pytest_addoption(group)
+    assert group.names == list(cli)
+
+
+def test_results_does_not_import_compare():
+    code = "import sys, bench.results; assert 'bench.compare' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [(-11, "killed by signal 11 (SIGSEGV)"), (-9, "killed by signal 9 (SIGKILL)"), (3, "exit code 3")],
+)
+def test_describe_exit(code, text):
+    assert describe_exit(code) == text
+
+
+def test_peak_rss_resets_per_case():
+    status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"
+    assert memory.peak_rss_mb(status) == 2.0 and memory.rss_mb(status) == 1.0
+    if not memory.reset_peak_rss():
+        pytest.skip("/proc/self/clear_refs cannot be written here: peak_rss_mb stays empty")
+    base = memory.rss_mb()
+    block = np.ones(64 * memory.MIB, dtype=np.uint8)  # 64 MiB, touched
+    del block  # freed: the resident set shrinks, its peak stays
+    high = memory.peak_rss_mb()
+    assert high >= base + 60 and memory.rss_mb() < high - 32
+    assert memory.reset_peak_rss()
+    assert memory.peak_rss_mb() <= high - 32  # the peak now starts from the smaller resident set
+
+
+def test_cuda_peak_memory():
+    assert memory.cuda_peak_allocated_mb("cpu") is None
+    assert memory.cuda_peak_allocated_mb("cuda", peak_bytes=3 * memory.MIB) == 3.0
+    assert memory.cuda_peak_allocated_mb("cuda", peak_bytes=0) is None  # nothing through torch
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the conversion is tested, the allocator is not")
+    memory.reset_cuda_peak("cuda")
+    x = torch.empty(16 * memory.MIB, dtype=torch.uint8, device="cuda")
+    assert memory.cuda_peak_allocated_mb("cuda") >= 16
+    del x
