@@ -1,5 +1,8 @@
 """``deepmnist bench --self-check``: is the harness measuring the runtimes, and only them?
 
+0. Overhead: an empty call timed through the worker's round loop must cost under
+   ``OVERHEAD_BUDGET_US`` a call; and the round loop's median for one real combination (whole model,
+   torch-eager, CPU, batch 64) must agree with ``torch.utils.benchmark.Timer`` within 10%.
 1. IPC round trip: an empty command to a worker process as the parent sends every round (resume
    with SIGCONT, send, answer, suspend with SIGSTOP); its median must stay under 1% of a round
    (``min_round_time``, 20 ms by default).
@@ -28,6 +31,50 @@ ISOLATION_TOLERANCE = 0.07  # |isolated median / alone median - 1|
 ISOLATION_BATCHES = (1, 64)
 IPC_BUDGET = 0.01  # a round trip may cost this fraction of a round
 IPC_CALLS = 200
+OVERHEAD_BUDGET_US = 5.0
+TIMER_TOLERANCE = 0.10
+
+
+class _Host:
+    """A prepared runtime with nothing on a device (the overhead check's empty call)."""
+
+    execution_provider = ""
+
+    def sync(self) -> None:
+        pass
+
+
+def harness_overhead_us(calls: int = 1000, samples: int = 50) -> float:
+    """Median microseconds per empty call, timed by the worker's round loop."""
+    from bench.worker import Entry
+
+    entry = Entry(Case("model", "none", "cpu", 1), _Host(), lambda: None, time.perf_counter)
+    entry.run_round(calls, samples, warm=0.0)
+    return statistics.median(entry.durations) / calls * 1e6
+
+
+def torch_timer_ratio(config: BenchConfig, seconds: float = 2.0) -> tuple[float, float]:
+    """(round loop median, torch.utils.benchmark.Timer median), s per call: torch-eager, model, b64."""
+    import torch.utils.benchmark as tb
+
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher
+
+    artifacts, mnist = ensure_artifacts(config.artifacts)
+    inline = make_launcher(dataclasses.replace(config, launcher="inline"), artifacts, mnist)
+    case = Case("model", "torch-eager", "cpu", 64)
+    reply = inline.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
+    worker = inline.workers[(case.runtime, case.device)].worker
+    entry = worker.entries[case.id]
+    iterations = max(1, round(config.min_round_time / reply["per_call"]))
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        entry.run_round(iterations, 1, config.round_warmup)
+    ours = statistics.median(entry.durations) / iterations
+    timer = tb.Timer(stmt="fn()", globals={"fn": entry.fn}, num_threads=config.resolved_threads)
+    theirs = timer.blocked_autorange(min_run_time=seconds).median
+    inline.close()
+    return ours, theirs
 
 
 def ipc_round_trip(config: BenchConfig, runtime: str = "torch-eager", calls: int = IPC_CALLS) -> list[float]:
@@ -136,6 +183,15 @@ def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
 
 
 def self_check(config: BenchConfig, out: TextIO = sys.stdout) -> int:
+    overhead = harness_overhead_us()
+    overhead_ok = overhead < OVERHEAD_BUDGET_US
+    print(f"harness overhead: {overhead:.3f} us per empty call (budget {OVERHEAD_BUDGET_US:g} us): "
+          f"{'ok' if overhead_ok else 'FAIL'}", file=out)  # fmt: skip
+    ours, theirs = torch_timer_ratio(config)
+    timer_ok = abs(ours / theirs - 1) <= TIMER_TOLERANCE
+    print(f"torch-eager, model, batch 64: round loop {ours * 1e3:.3f} ms vs torch.utils.benchmark.Timer "
+          f"{theirs * 1e3:.3f} ms: x{ours / theirs:.3f} (within {TIMER_TOLERANCE:.0%}): "
+          f"{'ok' if timer_ok else 'FAIL'}", file=out)  # fmt: skip
     times = ipc_round_trip(config)
     median = statistics.median(times)
     share = median / config.min_round_time
@@ -148,4 +204,4 @@ def self_check(config: BenchConfig, out: TextIO = sys.stdout) -> int:
         file=out,
     )
     _, isolation_ok = check_isolation(config, out)
-    return 0 if ipc_ok and isolation_ok else 1
+    return 0 if overhead_ok and timer_ok and ipc_ok and isolation_ok else 1

@@ -102,7 +102,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_results(ROWS, tmp_path, {"host": "h"}, {})
+    tables = render(frame_from_rows(ROWS), markdown=True)
+    path = write_results(ROWS, tmp_path, {"host": "h"}, {}, markdown=tables)
     args = _parse(["compare", str(path), "--markdown"])
     assert args.func(args) == 0
     out = capsys.readouterr().out

@@ -71,12 +71,14 @@ def test_fields_are_the_schema_in_order() -> None:
         *("run_id", "timestamp_utc", "git_commit", "host", "cpu_model", "gpu_name", "os", "python"),
         *("torch_version", "onnxruntime_version", "onnx_version"),
         *("target", "runtime", "device", "execution_provider", "precision", "timing", "scenario"),
-        *("batch_size", "threads", "warmup", "rounds", "iterations", "load_s", "compile_s"),
-        *("first_inference_ms", "latency_ms_mean", "latency_ms_median", "latency_ms_min", "latency_ms_max"),
+        *("batch_size", "threads", "launcher", "warmup", "rounds", "iterations", "start_s", "load_s"),
+        *("compile_s", "first_inference_ms", "time_to_first_result_s", "latency_ms_mean"),
+        *("latency_ms_median", "latency_ms_min", "latency_ms_max"),
         *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99", "latency_ms_p999"),
         *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy", "throughput_ips", "gflops"),
-        *("pct_of_peak", "arithmetic_intensity", "peak_gflops", "bandwidth_gbs"),
-        *("accuracy", "agreement", "max_abs_diff", "status", "reason"),
+        *("pct_of_peak", "arithmetic_intensity", "peak_gflops", "bandwidth_gbs", "rss_after_load_mb"),
+        *("peak_rss_mb", "cuda_peak_allocated_mb", "cpu_ms_per_call", "model_bytes"),
+        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "isolation_ok", "status", "reason"),
     )
 
 
@@ -107,7 +109,9 @@ def test_skipped_and_failed_rows_need_a_reason_and_no_timings() -> None:
 
 def test_round_trip(tmp_path: Path) -> None:
     rows = _rows()
-    path = write_results(rows, tmp_path, ENV, {"batch_sizes": [1, 64], "out": tmp_path}, now=NOW)
+    path = write_results(
+        rows, tmp_path, ENV, {"batch_sizes": [1, 64], "out": tmp_path}, now=NOW, markdown="TABLES"
+    )
     assert path == tmp_path / "20261128T093000Z-bench-host-1.csv"
 
     df = read_results(path)
@@ -127,7 +131,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert sidecar["config"] == {"batch_sizes": [1, 64], "out": str(tmp_path)}
     assert sidecar["columns"] == list(ResultRow.fields())
     md = path.with_suffix(".md").read_text()
-    assert "### model, batch 64" in md and "| runtime" in md and "no CUDA device" in md
+    assert md.startswith("# Results of run run-1") and md.endswith("TABLES")  # tables: the caller's
 
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.stem + ".json", path.stem + ".md"]
 
@@ -183,6 +187,8 @@ def test_older_csv_without_the_added_columns_is_read_with_defaults(tmp_path: Pat
         for name in ADDED_COLUMNS:
             if name == "scenario":
                 assert (df[name] == "batch").all()
+            elif name == "launcher":  # a string column: empty, not NaN
+                assert (df[name] == "").all()
             elif name not in columns:
                 assert df[name].isna().all(), name
         assert df["latency_ms_median"].tolist()[:3] == good["latency_ms_median"].tolist()[:3]
@@ -218,7 +224,7 @@ def test_bad_cells_are_refused(tmp_path: Path) -> None:
     good = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
     lines = good.read_text().splitlines(keepends=True)
     bad = tmp_path / "bad.csv"
-    bad.write_text(lines[0] + lines[1].replace(",64,2,5,10,20,", ",sixty-four,2,5,10,20,", 1))
+    bad.write_text(lines[0] + lines[1].replace(",64,2,,5,10,20,", ",sixty-four,2,,5,10,20,", 1))
     with pytest.raises(
         ResultsError, match=r"bad\.csv, line 2, column batch_size: 'sixty-four' is not an integer"
     ):
