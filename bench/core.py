@@ -22,12 +22,14 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.options import TARGETS, BenchConfig, config_dict, parse_list
-from bench.results import ResultRow
 from bench.runtimes import RUNTIMES
 from models.network import MODEL_FLOPS, layer_spec
+
+if TYPE_CHECKING:  # workers import this module: no pandas (bench.results) there
+    from bench.results import ResultRow
 
 __all__ = ["TARGETS", "BenchConfig", "config_dict", "parse_list"]
 

@@ -6,16 +6,18 @@ import os
 import sys
 
 from bench.runtimes import Artifacts
-from exporters.export import ExportConfig, export_all
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import MNIST, load_mnist
 from models.paths import export_dir
-from models.train import RECIPES, default_checkpoint_path, train
+from models.train import default_checkpoint_path
 
 
 def ensure_artifacts(
     artifacts: str | os.PathLike | None = None, progress: bool = True
 ) -> tuple[Artifacts, MNIST]:
+    from exporters.export import ExportConfig, export_all  # not in workers: they only load
+    from models.train import RECIPES, train
+
     mnist = load_mnist(artifacts=artifacts)
     checkpoint = default_checkpoint_path(artifacts=artifacts)
     try:

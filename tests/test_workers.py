@@ -104,6 +104,18 @@ def test_crash_and_timeout_lose_nothing_else(tmp_path, exported):
     assert hung.status == "timeout" and "within 15 s" in hung.reason
 
 
+def test_inline_launcher_keeps_one_process(tmp_path, exported):
+    """``--launcher inline``: the same worker code in this process (no fresh-process cold start)."""
+    from bench.run import run
+
+    result = run(_config(tmp_path, runtimes=("onnxruntime", "torch-eager"), launcher="inline"), out=None)
+    assert result.exit_code == 0
+    rows = [r for r in result.rows if r.scenario == "batch"]
+    assert [r.status for r in rows] == ["ok", "ok"] and {r.launcher for r in rows} == {"inline"}
+    assert all(r.start_s is None and r.time_to_first_result_s is None and r.load_s > 0 for r in rows)
+    assert all(r.cpu_ms_per_call > 0 and r.rss_after_load_mb > 50 for r in rows)
+
+
 def test_ctrl_c_ends_the_workers_and_writes_the_rows_so_far(tmp_path, exported):
     results = tmp_path / "results"
     script = "import sys, tests.broken_runtime; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
