@@ -162,7 +162,12 @@ class Flag:
 def _converter(hint: Any) -> Callable[[str], Any]:
     if typing.get_origin(hint) is tuple:
         kind = typing.get_args(hint)[0]
-        return lambda text: parse_list(text, kind)
+
+        def convert(text: str) -> tuple | None:
+            return parse_list(text, kind)
+
+        convert.__name__ = f"comma-separated {kind.__name__}"  # argparse: "invalid <name> value: 'x'"
+        return convert
     if hint in (int, float, str):
         return hint
     return str  # str | None
@@ -180,6 +185,8 @@ def flags() -> list[Flag]:
             kwargs = {"type": _converter(hint), "default": None, "help": meta["help"]}
             if meta["metavar"]:
                 kwargs["metavar"] = meta["metavar"]
+            elif typing.get_origin(hint) is tuple:
+                kwargs["metavar"] = "LIST"
             if meta["choices"]:
                 kwargs["choices"] = meta["choices"]
             name = f"--{dash}"
