@@ -175,8 +175,9 @@ def cold_start_table(run: Run) -> str:
         return ""
     smallest = cold[cold["batch_size"] == cold["batch_size"].min()]
     cells = compare._cells(smallest, compare._COLD_SHOWN)
-    if not any(cells.get("compile s", [])):
-        cells.pop("compile s", None)
+    for heading in compare._EMPTY_DROPPED:  # e.g. compile s, or start s in runs made before workers
+        if not any(cells.get(heading, [])):
+            cells.pop(heading, None)
     batch = smallest["batch_size"].iloc[0]
     return f"<h3>{_e(run.path.name)}: model, batch {batch}</h3>" + html_table(cells, compare._NUMERIC)
 
