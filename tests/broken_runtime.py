@@ -71,5 +71,17 @@ class HangTorchEager(TorchEager):
         return _HangPrepared(prepared.module, device)
 
 
-for runtime in (BrokenTorchEager(), SegfaultTorchEager(), HangTorchEager()):
-    RUNTIMES[runtime.name] = runtime
+BROKEN = (BrokenTorchEager(), SegfaultTorchEager(), HangTorchEager())
+
+
+def register() -> None:
+    for runtime in BROKEN:
+        RUNTIMES[runtime.name] = runtime
+
+
+def unregister() -> None:
+    for runtime in BROKEN:
+        RUNTIMES.pop(runtime.name, None)
+
+
+register()  # on import: as a pytest plugin (-p tests.broken_runtime) and in a worker process

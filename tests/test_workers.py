@@ -12,13 +12,23 @@ import time
 import numpy as np
 import pytest
 
-import tests.broken_runtime  # noqa: F401 - registers the broken runtimes in this process too
 from bench import memory
 from bench.core import Case
 from bench.launch import describe_exit
 from bench.options import BenchConfig, add_cli_options, config_from, flags
 from bench.results import read_results
 from models.paths import REPO_ROOT
+
+
+@pytest.fixture
+def broken_runtimes():
+    """The deliberately broken runtimes in this process's registry, for one test only (other tests
+    iterate over RUNTIMES)."""
+    import tests.broken_runtime as broken
+
+    broken.register()
+    yield
+    broken.unregister()
 
 
 def _config(tmp_path, **values) -> BenchConfig:
@@ -77,7 +87,7 @@ def test_worker_protocol_in_a_process(tmp_path, exported):
     assert worker.proc.poll() == 0  # asked to exit, it exited
 
 
-def test_crash_and_timeout_lose_nothing_else(tmp_path, exported):
+def test_crash_and_timeout_lose_nothing_else(tmp_path, exported, broken_runtimes):
     """A worker killed by SIGSEGV in the middle of its rounds and one that hangs: their cases get
     crashed and timeout rows, torch-eager in between is measured, the CSV is written, exit code 1."""
     from bench.run import run
