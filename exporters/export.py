@@ -11,7 +11,8 @@ Writes into ``<artifacts>/export/`` (or ``--out``):
                                skipped with the reason otherwise); same contract         aoti-cpu
   layers/<layer>.onnx, layers/<layer>.torchscript.pt   conv1 (+ReLU), pool1, conv2 (+ReLU), pool2,
                                fc1 (+ReLU), fc2, each with the input shape it sees in the network
-  manifest.json                every file with SHA-256, inputs, outputs, dtypes, opset, details
+  manifest.json                every file with SHA-256, inputs, outputs, dtypes, opset, details and
+                               its metadata as JSON values (for apps that cannot read the file's)
 The manifest is written last, and only after parity held, so a manifest always describes a
 complete, checked export. Exporting again from the same checkpoint gives the same bytes (on the
 same machine: the AOTInductor library is built for this CPU).
@@ -39,7 +40,15 @@ from exporters.formats import (
     export_program,
     export_torchscript,
 )
-from exporters.manifest import MANIFEST, Artifact, ExportError, Manifest, TensorSpec, load_manifest
+from exporters.manifest import (
+    MANIFEST,
+    Artifact,
+    ExportError,
+    Manifest,
+    TensorSpec,
+    decode_metadata,
+    load_manifest,
+)
 from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF, export_fp16, export_int8
 from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
@@ -228,9 +237,18 @@ def _export_files(
                 outputs=step.outputs,
                 opset=_onnx_opset(path) if step.format.startswith("onnx") else None,
                 details=details,
+                metadata=decode_metadata(
+                    _onnx_metadata(path) if step.format.startswith("onnx") else metadata
+                ),
             )
         )
     return artifacts, skipped
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props the written file carries (the int8 and fp16 writers add keys)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def _onnx_opset(path: Path) -> int:
@@ -359,7 +377,7 @@ def _describe(p: Parity) -> str:
 
 def is_up_to_date(folder: Path, checkpoint_sha256: str, net: DeepMNIST) -> bool:
     """The manifest lists (or records as skipped) exactly the planned artifacts, from this
-    checkpoint, and all verify."""
+    checkpoint, with their metadata, and all verify."""
     try:
         manifest = load_manifest(folder)
         manifest.verify_all()
@@ -368,7 +386,9 @@ def is_up_to_date(folder: Path, checkpoint_sha256: str, net: DeepMNIST) -> bool:
     planned = {(step.target, step.format) for step in _plan(net)}
     listed = {(a.target, a.format) for a in manifest.artifacts}
     listed |= {tuple(key.split("/", 1)) for key in manifest.skipped}
-    return manifest.checkpoint_sha256 == checkpoint_sha256 and listed == planned
+    # an export from before the manifest carried each file's metadata is made again
+    described = all(a.metadata is not None for a in manifest.artifacts)
+    return manifest.checkpoint_sha256 == checkpoint_sha256 and listed == planned and described
 
 
 def format_report(manifest: Manifest, parity: list[Parity]) -> str:

@@ -2,7 +2,8 @@
 
 Other apps (and the benchmark harness) find artifacts through ``manifest.json`` and verify each
 file's SHA-256 before loading it; a TorchScript archive or .pt2 is only loaded after that check.
-Manifests written before ``details`` and ``skipped`` existed still load (both default to empty).
+Manifests written before ``details``, ``skipped`` and ``metadata`` existed still load (they
+default to empty).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class Artifact:
     # format-specific facts: onnx-int8 {"test_accuracy", "fp32_test_accuracy", "quantization", ...},
     # onnx-fp16 {"io", ...}, aoti-cpu {"compile_s" (seconds, wall clock, cold), "compiler", ...}
     details: dict[str, Any] | None = None
+    # the metadata the file carries (ONNX metadata_props, the TorchScript/.pt2 extra file), with
+    # its JSON-encoded values decoded (see ``decode_metadata``): for apps that cannot read the
+    # file's own metadata, such as onnxruntime's JavaScript APIs
+    metadata: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
@@ -56,6 +61,22 @@ class Artifact:
                 "outputs": [TensorSpec(**t) for t in d["outputs"]],
             }
         )
+
+
+def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
+    """String metadata as typed JSON values: a value that parses as JSON (a list, an object, a
+    number) becomes that value, an empty string null, any other string stays a string; so
+    ``labels`` is a list, ``test_accuracy`` a number, ``recipe`` an object."""
+
+    def decode(value: str) -> Any:
+        if value == "":
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+
+    return {key: decode(value) for key, value in sorted(props.items())}
 
 
 @dataclass

@@ -18,7 +18,9 @@ class Uint8Classifier(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # pixels: (N, 28, 28) uint8, white digit on black as in MNIST
         x = pixels.to(torch.float32) / 255.0  # (N, 28, 28) in [0, 1], as the training input
-        x = x.unsqueeze(1)  # (N, 1, 28, 28)
+        # (N, 1, 28, 28) by a Reshape to the constant [-1, 1, 28, 28]: an Unsqueeze here made
+        # OpenCV DNN's classic engine infer a negative pooling height at batch > 1
+        x = x.reshape(-1, 1, 28, 28)
         logits = self.net(x)  # (N, 10)
         probabilities = torch.softmax(logits, dim=1)  # (N, 10)
         label = torch.argmax(logits, dim=1)  # (N,) int64
