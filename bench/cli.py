@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.compare import add_parser as add_compare
     from bench.history import add_parser as add_history
     from bench.report_html import add_parser as add_report
+    from bench.demo import add_parser as add_demo
+    from bench.portability import add_parser as add_portability
     from exporters.export import add_parser as add_export
     from exporters.predict import add_parser as add_predict
 
@@ -200,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_history(sub)
     add_report(sub)
     add_predict(sub)
+    add_portability(sub)
+    add_demo(sub)
     return parser
 
 

@@ -1,0 +1,609 @@
+"""``deepmnist portability``: every exported ONNX model in every installed consumer, side by side.
+
+A consumer is another program that loads the same ``.onnx`` file: onnxruntime (Python; the
+reference), onnx's ReferenceEvaluator, OpenVINO (its defaults, and with float32 asked for),
+OpenCV DNN (``opencv-python-headless``; OpenCV 5 also with its classic engine), tract (``tract``
+on PyPI), onnxruntime-node and onnxruntime-web (wasm, headless Chromium). For each model file x
+consumer x batch size (1 and a larger one) a row says: loads, runs, max |diff| of the float
+output against Python onnxruntime, argmax agreement with it, accuracy, the consumer's version,
+and a status: ``ok``; ``differs`` (the same predictions, values beyond the model's tolerance);
+``wrong results`` (argmax agreement below 99%); ``load failed`` / ``run failed`` / ``crashed``
+with the error; ``skipped`` with the reason (consumer not installed).
+
+Each consumer x model runs in its own worker process (``python -m bench.portability --worker``):
+a consumer that crashes the process (OpenCV has) becomes a row, never the end of the matrix.
+Writes ``results/portability-<UTC>-<host>.csv`` and ``.md`` (atomically; never over a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.paths import REPO_ROOT
+
+BATCH_SIZES = (1, 100)
+DEFAULT_IMAGES = 10_000
+# max |diff| against Python onnxruntime accepted as "the same numbers", per model format: float32
+# arithmetic in another order; float16 inside (a consumer may accumulate in float16 or float32:
+# logits reach about 30, where one float16 step is 0.016, so 3 steps); int8 QDQ (a consumer may
+# run the dequantized float graph instead of int8 kernels: one quantization step of the logits,
+# about 0.17 here, either way).
+TOLERANCE = {"onnx": 1e-4, "onnx-fp16": 0.05, "onnx-int8": 0.5}
+MIN_AGREEMENT = 0.99  # below this argmax agreement with onnxruntime the results are wrong
+WORKER_TIMEOUT_S = 1800
+
+# One line of cause for failures that are the consumer's, seen with the named versions (the rows
+# carry the versions actually run). Keyed by (consumer, file); shown when the row is not ok.
+KNOWN_CAUSES: dict[tuple[str, str], str] = {
+    ("openvino", "deep_mnist.onnx"): "OpenVINO's CPU plugin computes in bf16 by default on CPUs with "
+    "AVX512_BF16; INFERENCE_PRECISION_HINT=f32 (openvino-f32) gives float32",
+    ("openvino", "deep_mnist_uint8.onnx"): "bf16 by default (see openvino-f32)",
+    ("openvino", "deep_mnist_fp16.onnx"): "bf16 by default (see openvino-f32)",
+    ("opencv", "deep_mnist_int8.onnx"): "OpenCV 5's new DNN engine cannot build this QDQ graph "
+    "(argTensor: bufidx >= 0); its classic engine (opencv-classic) runs it",
+    ("opencv-classic", "deep_mnist_fp16.onnx"): "OpenCV's classic engine has no float16 layers "
+    "(refuses CV_16F); OpenCV 5's default engine runs it",
+}
+
+
+@dataclass
+class Row:
+    file: str
+    format: str
+    consumer: str
+    version: str
+    batch: int
+    images: int
+    loads: str  # "yes" / "no" / "" (skipped)
+    runs: str
+    max_abs_diff: float | None
+    argmax_agreement: float | None  # fraction, against Python onnxruntime
+    accuracy: float | None  # fraction of the images
+    status: str
+    note: str
+
+
+# ----------------------------------------------------------------------------- consumers
+# Each runs in the worker: ``load(path) -> run``, ``run(x) -> {output name: array}``.
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _ort_load(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return lambda x: dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+
+
+def _reference_load(path: Path, threads: int):
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(onnx.load(str(path)))
+    names = list(evaluator.output_names)
+    return lambda x: dict(zip(names, evaluator.run(None, {evaluator.input_names[0]: x}), strict=True))
+
+
+def _openvino_load(path: Path, threads: int, f32: bool = False):
+    import openvino as ov
+
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x):
+        result = request.infer([x])
+        return {out.get_any_name(): np.array(result[out]) for out in compiled.outputs}
+
+    return run
+
+
+def _opencv_load(path: Path, threads: int, classic: bool = False):
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if classic:
+        net = cv2.dnn.readNetFromONNX(str(path), engine=cv2.dnn.ENGINE_CLASSIC)
+    else:
+        net = cv2.dnn.readNetFromONNX(str(path))
+    names = list(net.getUnconnectedOutLayersNames())
+
+    def run(x):
+        net.setInput(x)
+        return dict(zip(names, net.forward(names), strict=True))
+
+    return run
+
+
+def _opencv_classic_reason() -> str | None:
+    import cv2
+
+    if not hasattr(cv2.dnn, "ENGINE_CLASSIC"):
+        return f"OpenCV {cv2.__version__} has one DNN engine (the classic engine is an OpenCV 5 choice)"
+    return None
+
+
+def _tract_load(path: Path, threads: int):
+    import tract
+
+    model = tract.onnx().load(str(path))
+    names = [model.output_name(i) for i in range(model.output_count())]
+    runnable = model.into_model().into_runnable()
+    return lambda x: dict(zip(names, [t.to_numpy() for t in runnable.run([x])], strict=True))
+
+
+class _JsRun:
+    """onnxruntime-node or onnxruntime-web through bench.js_host, fed through a temporary file."""
+
+    def __init__(self, path: Path, threads: int, web: bool) -> None:
+        from bench.js_host import NodeSession, WebSession
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="deepmnist-js-"))
+        self.web = web
+        if web:
+            self.session = WebSession({"models": path.parent, "tmp": self.tmp})
+            model = self.session.url("models", path.name)
+        else:
+            self.session = NodeSession()
+            model = str(path)
+        self.session.request(cmd="load", model=model, threads=threads)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from bench.js_host import decode_outputs
+
+        (self.tmp / "input.bin").write_bytes(np.ascontiguousarray(x).tobytes())
+        where = self.session.url("tmp", "input.bin") if self.web else str(self.tmp / "input.bin")
+        answer = self.session.request(
+            cmd="run",
+            input=where,
+            dtype=str(x.dtype),
+            shape=list(x.shape),
+            batch=len(x),
+            out=f"{self.tmp}/out-",
+        )
+        return decode_outputs(answer, self.tmp / "out-")
+
+
+def _pkg_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    module: str  # what must import for it to be installed
+    version: Any  # () -> str
+    load: Any  # (path, threads) -> run
+    max_images: int | None = None  # a stated subset where it is slow
+    reason: Any = None  # () -> str | None, beyond the import
+    install: str = ""
+
+
+def _js(web: bool) -> Consumer:
+    from bench import js_host
+
+    return Consumer(
+        "onnxruntime-web" if web else "onnxruntime-node",
+        "selenium" if web else "json",
+        js_host.web_version if web else js_host.node_version,
+        lambda p, t: _JsRun(p, t, web),
+        reason=js_host.web_reason if web else js_host.node_reason,
+    )
+
+
+CONSUMERS: dict[str, Consumer] = {
+    c.name: c
+    for c in (
+        Consumer("onnxruntime", "onnxruntime", _ort_version, _ort_load),
+        # pure numpy, about 1,000x slower than onnxruntime: a stated subset
+        Consumer("onnx-reference", "onnx", lambda: "onnx " + _pkg_version("onnx"), _reference_load,
+                 max_images=200),
+        Consumer("openvino", "openvino", lambda: _pkg_version("openvino"), _openvino_load,
+                 install='pip install -e ".[openvino]"'),
+        Consumer("openvino-f32", "openvino", lambda: _pkg_version("openvino"),
+                 lambda p, t: _openvino_load(p, t, f32=True), install='pip install -e ".[openvino]"'),
+        Consumer("opencv", "cv2", lambda: _pkg_version("opencv-python-headless"), _opencv_load,
+                 install='pip install -e ".[portability]"'),
+        Consumer("opencv-classic", "cv2", lambda: _pkg_version("opencv-python-headless"),
+                 lambda p, t: _opencv_load(p, t, classic=True), reason=_opencv_classic_reason,
+                 install='pip install -e ".[portability]"'),
+        Consumer("tract", "tract", lambda: _pkg_version("tract"), _tract_load,
+                 install='pip install -e ".[portability]"'),
+        _js(web=False),
+        _js(web=True),
+    )
+}  # fmt: skip
+
+
+def unavailable_reason(consumer: Consumer) -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec(consumer.module) is None:
+        return f"{consumer.module} is not installed" + (f" ({consumer.install})" if consumer.install else "")
+    return consumer.reason() if consumer.reason else None
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def worker(
+    consumer_name: str, model: Path, images_npy: Path, batches: list[int], out: Path, threads: int
+) -> int:
+    """Load ``model`` in the consumer, run the images at each batch size; write ``out`` (JSON) after
+    each step, and ``out``.<batch>.npz with the outputs, so a crash keeps what came before."""
+    consumer = CONSUMERS[consumer_name]
+    report: dict[str, Any] = {"version": "", "load_error": None, "runs": {}}
+
+    def save() -> None:
+        out.write_text(json.dumps(report))
+
+    try:
+        report["version"] = consumer.version()
+    except Exception as e:  # a broken install: the row says so
+        report["version"] = f"? ({_first_line(e)})"
+    save()
+    images = np.load(images_npy)
+    try:
+        run = consumer.load(model, threads)
+    except Exception as e:  # every consumer has its own error types
+        report["load_error"] = _first_line(e)
+        save()
+        return 0
+    for batch in batches:
+        report["runs"][str(batch)] = {"error": "started, did not finish"}
+        save()
+        try:
+            parts: dict[str, list[np.ndarray]] = {}
+            for start in range(0, len(images), batch):
+                for name, value in run(images[start : start + batch]).items():
+                    parts.setdefault(name, []).append(np.asarray(value))
+            np.savez(f"{out}.{batch}.npz", **{k: np.concatenate(v) for k, v in parts.items()})
+            report["runs"][str(batch)] = {"error": None}
+        except Exception as e:  # as above
+            report["runs"][str(batch)] = {"error": _first_line(e)}
+        save()
+    return 0
+
+
+# ----------------------------------------------------------------------------- matrix
+
+
+@dataclass(frozen=True)
+class Model:
+    file: str
+    format: str
+    uint8: bool  # pixels uint8 (N, 28, 28) in, probabilities + label out
+    path: Path
+
+
+def exported_models(export_folder: Path) -> list[Model]:
+    """Every whole-model ONNX file of the export, after its SHA-256 matched the manifest."""
+    from exporters.manifest import load_manifest
+
+    manifest = load_manifest(export_folder)
+    models = []
+    for artifact in manifest.artifacts:
+        if artifact.format.startswith("onnx") and artifact.target.startswith("model"):
+            path = manifest.verified_path(artifact.target, artifact.format)
+            models.append(Model(artifact.file, artifact.format, artifact.target == "model_uint8", path))
+    return models
+
+
+def _float_output(model: Model, outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The output compared against onnxruntime: logits, or the uint8 model's probabilities."""
+    name = "probabilities" if model.uint8 else "logits"
+    if name in outputs:
+        return outputs[name]
+    floats = [v for v in outputs.values() if v.dtype.kind == "f" and v.ndim == 2]
+    if len(floats) != 1:
+        raise ValueError(f"no output named {name!r} (got {sorted(outputs)})")
+    return floats[0]
+
+
+def _status(model: Model, diff: float, agreement: float) -> str:
+    if agreement < MIN_AGREEMENT:
+        return "wrong results"
+    return "ok" if diff <= TOLERANCE[model.format] and agreement >= 0.999 else "differs"
+
+
+def run_matrix(
+    export_folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    consumers: list[str],
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    threads: int = 1,
+    progress: bool = True,
+) -> list[Row]:
+    from tqdm import tqdm
+
+    from models.data import to_input
+
+    models = exported_models(export_folder)
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix="deepmnist-portability-"))
+    inputs = {}
+    for uint8 in (False, True):
+        inputs[uint8] = work / f"images-{'uint8' if uint8 else 'float32'}.npy"
+        np.save(inputs[uint8], images if uint8 else to_input(images).numpy())
+    references = {}
+    for model in models:  # Python onnxruntime, the reference, at the larger batch
+        run = _ort_load(model.path, threads)
+        x = np.load(inputs[model.uint8])
+        step = max(batch_sizes)
+        references[model.file] = np.concatenate(
+            [_float_output(model, run(x[i : i + step])) for i in range(0, len(x), step)]
+        )
+    bar = tqdm(total=len(models) * len(consumers), desc="portability", unit="run", disable=not progress)
+    for name in consumers:
+        consumer = CONSUMERS[name]
+        reason = unavailable_reason(consumer)
+        for model in models:
+            bar.set_postfix_str(f"{name} {model.file}")
+            rows += _one(model, consumer, reason, inputs, labels, references, batch_sizes, threads, work)
+            bar.update()
+    bar.close()
+    return rows
+
+
+def _one(model, consumer, reason, inputs, labels, references, batch_sizes, threads, work) -> list[Row]:
+    n = len(labels) if consumer.max_images is None else min(len(labels), consumer.max_images)
+    base = dict(file=model.file, format=model.format, consumer=consumer.name, images=n)
+    if reason:
+        return [Row(**base, version="", batch=b, loads="", runs="", max_abs_diff=None,
+                    argmax_agreement=None, accuracy=None, status="skipped", note=reason)
+                for b in batch_sizes]  # fmt: skip
+    source = inputs[model.uint8]
+    if n < len(labels):
+        source = work / f"{source.stem}-{n}.npy"
+        np.save(source, np.load(inputs[model.uint8])[:n])
+    out = work / f"{consumer.name}-{model.file}.json"
+    cmd = [sys.executable, "-m", "bench.portability", "--worker", consumer.name, str(model.path),
+           str(source), ",".join(map(str, batch_sizes)), str(out), str(threads)]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, cwd=REPO_ROOT)
+        crash = _crash(proc.returncode, proc.stderr)
+    except subprocess.TimeoutExpired:
+        crash = f"did not finish in {WORKER_TIMEOUT_S} s"
+    report = json.loads(out.read_text()) if out.is_file() else {"version": "", "load_error": None, "runs": {}}
+    if crash and not report["runs"] and report["load_error"] is None:
+        report["load_error"] = crash
+    known = KNOWN_CAUSES.get((consumer.name, model.file), "")
+
+    def cause(error: str) -> str:
+        return "; ".join(t for t in (known, error) if t)
+
+    rows = []
+    for batch in batch_sizes:
+        row = dict(base, version=report["version"], batch=batch, max_abs_diff=None, argmax_agreement=None,
+                   accuracy=None)  # fmt: skip
+        run = report["runs"].get(str(batch))
+        if report["load_error"] is not None:
+            rows.append(
+                Row(**row, loads="no", runs="", status="load failed", note=cause(report["load_error"]))
+            )
+            continue
+        if run is None or run["error"] is not None:
+            error = (run or {}).get("error")
+            if crash and (run is None or error == "started, did not finish"):
+                rows.append(Row(**row, loads="yes", runs="no", status="crashed", note=cause(crash)))
+            else:
+                rows.append(Row(**row, loads="yes", runs="no", status="run failed", note=cause(error or "")))
+            continue
+        outputs = dict(np.load(f"{out}.{batch}.npz"))
+        try:
+            value = _float_output(model, outputs).astype(np.float32)
+            ref = references[model.file][:n]
+            if value.shape != ref.shape:
+                raise ValueError(f"output shape {value.shape}, expected {ref.shape}")
+        except ValueError as e:
+            rows.append(Row(**row, loads="yes", runs="yes", status="wrong results", note=str(e)))
+            continue
+        predicted = value.argmax(1)
+        diff = float(np.abs(value - ref).max())
+        agreement = float((predicted == ref.argmax(1)).mean())
+        accuracy = float((predicted == labels[:n]).mean())
+        status = _status(model, diff, agreement)
+        note = "" if status == "ok" else cause("")
+        if model.uint8 and "label" in outputs and status != "wrong results":
+            label_agreement = float((outputs["label"].astype(np.int64) == predicted).mean())
+            if label_agreement < 1.0:
+                status, note = "wrong results", f"label output agrees with argmax on {label_agreement:.2%}"
+        row.update(max_abs_diff=diff, argmax_agreement=agreement, accuracy=accuracy)
+        rows.append(Row(**row, loads="yes", runs="yes", status=status, note=note))
+    return rows
+
+
+def _crash(returncode: int, stderr: str) -> str | None:
+    if returncode == 0:
+        return None
+    if returncode < 0:
+        try:
+            return f"the process died: {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"the process died: signal {-returncode}"
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return f"the worker exited with status {returncode}: {lines[-1] if lines else ''}"[:300]
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "pct":
+        return f"{value * 100:.2f}%"
+    return f"{value:.2e}"
+
+
+def markdown(rows: list[Row], title: str = "") -> str:
+    """One table: a row per model file x consumer x batch size."""
+    head = ["model", "consumer", "version", "batch", "images", "loads", "runs", "max abs diff",
+            "argmax agree", "accuracy", "status", "note"]  # fmt: skip
+    lines = ([f"{title}", ""] if title else []) + [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for r in rows:
+        status = f"**{r.status}**" if r.status not in ("ok", "skipped") else r.status
+        cells = [f"`{r.file}`", r.consumer, r.version, str(r.batch), f"{r.images:,}", r.loads, r.runs,
+                 _fmt(r.max_abs_diff, "e"), _fmt(r.argmax_agreement, "pct"), _fmt(r.accuracy, "pct"),
+                 status, r.note.replace("|", "\\|")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[Row], results_dir: Path, header: str) -> Path:
+    """``portability-<UTC>-<host>.csv`` and ``.md`` in ``results_dir``; never over an existing file."""
+    import csv
+    import io
+    from datetime import datetime, timezone
+
+    from models.atomic import atomic_write_text
+
+    host = re.sub(r"[^A-Za-z0-9._-]+", "-", platform.node()).strip(".-") or "host"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    base = results_dir / f"portability-{stamp}-{host}"
+    k = 1
+    while base.with_suffix(".csv").exists() or base.with_suffix(".md").exists():
+        k += 1
+        base = results_dir / f"portability-{stamp}-{host}-{k}"
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=[f.name for f in fields(Row)], lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
+    atomic_write_text(base.with_suffix(".md"), header + "\n\n" + markdown(rows))
+    atomic_write_text(base.with_suffix(".csv"), text.getvalue())
+    return base.with_suffix(".csv")
+
+
+def read_rows(path: Path) -> list[Row]:
+    import csv
+
+    def parse(name: str, value: str) -> Any:
+        if name in ("batch", "images"):
+            return int(value)
+        if name in ("max_abs_diff", "argmax_agreement", "accuracy"):
+            return float(value) if value else None
+        return value
+
+    with open(path, newline="") as f:
+        return [Row(**{k: parse(k, v) for k, v in rec.items()}) for rec in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "portability", help="run every exported ONNX model in every installed consumer (a table)"
+    )
+    p.add_argument(
+        "--artifacts", metavar="DIR", help="artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)"
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="read MNIST IDX files from this folder")
+    p.add_argument(
+        "--consumers",
+        default=",".join(CONSUMERS),
+        help=f"comma-separated (default all: {', '.join(CONSUMERS)})",
+    )
+    p.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="default 1,100")
+    p.add_argument(
+        "--images", type=int, default=DEFAULT_IMAGES, help="first N test images (default all 10,000)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="threads per consumer (default 1)")
+    p.add_argument(
+        "--results-dir", metavar="DIR", default=str(REPO_ROOT / "results"), help="default results/"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd)  # fmt: skip
+
+
+def _parse_list(text: str, what: str, allowed: Any = None) -> list[str]:
+    from models.errors import UserError
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError(f"--{what}: empty")
+    if allowed is not None and (bad := [t for t in items if t not in allowed]):
+        raise UserError(f"--{what}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return items
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from models.data import load_mnist
+    from models.errors import UserError
+    from models.paths import export_dir
+
+    consumers = _parse_list(args.consumers, "consumers", CONSUMERS)
+    try:
+        batches = tuple(int(b) for b in _parse_list(args.batch_sizes, "batch-sizes"))
+    except ValueError:
+        raise UserError(f"--batch-sizes {args.batch_sizes!r}: whole numbers, e.g. 1,100") from None
+    if any(b < 1 for b in batches) or not 1 <= args.images <= DEFAULT_IMAGES or args.threads < 1:
+        raise UserError("--batch-sizes and --threads must be >= 1, --images between 1 and 10000")
+    mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
+    images, labels = mnist.test_images[: args.images], mnist.test_labels[: args.images]
+    start = time.perf_counter()
+    rows = run_matrix(export_dir(args.artifacts), images, labels, consumers, batches, args.threads,
+                      progress=not args.no_progress)  # fmt: skip
+    seconds = time.perf_counter() - start
+    command = f"deepmnist portability --images {args.images} --batch-sizes {args.batch_sizes} --threads {args.threads}"
+    if consumers != list(CONSUMERS):
+        command += f" --consumers {','.join(consumers)}"
+    header = (
+        f"# Portability of the exported models\n\n`{command}` on {platform.node()} "
+        f"({platform.machine()}, Python {platform.python_version()}), {len(labels):,} test images "
+        f"(onnx-reference: the first {CONSUMERS['onnx-reference'].max_images}), {seconds:.0f} s. "
+        "max abs diff and argmax agreement are against Python onnxruntime on the same file."
+    )
+    path = write_outputs(rows, Path(args.results_dir), header)
+    print(markdown(rows))
+    print(f"written: {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _, _, name, model, npy, batches, out, threads = sys.argv
+        sys.exit(
+            worker(
+                name, Path(model), Path(npy), [int(b) for b in batches.split(",")], Path(out), int(threads)
+            )
+        )
+    sys.exit("usage: deepmnist portability (this module's --worker mode is for its own use)")
