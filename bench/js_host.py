@@ -282,3 +282,60 @@ def decode_outputs(answer: dict[str, Any], prefix: Path | None = None) -> dict[s
             raw = Path(f"{prefix}{name}.bin").read_bytes()
         arrays[name] = np.frombuffer(raw, dtype=dtype).reshape(spec["dims"]).astype(np.dtype(spec["dtype"]))
     return arrays
+
+
+# ----------------------------------------------------------------------------- benchmark runtimes
+
+
+class JsPrepared:
+    """A prepared model in onnxruntime-node or onnxruntime-web for the benchmark harness: ``to_device``
+    writes the input where the JS process reads it, ``run`` runs it there (for parity and
+    accuracy), ``time_calls`` times calls inside the JS process (``SelfTimed``)."""
+
+    def __init__(self, model: Path, threads: int, web: bool) -> None:
+        import tempfile
+        import weakref
+
+        self.web = web
+        self.tmp = Path(tempfile.mkdtemp(prefix="deepmnist-js-"))
+        if web:
+            self.session: NodeSession | WebSession = WebSession({"models": model.parent, "tmp": self.tmp})
+            ref = self.session.url("models", model.name)
+        else:
+            self.session, ref = NodeSession(), str(model)
+        weakref.finalize(self, _close_js, self.session, self.tmp)
+        answer = self.session.request(cmd="load", model=ref, threads=threads)
+        self.execution_provider = "wasm" if web else "CPU"
+        self.output = answer["outputs"][0]
+        self._inputs = 0
+
+    def to_device(self, x: np.ndarray) -> dict[str, Any]:
+        """The input as the JS side reads it: a file (Node) or a URL of it (web)."""
+        self._inputs += 1
+        name = f"input-{self._inputs}.bin"
+        (self.tmp / name).write_bytes(np.ascontiguousarray(x).tobytes())
+        where = (
+            self.session.url("tmp", name) if isinstance(self.session, WebSession) else str(self.tmp / name)
+        )
+        return {"input": where, "dtype": str(x.dtype), "shape": list(x.shape), "batch": int(x.shape[0])}
+
+    def run(self, x: dict[str, Any]) -> np.ndarray:
+        answer = self.session.request(cmd="run", out=f"{self.tmp}/out-", **x)
+        return decode_outputs(answer, self.tmp / "out-")[self.output]
+
+    def to_host(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def sync(self) -> None:
+        pass
+
+    def time_calls(self, x: dict[str, Any], calls: int, warm_s: float) -> list[float]:
+        answer = self.session.request(cmd="time", seconds=0, calls=calls, warmup_ms=warm_s * 1e3, **x)
+        return [ms / 1e3 for ms in answer["samples_ms"]]
+
+
+def _close_js(session: NodeSession | WebSession, tmp: Path) -> None:
+    try:
+        session.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

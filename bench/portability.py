@@ -486,6 +486,30 @@ def markdown(rows: list[Row], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(rows: list[Row]) -> str:
+    """The README's table: one line per model file x consumer, the batch sizes side by side
+    (status per batch; worst max |diff| and agreement over them; accuracy at the largest batch)."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.file, r.consumer), []).append(r)
+    batches = sorted({r.batch for r in rows})
+    head = ["model", "consumer", "version", *(f"batch {b}" for b in batches), "images", "max abs diff",
+            "argmax agree", "accuracy", "note"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for (file, consumer), group in groups.items():
+        by_batch = {r.batch: r for r in group}
+        diffs = [r.max_abs_diff for r in group if r.max_abs_diff is not None]
+        agrees = [r.argmax_agreement for r in group if r.argmax_agreement is not None]
+        last = by_batch[batches[-1]] if batches[-1] in by_batch else group[-1]
+        statuses = [by_batch[b].status if b in by_batch else "" for b in batches]
+        cells = [f"`{file}`", consumer, group[0].version,
+                 *(s if s in ("ok", "skipped", "") else f"**{s}**" for s in statuses), f"{group[0].images:,}",
+                 _fmt(max(diffs) if diffs else None, "e"), _fmt(min(agrees) if agrees else None, "pct"),
+                 _fmt(last.accuracy, "pct"), next((r.note for r in group if r.note), "").replace("|", "\\|")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(rows: list[Row], results_dir: Path, header: str) -> Path:
     """``portability-<UTC>-<host>.csv`` and ``.md`` in ``results_dir``; never over an existing file."""
     import csv
@@ -507,7 +531,9 @@ def write_outputs(rows: list[Row], results_dir: Path, header: str) -> Path:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
-    atomic_write_text(base.with_suffix(".md"), header + "\n\n" + markdown(rows))
+    atomic_write_text(
+        base.with_suffix(".md"), f"{header}\n\n{summary(rows)}\n## Every row\n\n{markdown(rows)}"
+    )
     atomic_write_text(base.with_suffix(".csv"), text.getvalue())
     return base.with_suffix(".csv")
 
@@ -551,6 +577,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--results-dir", metavar="DIR", default=str(REPO_ROOT / "results"), help="default results/"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--show", metavar="CSV", help="print the summary table of a written CSV (runs nothing)")
     p.set_defaults(func=_cmd)  # fmt: skip
 
 
@@ -570,6 +597,12 @@ def _cmd(args: argparse.Namespace) -> int:
     from models.errors import UserError
     from models.paths import export_dir
 
+    if args.show:
+        try:
+            print(summary(read_rows(Path(args.show))), end="")
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{args.show}: not a portability CSV ({e})") from None
+        return 0
     consumers = _parse_list(args.consumers, "consumers", CONSUMERS)
     try:
         batches = tuple(int(b) for b in _parse_list(args.batch_sizes, "batch-sizes"))

@@ -35,7 +35,7 @@ from bench import memory
 from bench.core import Case, clock_for
 from bench.options import BenchConfig
 from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
-from bench.runtimes.base import LOADED_FILES
+from bench.runtimes.base import LOADED_FILES, SelfTimed
 from models.data import MNIST, to_input
 from models.network import LAYER_NAMES, trace_layers
 
@@ -53,10 +53,19 @@ class Entry:
     cpu_s: float = 0.0  # user + sys of this process over the timed calls, s
     calls: int = 0  # timed calls so far
     durations: list[float] = field(default_factory=list)  # s, one per sample
+    x: Any = None  # the device-resident input (what a SelfTimed runtime times itself on)
 
     def run_round(self, iterations: int, block: int, warm: float) -> list[float]:
         """``block`` samples of ``iterations`` calls each, after at least ``warm`` s of untimed calls
         (the caches hold this runtime's weights again). Returns the samples' durations (s)."""
+        if isinstance(self.prepared, SelfTimed):  # clocked in the runtime's own process (Node, a page)
+            cpu = time.process_time()
+            calls = self.prepared.time_calls(self.x, block * iterations, warm)
+            durations = [sum(calls[k * iterations : (k + 1) * iterations]) for k in range(block)]
+            self.cpu_s += time.process_time() - cpu  # this worker only: the JS process is not counted
+            self.calls += block * iterations
+            self.durations += durations
+            return durations
         clock = self.clock
         start = clock()
         self.fn()
@@ -174,8 +183,11 @@ class Worker:
         for _ in range(config.warmup):
             fn()
         prepared.sync()
-        per_call = max(_median_call(fn, clock), 1e-7)
-        self.entries[case.id] = Entry(case, prepared, fn, clock)
+        if isinstance(prepared, SelfTimed):
+            per_call = max(float(np.median(prepared.time_calls(x_dev, 5, 0.0))), 1e-7)
+        else:
+            per_call = max(_median_call(fn, clock), 1e-7)
+        self.entries[case.id] = Entry(case, prepared, fn, clock, x=x_dev)
         # the case's peaks cover its rounds only
         self._peak_reset[case.id] = memory.reset_peak_rss()
         memory.reset_cuda_peak(case.device)
@@ -224,6 +236,11 @@ class Worker:
         """A plain perf_counter loop, nothing of the rounds' machinery: the median over blocks of
         calls lasting >= 20 ms each, for ``seconds`` in all (the self-check's reference)."""
         entry = self.entries[case_id]
+        if isinstance(entry.prepared, SelfTimed):  # its own clock, as in the rounds
+            per_call = float(np.median(entry.prepared.time_calls(entry.x, 5, 0.0)))
+            calls = max(5, math.ceil(seconds / max(per_call, 1e-7)))
+            times = entry.prepared.time_calls(entry.x, calls, 0.0)
+            return {"median": float(np.median(times)), "samples": len(times)}
         per_call = max(_median_call(entry.fn, entry.clock), 1e-7)
         calls = max(1, math.ceil(0.02 / per_call))
         times, end = [], time.perf_counter() + seconds

@@ -133,6 +133,16 @@ def test_metadata_is_readable(exported):
         assert float(meta["test_accuracy"]) == pytest.approx(ckpt.test_accuracy, abs=1e-4)
         assert meta["checkpoint_sha256"] == ckpt.sha256 == exported.checkpoint_sha256
         assert set(json.loads(meta["producer"])) >= {"torch", "onnx", "onnxscript"}
+    # the manifest carries each file's metadata as JSON values, for apps that cannot read the file's
+    # (onnxruntime's JS APIs)
+    for artifact in exported.artifacts:
+        assert artifact.metadata["checkpoint_sha256"] == ckpt.sha256, artifact.file
+        assert artifact.metadata["labels"] == [str(d) for d in range(10)]
+        assert isinstance(artifact.metadata["recipe"], dict)
+    uint8 = exported.find("model_uint8", "onnx")
+    meta = _session(exported.verified_path("model_uint8", "onnx")).get_modelmeta().custom_metadata_map
+    assert uint8.metadata["test_accuracy"] == float(meta["test_accuracy"])
+    assert uint8.metadata["input"] == meta["input"]
     extra = {"deepmnist.json": ""}
     torch.jit.load(str(exported.verified_path("model", "torchscript")), _extra_files=extra)
     assert json.loads(extra["deepmnist.json"])["checkpoint_sha256"] == ckpt.sha256
@@ -326,3 +336,23 @@ def test_pt2_inspection_refuses_what_would_run_code(exported, tmp_path):
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     with pytest.raises(Pt2Error, match=r"not a readable \.pt2 archive"):
         check_pt2_archive(tmp_path / "junk.pt2", compiled=False)
+
+
+def test_reshape_targets_are_constants(exported):
+    """Static shapes for consumers that cannot follow computed ones: each Reshape's target is an
+    initializer with -1 for the batch only, and the uint8 model has no Unsqueeze (OpenCV DNN's
+    classic engine inferred a negative pooling height from it at batch > 1)."""
+    for target, fmt in (
+        ("model", "onnx"),
+        ("model_uint8", "onnx"),
+        ("model", "onnx-int8"),
+        ("model", "onnx-fp16"),
+    ):
+        model = onnx.load(str(exported.verified_path(target, fmt)))
+        constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        reshapes = [n for n in model.graph.node if n.op_type == "Reshape"]
+        assert reshapes, (target, fmt)
+        for node in reshapes:
+            shape = constants[node.input[1]]
+            assert shape[0] == -1 and (shape[1:] > 0).all(), (target, fmt, shape)
+        assert "Unsqueeze" not in {n.op_type for n in model.graph.node}

@@ -19,6 +19,7 @@ from exporters.quantize import (
     FP16_MIN_AGREEMENT,
     INT8,
     INT8_MAX_ACCURACY_DIFF,
+    INT8_OPSET,
     Int8Settings,
     TrainCalibrationReader,
     export_int8,
@@ -56,7 +57,9 @@ def test_manifest_entries_for_the_new_onnx_files(exported):
     assert (int8.file, fp16.file) == ("deep_mnist_int8.onnx", "deep_mnist_fp16.onnx")
     for artifact in (int8, fp16):
         exported.verified_path(artifact.target, artifact.format)  # SHA-256 matches the manifest
-        assert artifact.opset == 18
+    # int8 at opset 19, where onnx's reference implementation has QuantizeLinear/DequantizeLinear
+    assert (int8.opset, fp16.opset) == (INT8_OPSET, 18) == (19, 18)
+    for artifact in (int8, fp16):
         assert [(s.name, s.shape, s.dtype) for s in artifact.inputs] == [
             ("input", ["batch", 1, 28, 28], "float32")
         ]
@@ -81,7 +84,10 @@ def test_int8_accuracy_is_within_0_2_points_of_float32(exported, mnist):
         10_000,
     )
     meta = _session(path).get_modelmeta().custom_metadata_map
-    assert (float(meta["int8_test_accuracy"]), float(meta["fp32_test_accuracy"])) == (int8, fp32)
+    # test_accuracy is the int8 file's own score, in the file and in the manifest's metadata
+    assert (float(meta["test_accuracy"]), float(meta["fp32_test_accuracy"])) == (int8, fp32)
+    assert "int8_test_accuracy" not in meta
+    assert exported.find("model", "onnx-int8").metadata["test_accuracy"] == round(int8, 4)
     assert json.loads(meta["quantization"]) == INT8.record()
     assert meta["format"] == "onnx-int8" and meta["checkpoint_sha256"] == exported.checkpoint_sha256
 
@@ -196,3 +202,24 @@ def test_fp16_agrees_with_float32(exported, mnist):
     assert agreement >= FP16_MIN_AGREEMENT, agreement
     assert 0 < np.abs(half - full).max() < 0.05  # really float16 (not equal), and close
     assert _session(path).get_modelmeta().custom_metadata_map["format"] == "onnx-fp16"
+
+
+def test_fp16_graph_types_are_consistent_and_logits_is_the_one_output_name(exported, mnist):
+    """Every value's type is stated and agrees with its producer (strict inference over a graph
+    without value_info gives the same types); fc layers are MatMul + Add (tract cannot translate a
+    float16 Gemm), fc2 runs in float32 so OpenVINO names the output logits only."""
+    model = onnx.load(str(exported.verified_path("model", "onnx-fp16")))
+    stated = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    bare = onnx.ModelProto.FromString(model.SerializeToString())
+    del bare.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=True)
+    assert stated == {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    ops = [n.op_type for n in model.graph.node]
+    assert ops[0] == "Cast" and ops[-2:] == ["Cast", "Gemm"] and ops.count("MatMul") == 1
+    assert stated[model.graph.node[-1].input[0]] == onnx.TensorProto.FLOAT  # fc2's input: float32
+    float16 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert {t.name for t in model.graph.initializer} - {t.name for t in float16} == {"fc2.weight", "fc2.bias"}
+    assert [o.name for o in model.graph.output] == ["logits"]
+    openvino = pytest.importorskip("openvino")
+    compiled = openvino.Core().compile_model(str(exported.verified_path("model", "onnx-fp16")), "CPU")
+    assert [set(o.get_names()) for o in compiled.outputs] == [{"logits"}]

@@ -44,8 +44,9 @@ export async function runAll(ort, session, images, shape, batch) {
 }
 
 // Whole-model timings: `batch` images per call (the first `batch` of `images`), calls for
-// `warmupMs` untimed, then timed calls until `seconds` have passed (at least `minCalls`).
-// Returns the per-call milliseconds, each performance.now() around one awaited session.run.
+// `warmupMs` untimed, then timed calls until `seconds` have passed (at least `minCalls`; with
+// `seconds` 0, exactly `minCalls`). Returns the per-call milliseconds, each performance.now()
+// around one awaited session.run.
 export async function timeRuns(ort, session, images, shape, batch, seconds, warmupMs = 5, minCalls = 3) {
   const b = batches(images, shape, batch).next().value;
   if (b.n !== batch) throw new Error(`${shape[0]} images given, ${batch} needed for one batch`);
@@ -54,7 +55,7 @@ export async function timeRuns(ort, session, images, shape, batch, seconds, warm
   do { await session.run(feeds); } while (performance.now() < warmEnd);
   const samples = [];
   const end = performance.now() + seconds * 1000;
-  while (samples.length < minCalls || performance.now() < end) {
+  while (samples.length < minCalls || (seconds > 0 && performance.now() < end)) {
     const t0 = performance.now();
     await session.run(feeds);
     samples.push(performance.now() - t0);

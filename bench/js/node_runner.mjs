@@ -3,7 +3,8 @@
 //   {"cmd": "load", "model": PATH, "threads": N}              -> {"version", "inputs", "outputs", "load_ms"}
 //   {"cmd": "run", "input": PATH, "dtype", "shape", "batch", "out": PREFIX}
 //        -> every output written raw to PREFIX<name>.bin (float32, int64 as float64): {"outputs"}
-//   {"cmd": "time", "input": PATH, "dtype", "shape", "batch", "seconds", "warmup_ms"} -> {"samples_ms"}
+//   {"cmd": "time", "input": PATH, "dtype", "shape", "batch", "seconds", "warmup_ms", "calls"}
+//        -> {"samples_ms"}: timed inside Node (performance.now() around each session.run)
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
@@ -42,7 +43,7 @@ async function handle(req) {
     return { outputs };
   }
   if (req.cmd === "time") {
-    return { samples_ms: await timeRuns(ort, session, readInput(req), req.shape, req.batch, req.seconds, req.warmup_ms) };
+    return { samples_ms: await timeRuns(ort, session, readInput(req), req.shape, req.batch, req.seconds, req.warmup_ms, req.calls ?? 3) };
   }
   throw new Error(`unknown command ${req.cmd}`);
 }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from bench.runtimes.base import Artifacts, Compilable, Prepared, Runtime
+from bench.runtimes.onnxruntime_node import OnnxRuntimeNode
 from bench.runtimes.onnxruntime_rt import OnnxRuntime
+from bench.runtimes.onnxruntime_web import OnnxRuntimeWeb
 from bench.runtimes.openvino_rt import OpenVino
 from bench.runtimes.torch_aoti import TorchAoti
 from bench.runtimes.torch_autocast import TorchAutocast
@@ -32,6 +34,8 @@ RUNTIMES: dict[str, Runtime] = {
     "onnxruntime-fp16": OnnxRuntime("onnxruntime-fp16"),
     "onnxruntime-trt": OnnxRuntime("onnxruntime-trt"),
     "openvino": OpenVino(),
+    "onnxruntime-node": OnnxRuntimeNode(),
+    "onnxruntime-web": OnnxRuntimeWeb(),
 }
 DEVICES = ("cpu", "cuda")
 

@@ -15,7 +15,8 @@ A ``Prepared`` may also have ``compile(x)`` (see ``Compilable``): it builds what
 would otherwise build for input ``x`` (a torch.compile graph for that shape, a TensorRT engine),
 by running once on ``x`` and synchronising. The harness times it as ``compile_s``, separately
 from the preparation (``load_s``) and the first inference (``first_inference_ms``). Runtimes that
-do not compile per input shape have no ``compile`` attribute at all.
+do not compile per input shape have no ``compile`` attribute at all. A ``Prepared`` that runs
+in another process has ``time_calls`` (see ``SelfTimed``): the harness takes its samples from it.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ class Compilable(Protocol):
     def compile(self, x: Any) -> None:
         """Build (cold: no cache from an earlier prepared object or run) what ``run(x)`` needs for
         ``x``'s shape, by running once on ``x``; returns after the device is synchronised."""
+
+
+@runtime_checkable
+class SelfTimed(Protocol):
+    """The optional part of ``Prepared`` for runtimes in another process (onnxruntime-node, and
+    onnxruntime-web in a browser), where a Python clock around ``run`` would time the
+    inter-process call: the runtime times its own calls and only the samples cross to Python."""
+
+    def time_calls(self, x: Any, calls: int, warm_s: float) -> list[float]:
+        """Seconds of each of ``calls`` back-to-back calls of ``run(x)``, clocked inside the
+        runtime's process after ``warm_s`` seconds of untimed calls."""
 
 
 class Runtime(Protocol):
