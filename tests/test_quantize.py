@@ -190,8 +190,8 @@ def test_calibration_reader_refuses_wrong_input(mnist):
 def test_fp16_agrees_with_float32(exported, mnist):
     path = exported.verified_path("model", "onnx-fp16")
     model = onnx.load(str(path))
-    weights = [t for t in model.graph.initializer if len(t.dims) > 1]
-    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    weights = [t for t in model.graph.initializer if len(t.dims) > 1 and t.name != "fc2.weight"]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)  # fc2: float32
     session = _session(path)
     (inp,) = session.get_inputs()
     assert (inp.name, inp.type, inp.shape) == ("input", "tensor(float)", ["batch", 1, 28, 28])

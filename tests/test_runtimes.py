@@ -218,3 +218,18 @@ def test_fp16_onnx_keeps_float32_io(artifacts):
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [float32]
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [float32]
     assert any(t.data_type == float16 for t in model.graph.initializer)  # the weights are float16
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-node", "onnxruntime-web"])
+def test_js_runtimes_time_their_calls_inside_the_js_process(name, artifacts, reference):
+    """The harness takes their samples from ``time_calls`` (performance.now() in Node or the page),
+    never from a Python clock around the inter-process call."""
+    from bench.runtimes.base import SelfTimed
+
+    skip_unless_supported(name, "cpu")
+    assert RUNTIMES[name].supports("cuda")  # CPU only, with the reason
+    prepared = RUNTIMES[name].prepare("model", "cpu", artifacts, threads=1)
+    assert isinstance(prepared, SelfTimed)
+    x = prepared.to_device(reference[0][:8])  # (8, 1, 28, 28)
+    samples = prepared.time_calls(x, 7, 0.005)
+    assert len(samples) == 7 and all(0 < s < 5 for s in samples)
