@@ -45,18 +45,22 @@ TOLERANCE = {"onnx": 1e-4, "onnx-fp16": 0.05, "onnx-int8": 0.5}
 MIN_AGREEMENT = 0.99  # below this argmax agreement with onnxruntime the results are wrong
 WORKER_TIMEOUT_S = 1800
 
-# One line of cause for failures that are the consumer's, seen with the named versions (the rows
-# carry the versions actually run). Keyed by (consumer, file); shown when the row is not ok.
-KNOWN_CAUSES: dict[tuple[str, str], str] = {
-    ("openvino", "deep_mnist.onnx"): "OpenVINO's CPU plugin computes in bf16 by default on CPUs with "
-    "AVX512_BF16; INFERENCE_PRECISION_HINT=f32 (openvino-f32) gives float32",
-    ("openvino", "deep_mnist_uint8.onnx"): "bf16 by default (see openvino-f32)",
-    ("openvino", "deep_mnist_fp16.onnx"): "bf16 by default (see openvino-f32)",
-    ("opencv", "deep_mnist_int8.onnx"): "OpenCV 5's new DNN engine cannot build this QDQ graph "
+# One line of cause for failures that are the consumer's, keyed by (consumer, file, the start of
+# the consumer's version); shown when the row is not ok. Each was seen with the version named.
+KNOWN_CAUSES: dict[tuple[str, str, str], str] = {
+    **{("openvino", f, ""): "OpenVINO's CPU plugin computes in bf16 by default on CPUs with AVX512_BF16; "
+       "INFERENCE_PRECISION_HINT=f32 (openvino-f32) gives float32"
+       for f in ("deep_mnist.onnx", "deep_mnist_uint8.onnx", "deep_mnist_fp16.onnx")},
+    ("opencv", "deep_mnist_int8.onnx", "5."): "OpenCV 5's new DNN engine cannot build this QDQ graph "
     "(argTensor: bufidx >= 0); its classic engine (opencv-classic) runs it",
-    ("opencv-classic", "deep_mnist_fp16.onnx"): "OpenCV's classic engine has no float16 layers "
+    ("opencv-classic", "deep_mnist_fp16.onnx", "5."): "OpenCV's classic engine has no float16 layers "
     "(refuses CV_16F); OpenCV 5's default engine runs it",
-}
+    ("opencv", "deep_mnist_int8.onnx", "4."): "OpenCV 4's int8 layers give wrong logits at batch > 1; "
+    "no variant tried avoids it (Flatten for the Reshape, conv1 quantized too, per-tensor weights): "
+    "use batch 1, or OpenCV 5's classic engine",
+    ("opencv", "deep_mnist_uint8.onnx", "4."): "OpenCV 4's ArgMax returns 0 for every image (the "
+    "label output); the probabilities are right: take their argmax",
+}  # fmt: skip
 
 
 @dataclass
@@ -269,6 +273,11 @@ def worker(
     def save() -> None:
         out.write_text(json.dumps(report))
 
+    if reason := unavailable_reason(consumer):  # in this Python, which may be another environment's
+        report["skipped"] = reason
+        save()
+        return 0
+
     try:
         report["version"] = consumer.version()
     except Exception as e:  # a broken install: the row says so
@@ -346,6 +355,7 @@ def run_matrix(
     batch_sizes: tuple[int, ...] = BATCH_SIZES,
     threads: int = 1,
     progress: bool = True,
+    python: str = sys.executable,
 ) -> list[Row]:
     from tqdm import tqdm
 
@@ -369,16 +379,20 @@ def run_matrix(
     bar = tqdm(total=len(models) * len(consumers), desc="portability", unit="run", disable=not progress)
     for name in consumers:
         consumer = CONSUMERS[name]
-        reason = unavailable_reason(consumer)
+        reason = unavailable_reason(consumer) if python == sys.executable else None  # else: the worker's
         for model in models:
             bar.set_postfix_str(f"{name} {model.file}")
-            rows += _one(model, consumer, reason, inputs, labels, references, batch_sizes, threads, work)
+            rows += _one(
+                model, consumer, reason, inputs, labels, references, batch_sizes, threads, work, python
+            )
             bar.update()
     bar.close()
     return rows
 
 
-def _one(model, consumer, reason, inputs, labels, references, batch_sizes, threads, work) -> list[Row]:
+def _one(
+    model, consumer, reason, inputs, labels, references, batch_sizes, threads, work, python=sys.executable
+) -> list[Row]:
     n = len(labels) if consumer.max_images is None else min(len(labels), consumer.max_images)
     base = dict(file=model.file, format=model.format, consumer=consumer.name, images=n)
     if reason:
@@ -390,7 +404,7 @@ def _one(model, consumer, reason, inputs, labels, references, batch_sizes, threa
         source = work / f"{source.stem}-{n}.npy"
         np.save(source, np.load(inputs[model.uint8])[:n])
     out = work / f"{consumer.name}-{model.file}.json"
-    cmd = [sys.executable, "-m", "bench.portability", "--worker", consumer.name, str(model.path),
+    cmd = [python, "-m", "bench.portability", "--worker", consumer.name, str(model.path),
            str(source), ",".join(map(str, batch_sizes)), str(out), str(threads)]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, cwd=REPO_ROOT)
@@ -398,9 +412,17 @@ def _one(model, consumer, reason, inputs, labels, references, batch_sizes, threa
     except subprocess.TimeoutExpired:
         crash = f"did not finish in {WORKER_TIMEOUT_S} s"
     report = json.loads(out.read_text()) if out.is_file() else {"version": "", "load_error": None, "runs": {}}
+    if report.get("skipped"):
+        return _one(
+            model, consumer, report["skipped"], inputs, labels, references, batch_sizes, threads, work
+        )
     if crash and not report["runs"] and report["load_error"] is None:
         report["load_error"] = crash
-    known = KNOWN_CAUSES.get((consumer.name, model.file), "")
+    known = next(
+        (text for (name, file, version), text in KNOWN_CAUSES.items()
+         if (name, file) == (consumer.name, model.file) and report["version"].startswith(version)),
+        "",
+    )  # fmt: skip
 
     def cause(error: str) -> str:
         return "; ".join(t for t in (known, error) if t)
@@ -577,6 +599,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--results-dir", metavar="DIR", default=str(REPO_ROOT / "results"), help="default results/"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--python",
+        metavar="PATH",
+        default=sys.executable,
+        help="run the consumers in this Python (another environment: another OpenCV, ...); "
+        "it needs numpy and the consumer; the reference stays this one's onnxruntime",
+    )
     p.add_argument("--show", metavar="CSV", help="print the summary table of a written CSV (runs nothing)")
     p.set_defaults(func=_cmd)  # fmt: skip
 
@@ -613,12 +642,18 @@ def _cmd(args: argparse.Namespace) -> int:
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
     images, labels = mnist.test_images[: args.images], mnist.test_labels[: args.images]
     start = time.perf_counter()
+    if args.python != sys.executable:
+        probe = subprocess.run([args.python, "-c", "import numpy"], capture_output=True, cwd=REPO_ROOT)
+        if probe.returncode != 0:
+            raise UserError(f"--python {args.python}: cannot run it with numpy")
     rows = run_matrix(export_dir(args.artifacts), images, labels, consumers, batches, args.threads,
-                      progress=not args.no_progress)  # fmt: skip
+                      progress=not args.no_progress, python=args.python)  # fmt: skip
     seconds = time.perf_counter() - start
     command = f"deepmnist portability --images {args.images} --batch-sizes {args.batch_sizes} --threads {args.threads}"
     if consumers != list(CONSUMERS):
         command += f" --consumers {','.join(consumers)}"
+    if args.python != sys.executable:
+        command += f" --python {args.python}"
     header = (
         f"# Portability of the exported models\n\n`{command}` on {platform.node()} "
         f"({platform.machine()}, Python {platform.python_version()}), {len(labels):,} test images "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,19 @@ def test_bad_options_are_clear(args, phrase, tmp_path):
     proc = _cli(*args, "--results-dir", str(tmp_path))
     assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_the_readme_shows_the_committed_portability_run():
+    """The README's table is ``deepmnist portability --show`` of a committed results file."""
+    from bench.portability import summary
+    from models.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- portability:begin -->")[1].split("<!-- portability:end -->")[0]
+    names = sorted(set(re.findall(r"results/portability-[\w.-]+\.csv", block)))
+    assert names
+    runs = [read_rows(REPO_ROOT / name) for name in names]
+    for rows in runs:
+        assert summary(rows) in block
+        assert {r.file for r in rows} == MODELS
+    assert any({r.consumer for r in rows} == set(CONSUMERS) for rows in runs)  # one run has them all
