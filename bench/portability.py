@@ -463,9 +463,15 @@ def _one(
         status = _status(model, diff, agreement)
         note = "" if status == "ok" else cause("")
         if model.uint8 and "label" in outputs and status != "wrong results":
-            label_agreement = float((outputs["label"].astype(np.int64) == predicted).mean())
-            if label_agreement < 1.0:
-                status, note = "wrong results", f"label output agrees with argmax on {label_agreement:.2%}"
+            label = outputs["label"].reshape(-1)  # (N,); a consumer may return (N, 1)
+            same = (
+                label.astype(np.int64) == predicted if label.shape == predicted.shape else np.zeros(1, bool)
+            )
+            if not same.all():
+                status, note = (
+                    "wrong results",
+                    cause(f"the label output agrees with the argmax on {same.mean():.2%}"),
+                )
         row.update(max_abs_diff=diff, argmax_agreement=agreement, accuracy=accuracy)
         rows.append(Row(**row, loads="yes", runs="yes", status=status, note=note))
     return rows
