@@ -58,8 +58,8 @@ KNOWN_CAUSES: dict[tuple[str, str, str], str] = {
     ("opencv", "deep_mnist_int8.onnx", "4."): "OpenCV 4's int8 layers give wrong logits at batch > 1; "
     "no variant tried avoids it (Flatten for the Reshape, conv1 quantized too, per-tensor weights): "
     "use batch 1, or OpenCV 5's classic engine",
-    ("opencv", "deep_mnist_uint8.onnx", "4."): "OpenCV 4's ArgMax returns 0 for every image (the "
-    "label output); the probabilities are right: take their argmax",
+    ("opencv", "deep_mnist_uint8.onnx", "4."): "OpenCV 4's ArgMax (the label output) returns float32 "
+    "(N, 1) values that are not the argmax; the probabilities are right: take their argmax",
 }  # fmt: skip
 
 
