@@ -190,10 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     from bench.compare import add_parser as add_compare
-    from bench.history import add_parser as add_history
-    from bench.report_html import add_parser as add_report
     from bench.demo import add_parser as add_demo
+    from bench.history import add_parser as add_history
     from bench.portability import add_parser as add_portability
+    from bench.report_html import add_parser as add_report
     from exporters.export import add_parser as add_export
     from exporters.predict import add_parser as add_predict
 
