@@ -59,10 +59,8 @@ class Entry:
         """``block`` samples of ``iterations`` calls each, after at least ``warm`` s of untimed calls
         (the caches hold this runtime's weights again). Returns the samples' durations (s)."""
         if isinstance(self.prepared, SelfTimed):  # clocked in the runtime's own process (Node, a page)
-            cpu = time.process_time()
             calls = self.prepared.time_calls(self.x, block * iterations, warm)
             durations = [sum(calls[k * iterations : (k + 1) * iterations]) for k in range(block)]
-            self.cpu_s += time.process_time() - cpu  # this worker only: the JS process is not counted
             self.calls += block * iterations
             self.durations += durations
             return durations
@@ -200,7 +198,10 @@ class Worker:
         entry = self.entries[case_id]
         entry.prepared.sync()
         result = {
-            "cpu_ms_per_call": entry.cpu_s / entry.calls * 1e3 if entry.calls else None,
+            # a SelfTimed runtime computes in another process, whose CPU time this worker cannot see
+            "cpu_ms_per_call": entry.cpu_s / entry.calls * 1e3
+            if entry.calls and not isinstance(entry.prepared, SelfTimed)
+            else None,
             "peak_rss_mb": memory.peak_rss_mb() if self._peak_reset.get(case_id) else None,
             "cuda_peak_allocated_mb": memory.cuda_peak_allocated_mb(entry.case.device),
         }
