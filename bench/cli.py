@@ -11,7 +11,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from models.errors import UserError
+from models.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    UserError,
+    is_out_of_space,
+)
 
 
 def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
@@ -208,16 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes (README, "Errors and exit codes"): 0 ok, 1 a check failed, 2 bad input, 130
+    interrupted. argparse's own usage errors exit 2 as well."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
         print(f"deepmnist {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"deepmnist {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as e:  # a folder that cannot be written, a full disk: the environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        what = "no space left on device" if is_out_of_space(e) else (e.strerror or str(e))
+        print(f"deepmnist {args.command}: error: {where}{what}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print(f"deepmnist {args.command}: error: out of memory; use smaller sizes", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.runtimes import DEVICES, RUNTIMES
+from models.errors import OptionError, check_number, max_threads
 from models.network import LAYER_NAMES
 from models.paths import REPO_ROOT
 
@@ -33,10 +34,28 @@ def option(default: Any, help: str, metavar: str | None = None, choices: tuple[s
     return field(default=default, metadata={"help": help, "metavar": metavar, "choices": choices})
 
 
-def parse_list(text: str | None, kind: type = str) -> tuple | None:
+def parse_list(text: str | None, kind: type = str, name: str = "list") -> tuple | None:
+    """``"1, 64,256"`` -> ``(1, 64, 256)``; OptionError (a ValueError) naming a part that is not a ``kind``."""
     if text is None:
         return None
-    return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise OptionError(f"{name} {text!r}: empty; give comma-separated values")
+    try:
+        return tuple(kind(part) for part in parts)
+    except ValueError:
+        bad = next(p for p in parts if not _parses(p, kind))
+        raise OptionError(
+            f"{name} {text!r}: {bad!r} is not {'an integer' if kind is int else 'a valid value'}"
+        ) from None
+
+
+def _parses(text: str, kind: type) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,21 @@ class BenchConfig:
             raise ValueError(f"unknown launcher {self.launcher!r}; choose from {', '.join(LAUNCHERS)}")
         if not self.case_timeout > 0:
             raise ValueError(f"case_timeout must be > 0 seconds, got {self.case_timeout}")
+        # every number finite and in range, named as its option (NaN and inf pass < 0 tests)
+        check_number("--max-time", self.max_time, above=0)
+        check_number("--case-timeout", self.case_timeout, above=0)
+        check_number("--single-stream-max-time", self.single_stream_max_time, above=0)
+        check_number("--round-warmup", self.round_warmup, minimum=0)
+        check_number("--min-round-time", self.min_round_time, minimum=0)
+        check_number("--threads", self.threads, minimum=0, maximum=max_threads())
+        big = 1 << 20  # more calls, rounds or images than anyone times; beyond it a typo
+        for option_name, value in (("--warmup", self.warmup), ("--rounds", self.rounds),
+                                   ("--iterations", self.iterations), ("--min-rounds", self.min_rounds),
+                                   ("--max-rounds", self.max_rounds),
+                                   ("--single-stream-queries", self.single_stream_queries),
+                                   ("--profile-batch", self.profile_batch), ("--profile-calls", self.profile_calls),
+                                   ("--batch-sizes", max(self.batch_sizes))):  # fmt: skip
+            check_number(option_name, value, minimum=0, maximum=big)
 
     @property
     def resolved_threads(self) -> int:

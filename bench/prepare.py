@@ -30,7 +30,9 @@ def ensure_artifacts(
         )
         train(RECIPES["fast"], mnist, checkpoint, resume=True, progress=progress)
     config = ExportConfig(checkpoint=checkpoint, out_dir=export_dir(artifacts))
-    manifest, _, exported = export_all(config, mnist, progress=progress, recheck=False)
+    # an export whose files no longer match its manifest is refused, naming the file: only
+    # `deepmnist export` (or --force) writes over it
+    manifest, _, exported = export_all(config, mnist, progress=progress, recheck=False, repair=False)
     if exported:
         print(f"exported the artifacts to {config.out_dir}", file=sys.stderr)
     return Artifacts(net=load_checkpoint(checkpoint).model(), manifest=manifest), mnist

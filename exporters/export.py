@@ -21,7 +21,11 @@ same machine: the AOTInductor library is built for this CPU).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +58,7 @@ from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import MNIST, to_input
+from models.errors import CheckFailed, is_out_of_space
 from models.network import LAYER_NAMES, LAYERS, DeepMNIST, trace_layers
 from models.paths import export_dir
 
@@ -334,39 +339,140 @@ def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 
 
 
 def export_all(
-    config: ExportConfig, mnist: MNIST, progress: bool = True, recheck: bool = True
+    config: ExportConfig, mnist: MNIST, progress: bool = True, recheck: bool = True, repair: bool = True
 ) -> tuple[Manifest, list[Parity], bool]:
     """Export (unless up to date), prove parity, write the manifest. Returns (manifest, parity, exported).
 
-    An up-to-date export (same checkpoint, files verified) is parity-checked again only if ``recheck``."""
+    All or nothing: the new export is built in a sibling temporary folder, checked, and only then
+    swapped in for the old one; a failure at any point (parity, a full disk, Ctrl-C) leaves the old
+    export as it was. An up-to-date export (same checkpoint, files verified) is parity-checked
+    again only if ``recheck``. ``repair=False`` (the benchmark) refuses an export whose files no
+    longer match its manifest instead of exporting over them."""
     ckpt = load_checkpoint(config.checkpoint)
+    check_finite_weights(ckpt)
     net = ckpt.model()
-    if not config.force and is_up_to_date(config.out_dir, ckpt.sha256, net):
-        manifest = load_manifest(config.out_dir)
-        parity = check_parity(manifest, net, mnist, config.parity_batch, progress) if recheck else []
-        return manifest, parity, False
-    (config.out_dir / MANIFEST).unlink(missing_ok=True)  # a half-updated folder is never described
-    artifacts, skipped = _export_files(ckpt, net, config, mnist, progress)
-    manifest = Manifest(
-        checkpoint=str(config.checkpoint),
-        checkpoint_sha256=ckpt.sha256,
-        test_accuracy=ckpt.test_accuracy,
-        recipe=ckpt.config,
-        producer=_producer(),
-        artifacts=artifacts,
-        folder=config.out_dir,
-        skipped=skipped,
-    )
-    parity = check_parity(manifest, net, mnist, config.parity_batch, progress)
-    failed = [p for p in parity if not p.ok]
-    if failed:
-        raise ExportError(
-            f"{config.out_dir}: parity failed for "
-            + ", ".join(f"{p.target} {p.format} ({_describe(p)})" for p in failed)
-            + "; no manifest written"
+    out = _export_folder(config.out_dir)
+    if not config.force:
+        if not repair and (out / MANIFEST).exists():
+            load_manifest(out).verify_all()  # ExportError names the changed file and the way out
+        if is_up_to_date(out, ckpt.sha256, net):
+            manifest = load_manifest(out)
+            parity = check_parity(manifest, net, mnist, config.parity_batch, progress) if recheck else []
+            return manifest, parity, False
+    _remove_stale_staging(out)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}", dir=out.parent))
+    except OSError as e:
+        raise _write_error(out, e) from None
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the export gets the usual mode
+        staged = dataclasses.replace(config, out_dir=staging)
+        artifacts, skipped = _export_files(ckpt, net, staged, mnist, progress)
+        manifest = Manifest(
+            checkpoint=str(config.checkpoint),
+            checkpoint_sha256=ckpt.sha256,
+            test_accuracy=ckpt.test_accuracy,
+            recipe=ckpt.config,
+            producer=_producer(),
+            artifacts=artifacts,
+            folder=staging,
+            skipped=skipped,
         )
-    manifest.save(config.out_dir)
+        parity = check_parity(manifest, net, mnist, config.parity_batch, progress)
+        failed = [p for p in parity if not p.ok]
+        if failed:
+            raise CheckFailed(
+                f"{out}: parity failed for "
+                + ", ".join(f"{p.target} {p.format} ({_describe(p)})" for p in failed)
+                + "; the previous export is unchanged"
+            )
+        manifest.save(staging)
+        load_manifest(staging).verify_all()  # what is swapped in reads back complete
+        _swap_in(staging, out)
+    except OSError as e:
+        raise _write_error(out, e) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    manifest.folder = out
     return manifest, parity, True
+
+
+_STAGING = ".new-"  # .<folder>.new-XXXXXXXX: an export being built beside <folder>
+_RETIRED = ".old-"  # .<folder>.old-XXXXXXXX: the previous export while the new one is swapped in
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _export_folder(out: Path) -> Path:
+    """The export folder, checked before any work: not a file, and its parent writable (the new
+    export is built beside it). A symlinked folder is resolved, so the link keeps pointing at it."""
+    out = Path(out)
+    if out.is_symlink():
+        out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: --out is a file, expected a folder for the export")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(out, e) from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(
+            f"{out}: cannot export there: {parent} is not writable (the new export is built beside the "
+            "old one, then swapped in)"
+        )
+    return out
+
+
+def _write_error(out: Path, error: OSError) -> ExportError:
+    where = f" ({error.filename})" if error.filename else ""
+    if is_out_of_space(error):
+        return ExportError(
+            f"{out}: no space left on device while exporting{where}; the previous export is unchanged"
+        )
+    return ExportError(
+        f"{out}: cannot write the export: {error.strerror or error}{where}; the previous export is unchanged"
+    )
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by the complete ``staging`` folder (two renames; the old one is restored if
+    the second fails), then delete the old export."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}{_RETIRED}", dir=out.parent))
+    os.rename(out, retired / out.name)
+    try:
+        os.rename(staging, out)
+    except OSError:
+        os.rename(retired / out.name, out)
+        raise
+    finally:
+        if out.exists():
+            shutil.rmtree(retired, ignore_errors=True)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Folders left by an export that was killed (SIGKILL, power loss) before it could clean up."""
+    for pattern in (f".{out.name}{_STAGING}*", f".{out.name}{_RETIRED}*"):
+        for stale in out.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_finite_weights(ckpt: Checkpoint) -> None:
+    """A checkpoint with NaN or infinite weights makes an export that classifies nothing."""
+    for name, tensor in ckpt.model_state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(
+                f"{ckpt.path}: weight {name} holds NaN or infinite values; the checkpoint is damaged "
+                "(train again)"
+            )
 
 
 def _describe(p: Parity) -> str:
@@ -441,9 +547,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         Path(args.checkpoint) if args.checkpoint else default_checkpoint_path(artifacts=args.artifacts)
     )
     out = Path(args.out) if args.out else export_dir(args.artifacts)
-    if args.opset < 17:
-        raise ExportError(f"--opset {args.opset}: use 17 or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if not 17 <= args.opset <= newest:
+        raise ExportError(f"--opset {args.opset}: use 17 to {newest} (this onnx's newest)")
     config = ExportConfig(checkpoint=checkpoint, out_dir=out, opset=args.opset, force=args.force)
+    check_finite_weights(load_checkpoint(checkpoint))  # before fetching MNIST: a bad checkpoint fails fast
+    _export_folder(out)
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
     start = time.perf_counter()
     manifest, parity, exported = export_all(config, mnist, progress=not args.no_progress)

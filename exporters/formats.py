@@ -15,6 +15,7 @@ are dropped). AOTInductor: that program compiled for the CPU by ``aoti_compile_a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -23,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -36,7 +38,7 @@ import torch
 from torch import nn
 
 from models.atomic import atomic_path
-from models.errors import UserError
+from models.errors import UserError, is_out_of_space
 
 OPSET = 18  # >= 17, and old enough for every onnxruntime of the last three years
 PT2_FOLDER = "deep_mnist"  # top folder inside every .pt2 zip we write (torch names it after the file)
@@ -125,11 +127,14 @@ def _make_reproducible(archive: Path, folder: str) -> None:
             digest.update(name.encode() + data)
     serial = str(int(digest.hexdigest(), 16))[:40].encode()
     staged = archive.with_suffix(".rewrite")
-    with zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_STORED) as dst:
-        for name, data in entries:
-            content = serial if name == ".data/serialization_id" else data
-            dst.writestr(zipfile.ZipInfo(f"{folder}/{name}", date_time=(1980, 1, 1, 0, 0, 0)), content)
-    os.replace(staged, archive)
+    try:
+        with zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_STORED) as dst:
+            for name, data in entries:
+                content = serial if name == ".data/serialization_id" else data
+                dst.writestr(zipfile.ZipInfo(f"{folder}/{name}", date_time=(1980, 1, 1, 0, 0, 0)), content)
+        os.replace(staged, archive)
+    finally:
+        staged.unlink(missing_ok=True)  # a full disk leaves no partial rewrite behind
 
 
 # ----------------------------------------------------------------------------- torch.export
@@ -161,9 +166,56 @@ class AotiUnavailable(Exception):
 
 
 def aoti_build_dir() -> Path:
-    """The one place AOTInductor builds in: fixed, because the compiled library records its build
-    paths (debug info, source comments), so a fixed folder keeps the package reproducible."""
-    return Path(tempfile.gettempdir()) / f"deepmnist-aoti-build-{os.getuid()}"
+    """The place AOTInductor builds in: fixed, because the compiled package records its build
+    paths (file names and sources differ with the folder), so a fixed folder keeps re-exports
+    byte-identical. It is private: in the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``), not in
+    a shared temporary folder where another user could plant it or a symlink in its place."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "deepmnist" / "aoti-build"
+
+
+def _private_folder(path: Path) -> bool:
+    """Make ``path`` a folder only this user can write, never following a symlink; False if the
+    place is not usable (then the caller builds in a fresh ``tempfile.mkdtemp`` folder)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+@contextlib.contextmanager
+def _build_folder() -> Iterator[Path]:
+    """An empty private build folder, held alone (a lock) for the duration."""
+    build = aoti_build_dir()
+    if not _private_folder(build.parent):
+        fresh = Path(tempfile.mkdtemp(prefix="deepmnist-aoti-build-"))  # private (0700), unique
+        try:
+            yield fresh
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+        return
+    # O_NOFOLLOW: a symlink planted as the lock file is refused, never opened through
+    lock = os.open(build.with_name(build.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one export at a time uses the fixed build folder
+        _remove(build)
+        os.mkdir(build, 0o700)
+        try:
+            yield build
+        finally:
+            _remove(build)
+    finally:
+        os.close(lock)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a symlink (not what it points to) or a folder tree."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def compile_aoti(
@@ -174,7 +226,8 @@ def compile_aoti(
     the manifest: ``compile_s``, the compile time in seconds (wall clock, cold: a fresh Inductor
     cache, so it is the cost of a first compile, C++ compiler included) and the compiler. The
     library is built with ``-march=native``: the package runs on CPUs with this machine's
-    instruction set. Raises ``AotiUnavailable``."""
+    instruction set. Raises ``AotiUnavailable`` when this machine cannot compile; a full disk is
+    an OSError (ENOSPC), never a reason to skip."""
     from torch._inductor import aoti_compile_and_package
     from torch._inductor.cpp_builder import get_cpp_compiler
     from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
@@ -184,12 +237,7 @@ def compile_aoti(
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60)
     except Exception as e:  # torch raises RuntimeError or its own error types for a missing compiler
         raise AotiUnavailable(f"no C++ compiler for AOTInductor ({_first_line(e)})") from None
-    build = aoti_build_dir()
-    lock_path = build.with_name(build.name + ".lock")
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one export at a time uses the fixed build folder
-        shutil.rmtree(build, ignore_errors=True)
-        build.mkdir(parents=True)
+    with _build_folder() as build:
         try:
             start = time.perf_counter()
             with quiet_export(), temporary_cache_dir(str(build)):
@@ -199,15 +247,15 @@ def compile_aoti(
                     inductor_configs={"aot_inductor.metadata": dict(metadata)},
                 )
             seconds = time.perf_counter() - start
-            with atomic_path(path) as tmp:
-                shutil.copyfile(package, tmp)
-                _make_reproducible(tmp, PT2_FOLDER)
-        except AotiUnavailable:
-            raise
         except Exception as e:  # a compiler or linker failure surfaces as one of many error types
+            if is_out_of_space(e):
+                raise OSError(
+                    errno.ENOSPC, f"no space left on device ({_first_line(e)})", str(build)
+                ) from None
             raise AotiUnavailable(f"AOTInductor compile failed: {_first_line(e)}") from None
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
+        with atomic_path(path) as tmp:  # a write error here is the export's, not a reason to skip
+            shutil.copyfile(package, tmp)
+            _make_reproducible(tmp, PT2_FOLDER)
     return {
         "compile_s": round(seconds, 2),
         "compiler": (version.stdout.splitlines() or [compiler])[0],

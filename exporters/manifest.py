@@ -106,6 +106,19 @@ class Manifest:
         """The artifact's path after checking its SHA-256 against the manifest."""
         artifact = self.find(target, fmt)
         path = self.path(artifact)
+        relative = Path(artifact.file)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ExportError(
+                f"{self.folder}: the manifest names {artifact.file!r}, outside the export folder"
+            )
+        inside = self.folder
+        for part in relative.parts:  # a planted link (say layers/ -> elsewhere) is never followed
+            inside = inside / part
+            if inside.is_symlink():
+                raise ExportError(
+                    f"{inside}: a symbolic link in the export folder; an export holds only real files "
+                    "(run `deepmnist export --force`)"
+                )
         if not path.is_file():
             raise ExportError(f"{path}: listed in the manifest but missing; run `deepmnist export`")
         digest = sha256_file(path)

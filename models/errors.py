@@ -1,5 +1,70 @@
-"""Errors a user can cause and fix; the CLI prints them without a traceback."""
+"""Errors a user can cause and fix; the CLI prints them without a traceback.
+
+Exit codes of every ``deepmnist`` command (the README's table): 0 ok, 1 a check failed (parity,
+a regression gate), 2 bad input (a file, a flag, a value, a folder that cannot be written),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UserError(Exception):
     """Bad input (a file, a flag, a value): the message names it and says what is wrong."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CheckFailed(UserError):
+    """The input was fine but a check on the result failed (parity, a regression gate)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class OptionError(UserError, ValueError):
+    """A bad option value; also a ValueError, so config constructors can raise it."""
+
+
+def is_out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` (or an error it was raised from) is a full disk or an exhausted quota;
+    compilers and libraries often wrap the OSError, so their messages are read too."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def check_number(
+    name: str,
+    value: float,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> None:
+    """Refuse NaN, infinity and values out of range, naming the option: ``--max-time -5``."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise OptionError(f"{name} {value!r}: must be a finite number")
+    if minimum is not None and value < minimum:
+        raise OptionError(f"{name} {value!r}: must be at least {minimum:g}")
+    if above is not None and value <= above:
+        raise OptionError(f"{name} {value!r}: must be greater than {above:g}")
+    if maximum is not None and value > maximum:
+        raise OptionError(f"{name} {value!r}: must be at most {maximum:g}")
+
+
+def max_threads() -> int:
+    """The most intra-op threads an option may ask for: 4x the cores (oversubscription is a
+    legitimate experiment; a hundred thousand threads crash the process)."""
+    import os
+
+    return 4 * (os.cpu_count() or 1)
