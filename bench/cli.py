@@ -60,6 +60,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from models.checkpoint import check_checkpoint_path
     from models.train import default_checkpoint_path, recipe_config, time_to_accuracy, train
 
     try:
@@ -76,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
     out = args.out or default_checkpoint_path(config.recipe, args.artifacts)
+    check_checkpoint_path(out)  # before the data and the training: the last write must not fail
     mnist = _load_data(args)
     result = train(config, mnist, out, resume=args.resume, progress=not args.no_progress)
     print(f"recipe: {config.recipe} ({config.steps} steps, batch {config.batch_size}, {config.precision})")

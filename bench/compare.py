@@ -596,7 +596,12 @@ def _load(path: str, args: argparse.Namespace) -> pd.DataFrame:
     from bench.results import ResultsError, read_results
 
     df = read_results(path)
-    df = select(df, parse_list(args.targets), parse_list(args.devices), parse_list(args.batch_sizes, int))
+    df = select(
+        df,
+        parse_list(args.targets, str, "--targets"),
+        parse_list(args.devices, str, "--devices"),
+        parse_list(args.batch_sizes, int, "--batch-sizes"),
+    )
     if df.empty:
         raise ResultsError(f"{path}: no rows match the selection")
     return df

@@ -13,6 +13,7 @@ import pytest
 
 from bench.core import cases, clock_for
 from bench.options import BenchConfig, add_pytest_options, config_from
+from models.errors import UserError
 
 CONFIG = pytest.StashKey[BenchConfig]()
 RUN = pytest.StashKey[object]()
@@ -64,8 +65,11 @@ def bench_run(request: pytest.FixtureRequest):
 
     config = request.config
     capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        result = run(config.stash[CONFIG], config.stash.get(SELECTED, []))
+    try:
+        with capture.global_and_fixture_disabled():
+            result = run(config.stash[CONFIG], config.stash.get(SELECTED, []))
+    except UserError as e:  # a tampered export, a bad checkpoint: one line and exit 2, no traceback
+        pytest.exit(f"deepmnist bench: error: {e}", returncode=2)
     config.stash[RUN] = result
     return result
 

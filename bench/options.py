@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.results import check_writable_dir
 from bench.runtimes import DEVICES, RUNTIMES
-from models.errors import OptionError, check_number, max_threads
+from models.errors import OptionError, UserError, check_number, max_threads
 from models.network import LAYER_NAMES
 from models.paths import REPO_ROOT
 
@@ -148,6 +149,10 @@ class BenchConfig:
             raise ValueError(f"unknown launcher {self.launcher!r}; choose from {', '.join(LAUNCHERS)}")
         if not self.case_timeout > 0:
             raise ValueError(f"case_timeout must be > 0 seconds, got {self.case_timeout}")
+        try:  # before the run, not after it
+            check_writable_dir(self.results_dir)
+        except UserError as e:
+            raise OptionError(str(e)) from None
         # every number finite and in range, named as its option (NaN and inf pass < 0 tests)
         check_number("--max-time", self.max_time, above=0)
         check_number("--case-timeout", self.case_timeout, above=0)

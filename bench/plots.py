@@ -714,12 +714,13 @@ def read_samples(json_path: str | os.PathLike) -> dict[str, list[float]] | None:
     samples = sidecar.get(SAMPLES_KEY) if isinstance(sidecar, dict) else None
     if samples is None:
         return None
-    problem = f"{json_path}: {SAMPLES_KEY} must map 'runtime/device' to a list of ms per query"
+    problem = f"{json_path}: {SAMPLES_KEY} must map 'runtime/device' to a list of ms per query (finite, > 0)"
     if not isinstance(samples, dict):
         raise PlotError(problem)
     for label, values in samples.items():
         if not isinstance(values, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in values
         ):
             raise PlotError(f"{problem}; {label!r} is not")
     return samples

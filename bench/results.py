@@ -12,8 +12,11 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import re
+import sys
+import tempfile
 import typing
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -331,6 +334,43 @@ def _parse_cell(text: str, name: str, where: str) -> object:
         ) from None
 
 
+# Checked on reading: what no run writes (a hand-edited or damaged file) is refused, naming the cell.
+_POSITIVE = frozenset({"latency_ms_mean", "latency_ms_median", "throughput_ips", "batch_size"})
+_FRACTIONS = frozenset({"accuracy", "agreement"})
+# columns that become table labels and keys: a control character would break a table's layout
+_LABELS = (
+    "run_id",
+    "host",
+    "target",
+    "runtime",
+    "device",
+    "execution_provider",
+    "precision",
+    "timing",
+    "scenario",
+)
+MAX_CELL = 64 * 1024  # characters; the longest cell a run writes (a reason) is far shorter
+
+
+def _check_value(name: str, value: object, where: str) -> None:
+    if isinstance(value, str):
+        if name in _LABELS and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ResultsError(f"{where}, column {name}: {value!r} holds a control character")
+        return
+    if value is None:
+        return
+    if not math.isfinite(value) or abs(value) > 2**53:  # beyond 2**53 an int64 or float64 column goes wrong
+        raise ResultsError(f"{where}, column {name}: {value} is not a finite number of a sensible size")
+    if name in _POSITIVE and value <= 0:
+        raise ResultsError(f"{where}, column {name}: {value} must be positive")
+    if value < 0:
+        raise ResultsError(f"{where}, column {name}: {value} must not be negative")
+    if name in _FRACTIONS and value > 1:
+        raise ResultsError(f"{where}, column {name}: {value} is a fraction, must be at most 1")
+    if name == "noisy" and value not in (0, 1):
+        raise ResultsError(f"{where}, column {name}: {value} must be 0 or 1")
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Read a results CSV into a typed frame (see ``frame_from_rows``); ResultsError if it is not one.
 
@@ -343,22 +383,30 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         raise ResultsError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: cannot read results CSV ({e})") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        raise ResultsError(f"{path}: empty file, expected a results CSV header")
-    if not _is_older_schema(header):
-        _check_columns(header, str(path))
-    rows = []
-    for cells in reader:
-        where = f"{path}, line {reader.line_num}"
-        if len(cells) != len(header):
-            raise ResultsError(f"{where}: {len(cells)} cells, expected {len(header)}")
-        values = {name: _parse_cell(cell, name, where) for name, cell in zip(header, cells, strict=True)}
-        try:
-            rows.append(ResultRow(**values))
-        except ValueError as e:
-            raise ResultsError(f"{where}: {e}") from None
+    limit = csv.field_size_limit(MAX_CELL)
+    try:
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if header is None:
+            raise ResultsError(f"{path}: empty file, expected a results CSV header")
+        if not _is_older_schema(header):
+            _check_columns(header, str(path))
+        rows = []
+        for cells in reader:
+            where = f"{path}, line {reader.line_num}"
+            if len(cells) != len(header):
+                raise ResultsError(f"{where}: {len(cells)} cells, expected {len(header)}")
+            values = {name: _parse_cell(cell, name, where) for name, cell in zip(header, cells, strict=True)}
+            for name, value in values.items():
+                _check_value(name, value, where)
+            try:
+                rows.append(ResultRow(**values))
+            except ValueError as e:
+                raise ResultsError(f"{where}: {e}") from None
+    except csv.Error as e:  # a cell over MAX_CELL, a NUL byte, ...
+        raise ResultsError(f"{path}, line {reader.line_num}: not a readable CSV line ({e})") from None
+    finally:
+        csv.field_size_limit(limit)
     return frame_from_rows(rows)
 
 
@@ -441,3 +489,42 @@ def write_results(
     atomic_write_text(sidecars[0], json_text)
     atomic_write_text(sidecars[1], markdown)
     return csv_path
+
+
+# ----------------------------------------------------------------------------- where results go
+
+
+def check_writable_dir(folder: str | os.PathLike, option: str = "--results-dir") -> Path:
+    """Refuse, before any work, a results folder that cannot take the files: a file, or a folder
+    (or the first existing folder above it) this process cannot write. Returns it as a Path."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ResultsError(f"{option} {folder}: is a file, expected a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ResultsError(f"{option} {folder}: {existing} is not writable")
+    return folder
+
+
+def fallback_results_dir() -> Path:
+    """Where results go when their folder fails at the last step: the system's temporary folder."""
+    return Path(tempfile.gettempdir()) / "deepmnist-results"
+
+
+def write_results_or_fallback(
+    rows: Sequence[ResultRow], results_dir: str | os.PathLike, *args: Any, **kwargs: Any
+) -> tuple[Path, str | None]:
+    """``write_results``, and if the folder fails at this last step (read-only since the start, a
+    full disk) the same files in ``fallback_results_dir()``, so no measurement is lost. Returns the
+    CSV path and, after a fallback, the message saying where the files went (else None)."""
+    try:
+        return write_results(rows, results_dir, *args, **kwargs), None
+    except OSError as e:
+        reason = e.strerror or str(e)
+        where = fallback_results_dir()
+        path = write_results(rows, where, *args, **kwargs)
+        message = f"could not write the results to {results_dir} ({reason}); they are in {path} instead"
+        print(f"warning: {message}", file=sys.stderr)
+        return path, message

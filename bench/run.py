@@ -70,6 +70,7 @@ class Run:
     rooflines: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     artifacts: Any = None  # bench.runtimes.Artifacts the run measured
+    fallback: str | None = None  # the results went to the temporary folder instead: why, and where
 
     def row(self, case: Case, scenario: str | None = None) -> ResultRow | None:
         """The row of ``case`` (of ``scenario``, if given, else the case's own)."""
@@ -86,7 +87,7 @@ class Run:
         """0: every case ok or skipped; 1: some failed, crashed or timed out; 130: interrupted."""
         if self.interrupted:
             return 130
-        return 1 if any(row.status in FAILED for row in self.rows) else 0
+        return 1 if self.fallback or any(row.status in FAILED for row in self.rows) else 0
 
 
 def groups_of(selected: Sequence[Case]) -> list[list[Case]]:
@@ -379,7 +380,7 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
     artifacts = result.artifacts
     from bench.compare import render
     from bench.plots import write_plots
-    from bench.results import frame_from_rows, read_results, write_results
+    from bench.results import frame_from_rows, read_results, write_results_or_fallback
 
     settings = config_dict(result.config)
     settings["artifacts"] = {
@@ -398,7 +399,9 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
         markdown = render(frame_from_rows(rows), markdown=True)
     except Exception as e:  # the CSV must be written even if a table cannot be drawn
         markdown = f"tables not rendered: {type(e).__name__}: {e}"
-    path = write_results(
+    # a results folder that fails now (a full disk, made read-only during the run) must not lose
+    # the measurements: they go to the temporary folder, named in a warning, and the run exits 1
+    path, result.fallback = write_results_or_fallback(
         rows, result.config.results_dir, result.environment, settings, extra=extra, markdown=markdown
     )
     try:

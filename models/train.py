@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +22,27 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    WRITER,
+    Checkpoint,
+    CheckpointError,
+    check_checkpoint_path,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from models.data import MNIST, to_input
-from models.errors import UserError
+from models.errors import UserError, check_number, max_threads
 from models.network import DeepMNIST
 from models.paths import checkpoint_dir
+
+MAX_SEED = 2**32 - 1  # the per-epoch generator is seeded with seed * 1_000_003 + epoch, < 2**64
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every field is checked on construction (a ValueError naming it)."""
+
     recipe: str = "fast"
     steps: int = 3_000
     batch_size: int = 128
@@ -51,8 +64,11 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        check_number("learning rate (--lr)", self.lr, above=0)  # inf trains to NaN weights
+        check_number("--seed", self.seed, minimum=0, maximum=MAX_SEED)
+        check_number("--threads", self.threads, minimum=0, maximum=max_threads())
+        check_number("warmup", self.warmup, minimum=0, maximum=1)
+        check_number("label smoothing", self.label_smoothing, minimum=0, maximum=1)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.schedule not in ("constant", "onecycle"):
@@ -178,18 +194,22 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, history, seconds = 0, [], 0.0
 
+    check_checkpoint_path(out)  # before any work: training must not end in a failed write
+    remove_stale_temporaries(out)
+    if resume and not out.is_file():
+        print(f"--resume: no checkpoint at {out}; training from scratch", file=sys.stderr)
     if resume and out.is_file():
         ckpt = load_checkpoint(out)
-        saved = TrainConfig(**ckpt.config)
+        saved = _saved_config(ckpt, out)
         if _training_fields(saved) != _training_fields(config):
             raise CheckpointError(f"{out}: was written by another configuration ({saved}); not resuming")
         if ckpt.data_checksum != mnist.checksum:
             raise CheckpointError(f"{out}: was trained on other data (checksum {ckpt.data_checksum[:12]}...)")
-        model.load_state_dict(ckpt.model_state)
-        if ckpt.optim_state is not None:
-            optimizer.load_state_dict(ckpt.optim_state)
-        if ckpt.rng_state is not None:
-            torch.set_rng_state(ckpt.rng_state)
+        if not 0 <= ckpt.step <= config.steps:
+            raise CheckpointError(
+                f"{out}: is at step {ckpt.step}, outside 0..{config.steps} (--steps); not resuming"
+            )
+        _restore(ckpt, out, model, optimizer)
         start, history, seconds = ckpt.step, ckpt.history, ckpt.train_seconds
         if ckpt.complete:
             print(f"{out}: already complete at step {start}; nothing to do", file=sys.stderr)
@@ -197,6 +217,12 @@ def train(
         print(f"resuming {out} at step {start}/{config.steps}", file=sys.stderr)
 
     def snapshot(step: int, complete: bool, test_accuracy: float | None) -> Checkpoint:
+        bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:  # the last good checkpoint stays as it is
+            raise TrainingDiverged(
+                f"step {step}: weights {', '.join(bad)} became NaN or infinite (lower --lr); "
+                f"{out} keeps the last good checkpoint" + ("" if out.is_file() else " (none was written)")
+            )
         ckpt = Checkpoint(
             model_state={k: v.contiguous() for k, v in model.state_dict().items()},
             step=step,
@@ -209,8 +235,7 @@ def train(
             optim_state=optimizer.state_dict(),
             rng_state=torch.get_rng_state(),
         )
-        save_checkpoint(ckpt, out)
-        ckpt.path = out
+        ckpt.path = save_or_fallback(ckpt, out)
         return ckpt
 
     order = _EpochOrder(config, len(train_x))
@@ -233,16 +258,30 @@ def train(
         y = train_y[idx]
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            logits = model(x)  # (B, 10)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                logits = model(x)  # (B, 10)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            value = loss.item()
+            if not math.isfinite(value):  # stop before the update: the weights are still the last good
+                bar.close()
+                raise TrainingDiverged(
+                    f"step {step + 1}: the loss is {value} (lower --lr); stopped, {out} keeps the last good "
+                    "checkpoint" + ("" if out.is_file() else " (none was written yet)")
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            raise _out_of_memory(config, e) from None
+        except RuntimeError as e:
+            if "alloc" not in str(e) and "out of memory" not in str(e):
+                raise
+            raise _out_of_memory(config, e) from None
 
         hits = (logits.argmax(1) == y).sum().item()
         correct, seen = correct + hits, seen + len(y)
-        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+        run_loss = value if run_loss is None else 0.98 * run_loss + 0.02 * value
         bar.update(1)
         done = step + 1
         if config.log_every and done % config.log_every == 0:
@@ -271,6 +310,86 @@ def train(
     history.append({"step": end, "seconds": round(seconds, 2), "test_accuracy": test_acc})
     ckpt = snapshot(end, True, test_acc)
     return TrainResult(ckpt, out, test_acc, seconds, (end - start) / max(seconds, 1e-9))
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became NaN or infinite; nothing after the last good checkpoint is saved."""
+
+
+def _out_of_memory(config: TrainConfig, error: BaseException) -> UserError:
+    return UserError(
+        f"--batch-size {config.batch_size}: out of memory in a training step ({str(error).splitlines()[0][:120]}); "
+        "use a smaller batch size"
+    )
+
+
+def _saved_config(ckpt: Checkpoint, out: Path) -> TrainConfig:
+    """The checkpoint's TrainConfig; a field this version does not know (a newer writer) or a
+    damaged value is named, with the version that wrote the file."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(ckpt.config, dict):
+        raise CheckpointError(f"{out}: damaged config (not a mapping); written by {ckpt.writer}")
+    unknown = sorted(set(ckpt.config) - known)
+    if unknown:
+        raise CheckpointError(
+            f"{out}: config key(s) {', '.join(map(repr, unknown))} unknown to this version "
+            f"({WRITER}); the checkpoint was written by {ckpt.writer}; not resuming"
+        )
+    try:
+        return TrainConfig(**ckpt.config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{out}: damaged config ({e}); written by {ckpt.writer}") from None
+
+
+def _restore(ckpt: Checkpoint, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Weights, optimiser and RNG state from ``ckpt``; a damaged field is named."""
+    for what, restore in (
+        ("weights", lambda: model.load_state_dict(ckpt.model_state)),
+        (
+            "optimiser state",
+            lambda: ckpt.optim_state is not None and optimizer.load_state_dict(ckpt.optim_state),
+        ),
+        ("RNG state", lambda: ckpt.rng_state is not None and torch.set_rng_state(ckpt.rng_state)),
+    ):
+        try:
+            restore()
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{out}: damaged {what} ({str(e).splitlines()[0][:200]}); written by {ckpt.writer}"
+            ) from None
+    # a damaged optimiser state can load and still not fit the parameters; fail now, not mid-step
+    for group in optimizer.state_dict()["state"].values():
+        for key, value in group.items():
+            if isinstance(value, torch.Tensor) and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{out}: damaged optimiser state ({key} holds NaN or infinity)")
+    for p in model.parameters():
+        state = optimizer.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state and state[key].shape != p.shape:
+                raise CheckpointError(
+                    f"{out}: damaged optimiser state ({key} of shape {tuple(state[key].shape)} for a "
+                    f"parameter of shape {tuple(p.shape)}); written by {ckpt.writer}"
+                )
+
+
+def save_or_fallback(ckpt: Checkpoint, out: Path) -> Path:
+    """Save to ``out``; if that fails now (a full disk, a folder made read-only during training),
+    save to the system's temporary folder, so the trained weights survive, and raise an error
+    saying where they are."""
+    try:
+        return save_checkpoint(ckpt, out)
+    except OSError as e:
+        fallback = Path(tempfile.gettempdir()) / out.name
+        try:
+            save_checkpoint(ckpt, fallback)
+        except OSError as e2:
+            raise UserError(
+                f"{out}: cannot save the checkpoint ({e.strerror or e}), nor in {fallback} ({e2.strerror or e2})"
+            ) from None
+        raise UserError(
+            f"{out}: cannot save the checkpoint ({e.strerror or e}); saved it to {fallback} instead "
+            f"(step {ckpt.step}; move it to {out} and use --resume to continue)"
+        ) from None
 
 
 def time_to_accuracy(history: list[dict[str, Any]], target: float) -> float | None:
