@@ -13,8 +13,10 @@ Writes into ``<artifacts>/export/`` (or ``--out``):
                                fc1 (+ReLU), fc2, each with the input shape it sees in the network
   manifest.json                every file with SHA-256, inputs, outputs, dtypes, opset, details and
                                its metadata as JSON values (for apps that cannot read the file's)
-The manifest is written last, and only after parity held, so a manifest always describes a
-complete, checked export. Exporting again from the same checkpoint gives the same bytes (on the
+All or nothing: the export is built in a sibling temporary folder, parity-checked, its manifest
+written last, and only then swapped in for the old folder, so a manifest always describes a
+complete, checked export and a failure (parity, a full disk, Ctrl-C) leaves the old one as it
+was. Exporting again from the same checkpoint gives the same bytes (on the
 same machine: the AOTInductor library is built for this CPU).
 """
 
