@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from models.atomic import atomic_path, sha256_file
 from models.errors import UserError
-from models.network import DeepMNIST
+from models.network import MODEL_PARAMS, DeepMNIST
 
 FORMAT = "deepmnist-checkpoint/1"
 
@@ -187,8 +188,12 @@ def check_checkpoint_path(path: str | os.PathLike) -> None:
         raise CheckpointError(f"{path}: cannot write there: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CheckpointError(f"{path}: cannot write there: {folder} is not writable")
-    if path.exists() and not os.access(path, os.W_OK) and not os.access(folder, os.W_OK):
-        raise CheckpointError(f"{path}: is not writable")
+    need = 3 * 4 * MODEL_PARAMS  # bytes: float32 weights and Adam's two moments (a checkpoint is ~39 MB)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise CheckpointError(
+            f"{path}: {folder} has {free / 1e6:.1f} MB free; a checkpoint needs about {need / 1e6:.0f} MB"
+        )
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

@@ -446,6 +446,14 @@ def test_export_force_on_a_full_disk_keeps_the_old_export(exported, tmp_path, ca
 # ----------------------------------------------------------------------------- smaller items
 
 
+def test_train_on_a_full_disk_is_refused_before_training(tmp_path, capsys):
+    with small_disk(tmp_path / "disk", 8 * 1024 * 1024) as disk:
+        code = main(["train", "--steps", "1", "--no-progress", "--out", str(disk / "ck.safetensors")])
+        err = capsys.readouterr().err
+        assert code == 2 and "MB free; a checkpoint needs about 39 MB" in err, err
+        assert list(disk.iterdir()) == []
+
+
 def test_bench_results_fall_back_to_the_temp_folder(readonly, tmp_path, capsys, monkeypatch):
     from bench.results import ResultRow, write_results_or_fallback
 
