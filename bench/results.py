@@ -352,7 +352,9 @@ _LABELS = (
 MAX_CELL = 64 * 1024  # characters; the longest cell a run writes (a reason) is far shorter
 
 
-def _check_value(name: str, value: object, where: str) -> None:
+def _check_value(name: str, value: object, where: str, scenario: str = "batch") -> None:
+    """``scenario``: a profile row's latency is one layer's share of the model's time; "other"
+    can be 0 ms, so there latency need not be positive."""
     if isinstance(value, str):
         if name in _LABELS and any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ResultsError(f"{where}, column {name}: {value!r} holds a control character")
@@ -361,7 +363,7 @@ def _check_value(name: str, value: object, where: str) -> None:
         return
     if not math.isfinite(value) or abs(value) > 2**53:  # beyond 2**53 an int64 or float64 column goes wrong
         raise ResultsError(f"{where}, column {name}: {value} is not a finite number of a sensible size")
-    if name in _POSITIVE and value <= 0:
+    if name in _POSITIVE and value <= 0 and not (scenario == "profile" and name.startswith("latency")):
         raise ResultsError(f"{where}, column {name}: {value} must be positive")
     if value < 0:
         raise ResultsError(f"{where}, column {name}: {value} must not be negative")
@@ -398,7 +400,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
                 raise ResultsError(f"{where}: {len(cells)} cells, expected {len(header)}")
             values = {name: _parse_cell(cell, name, where) for name, cell in zip(header, cells, strict=True)}
             for name, value in values.items():
-                _check_value(name, value, where)
+                _check_value(name, value, where, str(values.get("scenario", "batch")))
             try:
                 rows.append(ResultRow(**values))
             except ValueError as e:
