@@ -316,7 +316,7 @@ PLOTS = [
 ]
 
 BENCH_CASES = [
-    Case("batch-sizes-text", f"bench {BENCH} --batch-sizes abc", 2, "--batch-sizes 'abc': 'abc' is not an integer"),
+    Case("batch-sizes-text", f"bench {BENCH} --batch-sizes abc", 2, "invalid comma-separated int value: 'abc'"),
     Case("max-time-negative", f"bench {BENCH} --max-time=-5", 2, "--max-time -5.0: must be greater than 0"),
     Case("max-time-nan", f"bench {BENCH} --max-time nan", 2, "--max-time nan: must be a finite number"),
     Case("threads-huge", f"bench {BENCH} --threads 100000", 2, "--threads 100000: must be at most"),
