@@ -107,7 +107,7 @@ def _csv(folder: Path, name: str, text: str) -> Path:
     [
         ("one-run", "history needs at least two runs of one machine"),
         ("other-schema", "not a deepmnist results CSV"),
-        ("nan", "has median nan; expected a number >= 0"),
+        ("nan", "column latency_ms_median: nan is not a finite number"),
         ("missing", "no such file or folder"),
         ("empty-folder", "no results CSVs"),
     ],
