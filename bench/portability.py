@@ -518,7 +518,7 @@ def markdown(rows: list[Row], title: str = "") -> str:
 
 
 def summary(rows: list[Row]) -> str:
-    """The README's table: one line per model file x consumer, the batch sizes side by side
+    """The table of docs/apps-and-portability.md: one line per model file x consumer, the batch sizes side by side
     (status per batch; worst max |diff| and agreement over them; accuracy at the largest batch)."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
