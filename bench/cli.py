@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit codes (README, "Errors and exit codes"): 0 ok, 1 a check failed, 2 bad input, 130
+    """Exit codes (docs/errors.md): 0 ok, 1 a check failed, 2 bad input, 130
     interrupted. argparse's own usage errors exit 2 as well."""
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -19,9 +19,9 @@ it against measurements made here, with none of the harness's timing code:
 
 It writes ``<stem>-crosscheck.md`` and ``.json`` beside the CSV and exits 1 when a check fails.
 
-``python -m bench.cuda_check table RESULTS.csv``: the README's CUDA table (whole model, batch 1 and
-the largest batch, every runtime of the device, compute and end-to-end) and the measured peaks,
-generated from a committed run (``tests/test_cuda.py`` checks the README against it).
+``python -m bench.cuda_check table RESULTS.csv``: the CUDA table of docs/cuda.md (whole model, batch 1
+and the largest batch, every runtime of the device, compute and end-to-end) and the measured peaks,
+generated from a committed run (``tests/test_cuda.py`` checks docs/cuda.md against it).
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def render_checks(checks: Sequence[Check], rates: dict[str, float], device: str,
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------- the README table
+# ------------------------------------------------------------------------- the docs/cuda.md table
 
 
 def reference_table(csv: Path, device: str = "cuda") -> str:
@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("csv", type=Path)
     check.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     check.add_argument("--artifacts", metavar="DIR")
-    table = sub.add_parser("table", help="the README's reference table from a run's CSV")
+    table = sub.add_parser("table", help="the reference table of docs/cuda.md from a run's CSV")
     table.add_argument("csv", type=Path)
     table.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     args = parser.parse_args(argv)

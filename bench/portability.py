@@ -39,8 +39,8 @@ DEFAULT_IMAGES = 10_000
 # max |diff| against Python onnxruntime accepted as "the same numbers", per model format: float32
 # arithmetic in another order; float16 inside (a consumer may accumulate in float16 or float32:
 # logits reach about 30, where one float16 step is 0.016, so 3 steps); int8 QDQ (a consumer may
-# run the dequantized float graph instead of int8 kernels: one quantization step of the logits,
-# about 0.17 here, either way).
+# run the dequantized float graph instead of int8 kernels: about one quantization step of the
+# logits either way, the int8 rows' max abs diff in docs/apps-and-portability.md).
 TOLERANCE = {"onnx": 1e-4, "onnx-fp16": 0.05, "onnx-int8": 0.5}
 MIN_AGREEMENT = 0.99  # below this argmax agreement with onnxruntime the results are wrong
 WORKER_TIMEOUT_S = 1800
@@ -226,7 +226,7 @@ CONSUMERS: dict[str, Consumer] = {
     c.name: c
     for c in (
         Consumer("onnxruntime", "onnxruntime", _ort_version, _ort_load),
-        # pure numpy, about 1,000x slower than onnxruntime: a stated subset
+        # pure numpy, orders of magnitude slower than onnxruntime: a stated subset
         Consumer("onnx-reference", "onnx", lambda: "onnx " + _pkg_version("onnx"), _reference_load,
                  max_images=200),
         Consumer("openvino", "openvino", lambda: _pkg_version("openvino"), _openvino_load,
@@ -238,7 +238,7 @@ CONSUMERS: dict[str, Consumer] = {
         Consumer("opencv-classic", "cv2", lambda: _pkg_version("opencv-python-headless"),
                  lambda p, t: _opencv_load(p, t, classic=True), reason=_opencv_classic_reason,
                  install='pip install -e ".[portability]"'),
-        # tract runs float16 without native kernels here, about 70 ms per image: a stated subset
+        # tract runs float16 without native kernels here (slow): a stated subset
         Consumer("tract", "tract", lambda: _pkg_version("tract"), _tract_load,
                  max_images_by_format={"onnx-fp16": 500}, install='pip install -e ".[portability]"'),
         _js(web=False),
@@ -518,7 +518,7 @@ def markdown(rows: list[Row], title: str = "") -> str:
 
 
 def summary(rows: list[Row]) -> str:
-    """The README's table: one line per model file x consumer, the batch sizes side by side
+    """The table of docs/apps-and-portability.md: one line per model file x consumer, the batch sizes side by side
     (status per batch; worst max |diff| and agreement over them; accuracy at the largest batch)."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:

@@ -9,9 +9,9 @@ multiply-add counts as 2 FLOP (as ``models.network.LAYERS``).
   harness sets it). On CUDA, TF32 is switched off for the measurement, so it is a true float32
   peak, and each product is timed with CUDA events. On the CPU the same product is also timed
   through onnxruntime's MatMul (MLAS) and the higher of the two is the peak: torch's CPU sgemm
-  (MKL) does not reach this AMD CPU's AVX-512 rate (measured here: torch.mm ~210 GFLOP/s,
-  onnxruntime MatMul ~440 with 2 threads), and a peak that a runtime beats on a whole CNN is no
-  ceiling. Both values are kept (``Roofline.peaks``).
+  (MKL) does not reach this AMD CPU's AVX-512 rate (the reference run's sidecar holds both, see
+  docs/reference-results.md), and a peak that a runtime beats on a whole CNN is no ceiling. Both
+  values are kept (``Roofline.peaks``).
 - A roof per precision, so a row's ``pct_of_peak`` is read against the roof of its own precision
   (``Roofline.precision_peaks``; ``peak_for(precision)``; a precision without a measured roof
   falls back to the float32 peak): on CUDA the same product in float16 and bfloat16 (tensor
@@ -40,10 +40,9 @@ import torch
 from models.network import IMAGE_SHAPE, MODEL_FLOPS, MODEL_PARAMS, NUM_CLASSES, layer_spec
 
 # Matrix sizes. On this project's 2-core CPU (AMD EPYC, AVX-512) 1024, 1536, 2048 and 4096 give
-# the same peak within run-to-run noise (about 210 GFLOP/s with 2 threads on an idle machine,
-# about 108 with 1 thread), so a larger product buys nothing; 1536 (7.2 GFLOP, ~35 ms per
-# product there) lets the best of 8 repeats absorb preemption on a shared machine in ~0.3 s.
-# A GPU needs a product large enough to fill every SM: 8192 (1.1 TFLOP, tens of ms).
+# the same peak within run-to-run noise, so a larger product buys nothing; 1536 (7.2 GFLOP) is
+# short enough that the best of 8 repeats absorbs preemption on a shared machine and stays cheap.
+# A GPU needs a product large enough to fill every SM: 8192 (1.1 TFLOP).
 CPU_MATMUL_SIZE = 1536
 CPU_MATMUL_REPEATS = 8
 CUDA_MATMUL_SIZE = 8192
@@ -217,7 +216,7 @@ CUDA_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def measure_roofline(device: str) -> Roofline:
-    """Peak and bandwidth of ``device`` with the default sizes (about 1 s on a 2-core CPU)."""
+    """Peak and bandwidth of ``device`` with the default sizes (seconds at most)."""
     peaks = {"torch.mm": measure_peak_gflops(device)}
     precision_peaks = {}
     if _check_device(device).type == "cpu":

@@ -1,6 +1,6 @@
 """Errors a user can cause and fix; the CLI prints them without a traceback.
 
-Exit codes of every ``deepmnist`` command (the README's table): 0 ok, 1 a check failed (parity,
+Exit codes of every ``deepmnist`` command (the table of docs/errors.md): 0 ok, 1 a check failed (parity,
 a regression gate), 2 bad input (a file, a flag, a value, a folder that cannot be written),
 130 interrupted.
 """

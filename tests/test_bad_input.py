@@ -5,7 +5,7 @@ in a traceback.
 Commands run in this process (``bench.cli.main``, ``bench.plots.main``) unless they start pytest
 (``deepmnist bench``), which runs as a child process as users run it. Read-only folders and full
 disks are real: tmpfs mounts (this needs root, as on CI); without them those cases are skipped
-with the reason. Exit codes: 0 ok, 1 a check failed, 2 bad input, 130 interrupted (README).
+with the reason. Exit codes: 0 ok, 1 a check failed, 2 bad input, 130 interrupted (docs/errors.md).
 """
 
 from __future__ import annotations

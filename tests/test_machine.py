@@ -170,7 +170,8 @@ def test_plain_compare_survives_an_unreadable_sidecar(
     assert code == 0 and "machines unknown: " in out and "not a deepmnist results sidecar" in out
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCS_PAGE = REPO_ROOT / "docs" / "machines-and-history.md"
 _OUTPUT_BLOCK = re.compile(r"<!-- output: (deepmnist [^\n]*?) -->\n```\n(.*?)```\n", re.S)
 
 
@@ -180,7 +181,7 @@ def _command_output(capsys: pytest.CaptureFixture[str], command: str) -> str:
     import shlex
 
     cwd = os.getcwd()
-    os.chdir(README.parent)
+    os.chdir(REPO_ROOT)
     try:
         capsys.readouterr()
         main(shlex.split(command)[1:])
@@ -191,22 +192,24 @@ def _command_output(capsys: pytest.CaptureFixture[str], command: str) -> str:
     return "".join(line.rstrip() + "\n" for line in text.rstrip("\n").split("\n"))
 
 
-def test_readme_shows_what_the_gates_print(capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's output blocks are the commands' output; ``UPDATE_README=1 pytest -k readme``
-    writes them."""
+def test_docs_show_what_the_gates_print(capsys: pytest.CaptureFixture[str]) -> None:
+    """The output blocks of docs/machines-and-history.md are the commands' output;
+    ``UPDATE_DOCS=1 pytest -k docs_show`` writes them."""
     import os
 
-    text = README.read_text()
+    text = DOCS_PAGE.read_text()
     blocks = list(_OUTPUT_BLOCK.finditer(text))
     assert len(blocks) >= 2
-    if os.environ.get("UPDATE_README") == "1":
+    if os.environ.get("UPDATE_DOCS") == "1":
         text = _OUTPUT_BLOCK.sub(
             lambda m: f"<!-- output: {m[1]} -->\n```\n{_command_output(capsys, m[1])}```\n", text
         )
-        README.write_text(text)
+        DOCS_PAGE.write_text(text)
         blocks = list(_OUTPUT_BLOCK.finditer(text))
     for block in blocks:
-        assert block[2] == _command_output(capsys, block[1]), f"README block of `{block[1]}` is stale"
+        assert block[2] == _command_output(capsys, block[1]), (
+            f"{DOCS_PAGE.name}: block of `{block[1]}` is stale"
+        )
 
 
 def test_normalization_uses_the_peak_of_each_precision_where_both_runs_measured_one() -> None:

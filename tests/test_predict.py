@@ -214,10 +214,10 @@ def test_both_model_contracts_agree(uint8_model, float_model, mnist):
     assert empty_labels.shape == (0,) and empty_probs.shape == (0, 10)
 
 
-def test_readme_example_runs(exported, mnist):
-    """The README's app example (onnxruntime + numpy only) runs and prints the test accuracy."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Using the exported model in your app", 1)[1].split("\n## ", 1)[0]
+def test_docs_app_example_runs(exported, mnist):
+    """The app example of docs/apps-and-portability.md (onnxruntime + numpy only) runs and prints the test accuracy."""
+    page = (REPO_ROOT / "docs" / "apps-and-portability.md").read_text()
+    section = page.split("## Using the exported model in your app", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     assert len(code.strip().splitlines()) < 15
     # the example uses the default places; follow $DEEPMNIST_ARTIFACTS / $DEEPMNIST_DATA if set

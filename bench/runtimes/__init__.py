@@ -40,21 +40,19 @@ RUNTIMES: dict[str, Runtime] = {
 DEVICES = ("cpu", "cuda")
 
 # Max |output - eager PyTorch on CPU| accepted before a combination is timed, per runtime and device:
-# the one place tolerances live. Unlisted pairs get DEFAULT_TOLERANCE (fp32 on the CPU). Measured
-# values below are max |diff| over the first 256 test images (the parity gate's largest default
-# batch) on the 2-core reference machine; logits there span about +-31.
+# the one place tolerances live. Unlisted pairs get DEFAULT_TOLERANCE (fp32 on the CPU). Each is a
+# margin over the max |diff| seen over the first 256 test images (the parity gate's largest default
+# batch); those figures are in docs/runtimes.md ("Parity tolerances").
 TOLERANCES: dict[tuple[str, str], float] = {
     # fp32 on the CPU: the same arithmetic in another order or another library (oneDNN, MLAS,
-    # Inductor C++, OpenVINO): measured <= 1.6e-5 for the model (torchscript-optimized,
-    # torch-compile-freezing and openvino 1.5e-5; torch-compile and torch-aoti 7.6e-6; onnxruntime
-    # and torch-eager-channels-last 5.7e-6; torch-export 0), so the 1e-4 default.
+    # Inductor C++, OpenVINO): well under the 1e-4 default.
     ("torch-eager", "cpu"): 1e-4,
     ("torchscript", "cpu"): 1e-4,
     ("onnxruntime", "cpu"): 1e-4,
     # fp32 on CUDA: other kernels and accumulation orders (TF32 is off, so float32 throughout).
     ("torch-eager", "cuda"): 1e-3,
     # The frozen TorchScript graph gets other cuDNN convolution algorithms than eager at batch 64
-    # and 256 on an H200 (results/*-cuda-h200.csv: max |diff| up to 3.3e-3, argmax 100%): 5e-3.
+    # and 256 on an H200 (results/*-cuda-h200.csv, max_abs_diff; argmax unchanged): 5e-3.
     ("torchscript", "cuda"): 5e-3,
     ("torch-compile", "cuda"): 1e-3,
     ("torch-export", "cuda"): 1e-3,
@@ -62,21 +60,19 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("onnxruntime-noopt", "cuda"): 1e-3,
     # TensorRT may fuse more and pick other tactics (fp32; no fp16 flag).
     ("onnxruntime-trt", "cuda"): 1e-2,
-    # bf16 autocast on the CPU (oneDNN, AVX512_BF16): measured 0.100 (0.104 over all 10,000 test
-    # images), accuracy unchanged (99.31%); 2x the measured value.
+    # bf16 autocast on the CPU (oneDNN, AVX512_BF16): 2x the largest difference seen, accuracy
+    # unchanged.
     ("torch-eager-bf16", "cpu"): 0.2,
-    # Half types on CUDA, not measured on a GPU here: estimated by emulating autocast on the CPU
-    # (inputs and weights of every conv/linear rounded to the type, float32 accumulation, outputs
-    # rounded): bf16 0.100, fp16 0.0103 over 256 images; 3x that, for cuDNN/cuBLAS algorithms
-    # that may round differently. Re-measure on a GPU and tighten.
+    # Half types on CUDA: estimated by emulating autocast on the CPU (inputs and weights of every
+    # conv/linear rounded to the type, float32 accumulation, outputs rounded); 3x that, for
+    # cuDNN/cuBLAS algorithms that may round differently. Re-measure on a GPU and tighten.
     ("torch-eager-bf16", "cuda"): 0.3,
     ("torch-eager-fp16", "cuda"): 0.03,
     ("onnxruntime-fp16", "cuda"): 0.03,
     # Static QDQ int8 (onnxruntime CPU; the exporter's settings: u8 activations, s8 per-channel
     # weights, MinMax calibration on 1,000 training images, conv1 kept float32): quantisation error
-    # of weights and activations, measured 2.22 (3.11 over all 10,000 images) while argmax agrees
-    # on 99.99% and accuracy is 99.32% (fp32: 99.31%); 2x. Its accuracy is checked separately
-    # (within 0.2 pt of eager fp32, tests/test_runtimes.py and the exporter).
+    # of weights and activations; 2x the largest difference seen, while argmax agrees. Its accuracy
+    # is checked separately (within 0.2 pt of eager fp32, tests/test_runtimes.py and the exporter).
     ("onnxruntime-int8", "cpu"): 4.5,
 }
 DEFAULT_TOLERANCE = 1e-4

@@ -6,24 +6,23 @@ on the GPU and the output stays there, so ``run`` times the inference alone. ORT
 torch's current CUDA stream, so the CUDA-event clock measures its kernels.
 
 Variants (``VARIANTS``), each one more registered runtime, the same adapter with one change
-(CPU figures: 2-core reference machine, threads 2, best median of 3 runs, one process each):
+(what each one measured when it was chosen: docs/runtimes.md, "Measurements behind the choices"):
 
 - ``onnxruntime-trt``: TensorrtExecutionProvider (CUDA fallback for unsupported nodes), fp32 (no
   ``trt_fp16_enable``), no engine or timing cache, so ``compile(x)`` builds the engine cold.
 - ``onnxruntime-noopt``: ``GraphOptimizationLevel.ORT_DISABLE_ALL``, the graph as exported: what
-  ORT's optimizer (constant folding, Conv+ReLU fusion, NCHWc layout, ...) buys (measured on the
-  CPU: 0.168 / 6.17 / 24.6 ms against 0.128 / 4.65 / 18.6 ms at batch 1 / 64 / 256).
+  ORT's optimizer (constant folding, Conv+ReLU fusion, NCHWc layout, ...) buys.
 - ``onnxruntime-nospin``: ``session.intra_op.allow_spinning = 0``: intra-op threads sleep instead
-  of busy-waiting between parallel sections: less CPU burned when idle, at a latency cost
-  (measured: batch 1 0.161 vs 0.128 ms, the same at 64 and 256).
+  of busy-waiting between parallel sections: less CPU burned when idle, at a latency cost at
+  batch 1.
 - ``onnxruntime-int8``: ``deep_mnist_int8.onnx`` (format ``onnx-int8``), static QDQ int8 made at
   export time; CPU only (ORT fuses QDQ into int8 QLinearConv/MatMulInteger kernels there).
 - ``onnxruntime-fp16``: ``deep_mnist_fp16.onnx`` (format ``onnx-fp16``), float16 weights and
   activations with float32 input and output (casts inside the graph); CUDA only.
 
-Measured on the CPU and not made variants (no gain beyond noise over ``onnxruntime``):
-``session.set_denormal_as_zero`` (0.141 / 4.77 / 19.0 ms), ``session.dynamic_block_base = 4``
-(one interleaved run, no gain at 256), ``ORT_ENABLE_EXTENDED`` (slower: no NCHWc layout).
+Tried on the CPU and not made variants (no gain beyond noise over ``onnxruntime``):
+``session.set_denormal_as_zero``, ``session.dynamic_block_base = 4``, ``ORT_ENABLE_EXTENDED``
+(slower: no NCHWc layout).
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Optional: ``pip install -e '.[openvino]'``. The file is the same ``onnx`` artifact onnxruntime
 reads, SHA-256 checked before ``Core.read_model``; its batch dimension stays dynamic, so one
-compiled model serves every batch size (measured: a model reshaped to the static batch and
-compiled for it was no faster, 0.159 / 4.28 / 17.2 ms against 0.161 / 4.21 / 17.1 ms at batch
-1 / 64 / 256, so no per-shape compile step is needed).
+compiled model serves every batch size (a model reshaped to the static batch and compiled for
+it was no faster, docs/runtimes.md, so no per-shape compile step is needed).
 
 Configuration, chosen for an honest fp32 latency comparison with the other runtimes:
 
@@ -17,8 +16,8 @@ Configuration, chosen for an honest fp32 latency comparison with the other runti
   time, the way every other runtime here is called (THROUGHPUT would split the cores into
   parallel streams, which only pays with several requests in flight).
 - ``INFERENCE_NUM_THREADS = threads``: the harness's thread count, as for torch and ORT.
-- Everything else at its default. Measured and not adopted (no gain beyond noise):
-  ``ENABLE_CPU_PINNING = False`` (0.162 / 4.18 / 17.2 ms), ``CPU_DENORMALS_OPTIMIZATION``.
+- Everything else at its default. Tried and not adopted (no gain beyond noise, docs/runtimes.md):
+  ``ENABLE_CPU_PINNING = False``, ``CPU_DENORMALS_OPTIMIZATION``.
 
 ``run`` infers through one ``InferRequest`` with ``share_inputs=True`` (OpenVINO reads the
 C-contiguous float32 array in place, as ORT reads numpy input) and returns the output as a new

@@ -12,7 +12,7 @@ when torch.compile compiles:
   with a code object of its own. Dynamo keeps compiled graphs on the Python code object it traces
   and guards them on types and shapes, not on the module instance: compiling the module itself,
   a second prepared object (a fresh deep copy) would reuse the first one's graph and "compile"
-  in 0.04 s, and two live objects (torch-compile and torch-compile-freezing in one group of the
+  at once, and two live objects (torch-compile and torch-compile-freezing in one group of the
   harness) would run each other's graphs. ``torch._dynamo.reset()`` would avoid the first but
   drops the graphs of every live object.
 - ``torch._inductor.utils.fresh_cache()`` around that first call: a new temporary
@@ -20,28 +20,23 @@ when torch.compile compiles:
   Inductor's in-memory code caches cleared, so neither the FX graph cache, the AOTAutograd cache,
   the autotune cache nor a C++ kernel library built by an earlier case or run is hit (checked by
   tests: ``fxgraph_cache_miss``, no hit, every time; with the default cache folder a second
-  process compiles the model in 0.28 s instead of ~3 s). Remote caches are off outside Meta.
+  process would load the cached graph instead of compiling). Remote caches are off outside Meta.
 
 Not in compile_s: Inductor's once-per-process start-up (imports, the compile-worker
-subprocesses, C++ toolchain probing: ~9-12 s on the 2-core reference machine), which ``prepare``
+subprocesses, C++ toolchain probing: seconds, more than one graph's compile), which ``prepare``
 pays once per process and device by compiling a tiny conv/pool/linear net, so every case's
 ``compile_s`` is the cost of its own graph; ``load_s`` of a run's first torch-compile case
 carries the start-up.
 
-Cold compile times measured with this adapter on the reference machine (2 cores, AMD EPYC,
-torch 2.13 CPU), s, batch 1 / 64 / 256: model 2.5 / 2.6 / 2.2; conv1 0.8 / 1.0 / 0.8; pool1
-0.8 / 0.7 / 0.7; conv2 1.6 / 1.7 / 1.6; pool2 0.8 / 0.6 / 0.7; fc1 0.7 / 0.7 / 1.0; fc2 0.06
-(one extern GEMM call, no generated kernel); all 21 cases and the start-up: 33 s.
+Per-layer cold compile times: ``compile_s`` of every row; the figures behind the choices below
+are in docs/runtimes.md ("Measurements behind the choices").
 
-Targets: ``("model", "conv2")``. Compiling every layer would add ~9 s of compiling to a full
-sweep, but 15 more cases, and the default sweep with all runtimes already took ~10 min on this
-machine (the harness spends ~4 s per case), over its ~6 min budget; conv2 holds 72% of the
-FLOPs and is where the compiler can matter (the pools are trivial, fc1/fc2 are one GEMM each).
+Targets: ``("model", "conv2")``: every layer would be 15 more cases in a sweep already over its
+time budget; conv2 holds 72% of the FLOPs and is where the compiler can matter (the pools are
+trivial, fc1/fc2 are one GEMM each).
 
-Mode: Inductor's default. ``mode="max-autotune-no-cudagraphs"`` was measured on the CPU: compile
-1.8-2.5 s, latency the same as the default within noise (batch 1: 0.48-0.55 vs 0.42-0.61 ms; 64:
-7.5-8.8 vs 7.4-7.6 ms; 256: 44-47 vs 42-45 ms), so not adopted. Freezing, in contrast, measured
-faster (``torch-compile-freezing``).
+Mode: Inductor's default; ``mode="max-autotune-no-cudagraphs"`` was no faster within noise on the
+CPU, so not adopted. Freezing, in contrast, was faster (``torch-compile-freezing``).
 """
 
 from __future__ import annotations
@@ -117,7 +112,7 @@ class ConfiguredCompiledPrepared(CompiledPrepared):
     trace as well (Dynamo reads ``config.freezing`` to keep parameters as graph constants), so
     ``torch.compile(options=...)``, which reaches Inductor only, does not give frozen weights
     (measured: no speed-up). A call with an input shape not compiled yet (the accuracy pass's
-    batch of 500) compiles under the patch too; other calls pay one shape lookup (~0.2 us)."""
+    batch of 500) compiles under the patch too; other calls pay one set lookup of the shape."""
 
     def __init__(self, module: Any, device: str, config: dict[str, Any]) -> None:
         super().__init__(module, device)
@@ -138,8 +133,8 @@ class TorchCompile:
     """``torch-compile``: Inductor's defaults. ``torch-compile-freezing``: Inductor config
     ``freezing=True``: weights become constants of the graph, folded and, on the CPU, prepacked
     once into oneDNN's blocked layout for its convolution and linear kernels (the setting PyTorch
-    documents for CPU inference); measured faster than the default at batch 256 (23.5 vs 42-44 ms)
-    and 64 (6.9-7.3 vs 7.4-7.5 ms), the same at batch 1 (within noise)."""
+    documents for CPU inference); kept because it was faster than the default at batch 64 and 256
+    and the same at batch 1 (docs/runtimes.md)."""
 
     precision = "fp32"
 

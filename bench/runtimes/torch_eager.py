@@ -3,9 +3,8 @@
 ``torch-eager-channels-last``: the same network with its weights and the input in
 ``torch.channels_last`` (NHWC strides), so oneDNN convolutions run in its native blocked/NHWC
 layout without reordering the activations on every call; whole model only (the layer inputs of
-fc1/fc2 are 2-D). Kept because it measured faster than plain eager at every batch size (2-core
-reference machine, threads 2, one process per runtime, best median of 4-6 runs): batch 1 0.366
-vs 0.390 ms, 64 6.59 vs 9.17 ms, 256 26.0 vs 35.2 ms (eager's batch-256 medians range to 59 ms).
+fc1/fc2 are 2-D). Kept because it was faster than plain eager at every batch size on the CPU
+(docs/runtimes.md, "Measurements behind the choices").
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 ``torchscript-optimized``: the same archive through ``torch.jit.optimize_for_inference`` (oneDNN
 fusions; on the CPU convolution weights are converted to oneDNN's blocked layout once, at
 prepare time, with ``to_mkldnn``/``to_dense`` conversions around the convolution chain). Whole
-model only. Kept because it measured faster than plain torchscript at every batch size (2-core
-reference machine, threads 2, one process per runtime, best median of 3-4 runs): batch 1 0.317
-vs 0.352 ms, 64 6.21 vs 8.98 ms, 256 22.0 vs 54.8 ms.
+model only. Kept because it was faster than plain torchscript at every batch size on the CPU
+(docs/runtimes.md, "Measurements behind the choices").
 """
 
 from __future__ import annotations
