@@ -378,6 +378,11 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 
     A CSV of an older schema (lacking some ``ADDED_COLUMNS``) is accepted, with their defaults there.
     """
+    return frame_from_rows(read_rows(path))
+
+
+def read_rows(path: str | os.PathLike) -> list[ResultRow]:
+    """The rows of a results CSV (what ``read_results`` puts in a frame); ResultsError if it is not one."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -409,7 +414,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         raise ResultsError(f"{path}, line {reader.line_num}: not a readable CSV line ({e})") from None
     finally:
         csv.field_size_limit(limit)
-    return frame_from_rows(rows)
+    return rows
 
 
 # ----------------------------------------------------------------------------- writing

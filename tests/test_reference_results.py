@@ -1,0 +1,34 @@
+"""The committed reference runs (results/*.csv) read, write and render as they did.
+
+The Markdown snapshots under tests/reference/ were rendered by ``bench.compare.render`` before the
+column records (bench/columns.py) replaced the lists in results, compare and plots; a refactor that
+changes a cell, a heading or a row order fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.compare import render
+from bench.results import read_results, read_rows, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCES = ("20261128T161345Z-cuda-h200", "20261128T124047Z-vm")
+
+
+@pytest.mark.parametrize("stem", REFERENCES)
+def test_rows_round_trip(stem: str, tmp_path: Path) -> None:
+    rows = read_rows(ROOT / "results" / f"{stem}.csv")
+    written = write_results(rows, tmp_path, {"host": "vm"}, {})
+    assert read_rows(written) == rows
+    pd.testing.assert_frame_equal(read_results(written), read_results(ROOT / "results" / f"{stem}.csv"))
+
+
+@pytest.mark.parametrize("stem", REFERENCES)
+def test_measured_tables_unchanged(stem: str) -> None:
+    df = read_results(ROOT / "results" / f"{stem}.csv")
+    expected = (ROOT / "tests" / "reference" / f"{stem}.tables.md").read_text(encoding="utf-8")
+    assert render(df[df["status"] != "skipped"], markdown=True) == expected
