@@ -59,9 +59,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.network import LAYER_NAMES
+from models.layers import LAYER_NAMES, OTHER
 
-OTHER = "other"
 TOTAL = "total"
 CALL_RANGE = "deepmnist::call"  # record_function range around each profiled call
 WARMUP_CALLS = 3

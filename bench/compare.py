@@ -29,6 +29,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from models.errors import UserError
+from models.layers import LAYER_NAMES, PROFILE_SEGMENTS
 
 if TYPE_CHECKING:
     from bench.machine import Machine
@@ -46,7 +47,6 @@ _KEY = [
 _PEERS = ["host", "scenario", "target", "batch_size", "device", "timing"]  # ranked against the fastest
 # The CI and CV columns; NaN in CSVs written before they existed (then nothing is marked as noise).
 NOISE_COLUMNS = ("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy")
-LAYER_ORDER = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "other")  # profile columns
 # What identifies one measurement across two results files.
 CHANGE_KEY = [
     "host",
@@ -351,7 +351,7 @@ _MEMORY_SHOWN = {
     "cores busy": lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"]),
 }
 _NUMERIC |= {"best batch", "queries", "p50 ms [95% CI]", "p90 ms", "p99 ms", "p99.9 ms", "load s"}
-_NUMERIC |= {"compile s", "first call ms", "steady median ms", "first / steady", *LAYER_ORDER}
+_NUMERIC |= {"compile s", "first call ms", "steady median ms", "first / steady", *PROFILE_SEGMENTS}
 _NUMERIC |= {"profiled sum", "standalone sum", "whole model", "start s", "to first result s", "batch"}
 _NUMERIC |= {h for h in _MEMORY_SHOWN if h.endswith(("MB", "MiB", "call", "(mean)", "busy"))}
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
@@ -387,16 +387,16 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
                 lines.append(line)
                 continue
             ms = dict(zip(ok["target"], ok["median_ms"], strict=True))
-            for layer in LAYER_ORDER:
-                line[layer] = _ms(ms.get(layer, math.nan))
-            line["profiled sum"] = _ms(sum(ms.get(layer, 0.0) for layer in LAYER_ORDER))
+            for segment in PROFILE_SEGMENTS:
+                line[segment] = _ms(ms.get(segment, math.nan))
+            line["profiled sum"] = _ms(sum(ms.get(segment, 0.0) for segment in PROFILE_SEGMENTS))
             same = batch_rows[
                 (batch_rows["host"] == host) & (batch_rows["runtime"] == runtime)
                 & (batch_rows["device"] == device) & (batch_rows["batch_size"] == batch)
                 & (batch_rows["timing"] == "compute")
             ]  # fmt: skip
-            layers = same[same["target"].isin(LAYER_ORDER)]
-            complete = layers["target"].nunique() == len(LAYER_ORDER) - 1
+            layers = same[same["target"].isin(LAYER_NAMES)]
+            complete = layers["target"].nunique() == len(LAYER_NAMES)
             line["standalone sum"] = _ms(layers["median_ms"].sum()) if complete else ""
             whole = same.loc[same["target"] == "model", "median_ms"]
             line["whole model"] = _ms(whole.iloc[0]) if len(whole) else ""
@@ -406,7 +406,7 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
             "host",
             "runtime",
             "device",
-            *LAYER_ORDER,
+            *PROFILE_SEGMENTS,
             "profiled sum",
             "standalone sum",
             "whole model",

@@ -42,15 +42,14 @@ from PIL import Image
 from bench.results import ResultsError, read_results
 from models.atomic import atomic_path
 from models.errors import UserError
+from models.layers import LAYER_NAMES, LAYERS, MODEL, OTHER, PROFILE_SEGMENTS, TARGETS
 
 DPI = 110  # dots per inch: 10 x 6 in -> 1100 x 660 pixels
 FIGSIZE = (10.0, 6.0)  # inches
 SAMPLES_KEY = "single_stream_samples_ms"  # JSON sidecar key: {"runtime/device": [ms per query, ...]}
-# The network's layers in forward order (models.network.LAYER_NAMES; not imported, it pulls in torch).
-LAYER_NAMES = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2")
 # Profile rows: one per layer plus "other" (flatten, dropout, framework overhead), and "model", the
 # profiler's total (their sum, so not a segment); any other target is counted as "other".
-SEGMENTS = (*LAYER_NAMES, "other")
+SEGMENTS = PROFILE_SEGMENTS
 # Runtimes with a fixed colour (PALETTE order: ten distinct hues, then their light shades), so a
 # runtime looks the same in every run and chart; runtimes not listed take the free slots.
 KNOWN_RUNTIMES = (
@@ -75,9 +74,14 @@ KNOWN_RUNTIMES = (
 _TAB20 = colormaps["tab20"]
 PALETTE = tuple(_TAB20(i) for i in range(0, 20, 2)) + tuple(_TAB20(i) for i in range(1, 20, 2))
 _OTHER_COLOUR = (0.55, 0.55, 0.55, 1.0)
-_LAYER_COLOURS = dict(zip(SEGMENTS, [*colormaps["Set2"].colors[:6], (0.75, 0.75, 0.75)], strict=True))
+# one Set2 hue per layer, grey for "other"
+_LAYER_COLOURS = {**dict(zip(LAYER_NAMES, colormaps["Set2"].colors, strict=False)), OTHER: (0.75, 0.75, 0.75)}
 _PRECISION_STYLES = {"fp32": "-", "fp16": "--", "bf16": "-.", "int8": ":"}
-_TARGET_MARKERS = {"model": "*", "conv1": "o", "conv2": "s", "fc1": "^", "fc2": "v"}
+# roofline points: the whole model and each layer with FLOP (pools have none, so no GFLOP/s)
+_TARGET_MARKERS = {
+    MODEL: "*",
+    **dict(zip((s.name for s in LAYERS if s.flops), ("o", "s", "^", "v", "D", "P", "h"), strict=False)),
+}
 _PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 _PERCENTILE_MARKERS = ("o", "s", "^", "D")
 _DEVICE_ORDER = {"cpu": 0, "cuda": 1}
@@ -316,7 +320,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
     if profile.empty:
         return None
     profile = profile[profile["target"] != "model"]  # the profiler's total: the sum of the segments
-    profile = profile.assign(segment=profile["target"].where(profile["target"].isin(SEGMENTS), "other"))
+    profile = profile.assign(segment=profile["target"].where(profile["target"].isin(SEGMENTS), OTHER))
     alone = ok[(ok["scenario"] == "batch") & (ok["timing"] == "compute")]
     alone = alone[_finite_positive(alone["latency_ms_median"])]
     varying = _varying(profile)
@@ -503,9 +507,7 @@ def roofline_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -
         Line2D([], [], marker="o", linestyle="none", color=colours.get(r, _OTHER_COLOUR), label=r)
         for r in sorted(runtimes)
     ]
-    order = [t for t in ("model", *LAYER_NAMES) if t in targets] + sorted(
-        set(targets) - {"model", *LAYER_NAMES}
-    )
+    order = [t for t in TARGETS if t in targets] + sorted(set(targets) - set(TARGETS))
     handles += [
         Line2D([], [], marker=_TARGET_MARKERS.get(t, "X"), linestyle="none", color="0.35", label=t)
         for t in order

@@ -179,12 +179,6 @@ def full_run(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> t
     return folder, write_plots(frame, folder / "run", single_stream_samples(frame))
 
 
-def test_layer_names_are_the_networks() -> None:
-    from models.network import LAYER_NAMES
-
-    assert plots.LAYER_NAMES == LAYER_NAMES
-
-
 def test_cpu_and_cuda_run_writes_all_four_charts(full_run: tuple[Path, list[Path]]) -> None:
     folder, paths = full_run
     assert paths == [folder / f"run-{chart}.png" for chart in CHARTS]
