@@ -377,10 +377,13 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
 
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
     """Text of the tables: offline (best throughput per runtime), single-stream latency, then a
-    heading per target and batch size, where the time goes (profile), and cold start.
+    heading per target and batch size, where the time goes (profile), cold start, memory, and last
+    "not run, and why": each skipped runtime x device once, with its reason (``not_run``).
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
+    skipped = df[df["status"] == "skipped"]
+    df = df[df["status"] != "skipped"]  # the tables list what ran (failures too); skips go last
     parts = []
     offline = df[df["scenario"] == "offline"]
     if not offline.empty:
@@ -407,7 +410,27 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         title = "memory and CPU time: model (per worker process; cores busy = CPU time / wall time)"
         parts.append(_title(title, markdown))
         parts.append(_simple_table(_MEMORY_SHOWN)(cold, markdown))
+    if not skipped.empty:
+        parts.append(_title("not run, and why", markdown))
+        parts.append(not_run(skipped))
     return "\n\n".join(parts) + "\n"
+
+
+def not_run(skipped: pd.DataFrame) -> str:
+    """One line per runtime x device (x execution provider, x host when several) that was skipped,
+    with each distinct reason and how many cases (target x batch size x timing x scenario) it cost."""
+    hosts = skipped["host"].nunique() > 1
+    lines = []
+    keys = ["host", "runtime", "device", "execution_provider"]
+    for (host, runtime, device, provider), rows in skipped.groupby(keys, sort=False):
+        what = runtime + (f" ({provider.removesuffix('ExecutionProvider')})" if provider else "")
+        what += f" on {device}" + (f" @{host}" if hosts else "")
+        counts = rows.groupby("reason", sort=False).size()
+        why = "; ".join(
+            f"{' '.join(reason.split())} ({n} case{'s' if n > 1 else ''})" for reason, n in counts.items()
+        )
+        lines.append(f"- {what}: {why}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- two files: changes

@@ -165,23 +165,6 @@ def _series(name: str, values: list[Any]) -> pd.Series:
     return pd.Series(values, dtype=_DTYPES[kind])
 
 
-def rows_from_frame(df: pd.DataFrame) -> list[ResultRow]:
-    """Inverse of ``frame_from_rows`` (NaN or empty -> None for the float columns)."""
-    _check_columns(list(df.columns), "data frame")
-    rows = []
-    for record in df.to_dict("records"):
-        values = {}
-        for name in COLUMNS:
-            value, kind = record[name], _KINDS[name]
-            if kind is float:
-                number_type = int if name in _OPTIONAL_INTS else float
-                values[name] = None if pd.isna(value) else number_type(value)
-            else:
-                values[name] = "" if kind is str and pd.isna(value) else kind(value)
-        rows.append(ResultRow(**values))
-    return rows
-
-
 # ----------------------------------------------------------------------------- CSV text
 
 

@@ -81,7 +81,10 @@ def test_rows_are_grouped_and_sorted_fastest_first_never_dropped() -> None:
 def test_render_plain_text() -> None:
     text = render(comparison_tables(frame_from_rows(ROWS)), markdown=False)
     assert "model, batch 10\n===============" in text and "conv2, batch 10" in text
-    assert "skipped: no TensorRT" in text and "failed: RuntimeError: boom" in text
+    assert "failed: RuntimeError: boom" in text and "skipped:" not in text
+    assert text.endswith(
+        "not run, and why\n================\n\n- onnxruntime (Tensorrt) on cuda: no TensorRT (1 case)\n"
+    )
     assert "2.50x" in text and "99.95" in text and "Tensorrt" in text
     assert "|" not in text
     # fastest first within a group
@@ -92,7 +95,10 @@ def test_render_markdown() -> None:
     text = render(frame_from_rows(ROWS), markdown=True)  # a raw results frame is accepted too
     assert "### model, batch 10" in text and "### conv2, batch 10" in text
     assert "| runtime" in text and "|:--" in text and "--:|" in text
-    assert "end_to_end" in text and "skipped: no TensorRT" in text
+    assert (
+        "end_to_end" in text
+        and "### not run, and why\n\n- onnxruntime (Tensorrt) on cuda: no TensorRT" in text
+    )
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

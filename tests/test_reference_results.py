@@ -32,3 +32,16 @@ def test_measured_tables_unchanged(stem: str) -> None:
     df = read_results(ROOT / "results" / f"{stem}.csv")
     expected = (ROOT / "tests" / "reference" / f"{stem}.tables.md").read_text(encoding="utf-8")
     assert render(df[df["status"] != "skipped"], markdown=True) == expected
+
+
+def test_skipped_runtimes_are_named_once_after_the_tables() -> None:
+    df = read_results(ROOT / "results" / "20261128T161345Z-cuda-h200.csv")
+    text = render(df, markdown=True)
+    tables, not_run = text.split("### not run, and why\n\n")
+    assert "skipped" not in tables  # the tables list what ran
+    skipped = df[df["status"] == "skipped"]
+    pairs = skipped[["runtime", "device", "execution_provider"]].drop_duplicates()
+    lines = not_run.strip().splitlines()
+    assert len(lines) == len(pairs) and len(lines) < len(skipped) / 3
+    for runtime, device in pairs[["runtime", "device"]].itertuples(index=False):
+        assert sum(line.startswith(f"- {runtime} ") and f" on {device}" in line for line in lines) == 1
