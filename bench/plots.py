@@ -48,9 +48,6 @@ from models.layers import LAYER_NAMES, LAYERS, MODEL, OTHER, PROFILE_SEGMENTS, T
 DPI = 110  # dots per inch: 10 x 6 in -> 1100 x 660 pixels
 FIGSIZE = (10.0, 6.0)  # inches
 SAMPLES_KEY = "single_stream_samples_ms"  # JSON sidecar key: {"runtime/device": [ms per query, ...]}
-# Profile rows: one per layer plus "other" (flatten, dropout, framework overhead), and "model", the
-# profiler's total (their sum, so not a segment); any other target is counted as "other".
-SEGMENTS = PROFILE_SEGMENTS
 # tab20 pairs a dark and a light shade of ten hues: the ten dark ones first, so that up to ten
 # runtimes all get different hues, then the light ones (up to 20 distinct colours in all).
 _TAB20 = colormaps["tab20"]
@@ -297,7 +294,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
     if profile.empty:
         return None
     profile = profile[profile["target"] != "model"]  # the profiler's total: the sum of the segments
-    profile = profile.assign(segment=profile["target"].where(profile["target"].isin(SEGMENTS), OTHER))
+    profile = profile.assign(segment=profile["target"].where(profile["target"].isin(PROFILE_SEGMENTS), OTHER))
     alone = ok[(ok["scenario"] == "batch") & (ok["timing"] == "compute")]
     alone = alone[_finite_positive(alone["latency_ms_median"])]
     varying = _varying(profile)
@@ -305,7 +302,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
     bars = []  # (device, label, runtime, profiled ms per segment, alone ms per layer, model ms)
     for key, rows in profile.groupby(keys, sort=True, dropna=False):
         key = dict(zip(keys, key, strict=True))
-        split = rows.groupby("segment")["latency_ms_median"].sum().reindex(SEGMENTS).fillna(0.0)
+        split = rows.groupby("segment")["latency_ms_median"].sum().reindex(PROFILE_SEGMENTS).fillna(0.0)
         if split.sum() <= 0:
             continue
         same = alone
@@ -361,7 +358,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
         ax.set_title(_device_title(ok, device), fontsize=9)
         ax.grid(True, axis="x", alpha=0.3)
     axes[-1].set_xlabel("ms per call (whole batch)")
-    handles = [Patch(color=_LAYER_COLOURS[s], label=s) for s in SEGMENTS]
+    handles = [Patch(color=_LAYER_COLOURS[s], label=s) for s in PROFILE_SEGMENTS]
     handles += [
         Patch(facecolor=(0.5, 0.5, 0.5), alpha=0.7, label="thin bar: each layer\ntimed alone, stacked"),
         Line2D([], [], marker="D", color="black", linestyle="none", label="whole model\ntimed alone"),
