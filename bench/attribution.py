@@ -52,16 +52,14 @@ import statistics
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.network import LAYER_NAMES
+from models.layers import LAYER_NAMES, OTHER
 
-OTHER = "other"
 TOTAL = "total"
 CALL_RANGE = "deepmnist::call"  # record_function range around each profiled call
 WARMUP_CALLS = 3
@@ -72,17 +70,6 @@ _LAYER_SET = frozenset(LAYER_NAMES)
 _SCOPE_RE = re.compile(r"(?:^|[/.\s])(" + "|".join(map(re.escape, LAYER_NAMES)) + r")(?=[/.:]|$)")
 # Ops that only re-view or pass a tensor through: flatten and (inference) dropout -> "other".
 _PASSTHROUGH_OPS = frozenset({"Reshape", "Flatten", "Identity", "Dropout", "Squeeze", "Unsqueeze"})
-
-
-@dataclass(frozen=True)
-class LayerTime:
-    layer: str  # a layer name, "other" or "total"
-    ms: float  # per call
-
-
-def layer_times(profile: dict[str, float]) -> list[LayerTime]:
-    """The result of ``profile_onnxruntime`` / ``profile_torch`` as LayerTime rows, in layer order."""
-    return [LayerTime(name, profile[name]) for name in (*LAYER_NAMES, OTHER, TOTAL)]
 
 
 def _layer_kind(name: str) -> str:

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tabulate import tabulate
 
+from bench.columns import BY_NAME, NAMES
 from models.errors import UserError
+from models.layers import LAYER_NAMES, PROFILE_SEGMENTS
 
 if TYPE_CHECKING:
     from bench.machine import Machine
@@ -44,9 +46,6 @@ _KEY = [
     "threads",
 ]  # what a speedup compares like with like
 _PEERS = ["host", "scenario", "target", "batch_size", "device", "timing"]  # ranked against the fastest
-# The CI and CV columns; NaN in CSVs written before they existed (then nothing is marked as noise).
-NOISE_COLUMNS = ("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy")
-LAYER_ORDER = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "other")  # profile columns
 # What identifies one measurement across two results files.
 CHANGE_KEY = [
     "host",
@@ -60,64 +59,23 @@ CHANGE_KEY = [
     "precision",
     "execution_provider",
 ]
+_CI = {"latency_ms_median_ci_low": "ci_low_ms", "latency_ms_median_ci_high": "ci_high_ms"}
+_RENAMED = {"latency_ms_median": "median_ms", **_CI}
+# The comparison frame: every CSV column (bench.columns; the median and its CI renamed), then the
+# columns computed here.
 TABLE_COLUMNS = [
-    "scenario",
-    "target",
-    "batch_size",
-    "host",
-    "runtime",
-    "precision",
-    "device",
-    "timing",
-    "execution_provider",
-    "threads",
-    "median_ms",
-    "ci_low_ms",
-    "ci_high_ms",
-    "cv",
-    "noisy",
+    *(_RENAMED.get(name, name) for name in NAMES),
     "vs_fastest",  # median / fastest median - 1 (0.23: 23% slower); NaN unless ok
     "fastest",  # the fastest ok line of its peers
     "within_noise",  # its CI overlaps the fastest line's CI (False when either CI is unknown)
-    "throughput_ips",
-    "gflops",
-    "pct_of_peak",
-    "speedup",
+    "speedup",  # throughput / the baseline's throughput on the same host, device, timing, threads
     "accuracy_pct",
     "agreement_pct",
-    "status",
-    "reason",
-    "latency_ms_mean",
-    "latency_ms_p90",
-    "latency_ms_p99",
-    "latency_ms_p999",
-    "rounds",
-    "start_s",
-    "load_s",
-    "compile_s",
-    "first_inference_ms",
-    "time_to_first_result_s",
-    "rss_after_load_mb",
-    "peak_rss_mb",
-    "cuda_peak_allocated_mb",
-    "cpu_ms_per_call",
-    "model_bytes",
 ]
-_CI = {"latency_ms_median_ci_low": "ci_low_ms", "latency_ms_median_ci_high": "ci_high_ms"}
 
 
 class CompareError(UserError):
     """Bad ``compare`` arguments: an impossible combination of files and options, a bad threshold."""
-
-
-def _with_noise_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with the columns added since the first schema: NaN (scenario "batch") where missing."""
-    from bench.results import ADDED_COLUMNS
-
-    missing = {name: math.nan for name in ADDED_COLUMNS if name not in df.columns}
-    if "scenario" in missing:
-        missing["scenario"] = "batch"
-    return df.assign(**missing) if missing else df
 
 
 def _overlap(low_a: pd.Series, high_a: pd.Series, low_b: pd.Series, high_b: pd.Series) -> pd.Series:
@@ -131,8 +89,7 @@ def comparison_tables(df: pd.DataFrame) -> pd.DataFrame:
     Columns ``TABLE_COLUMNS``; sorted by target ("model" first, then the order in the file),
     batch size, then median latency (fastest first; skipped and failed rows last).
     """
-    df = _with_noise_columns(df)
-    table = df.rename(columns={"latency_ms_median": "median_ms", **_CI}).assign(
+    table = df.rename(columns=_RENAMED).assign(
         accuracy_pct=df["accuracy"] * 100,
         agreement_pct=df["agreement"] * 100,
         _line=range(len(df)),
@@ -208,11 +165,30 @@ def _cv(line: Mapping[str, Any]) -> str:
     return "" if math.isnan(cv) else f"{cv * 100:.1f}" + (" noisy" if line["noisy"] == 1 else "")
 
 
-def _column(name: str, fmt: Callable[[Any], str] = str) -> Callable[[Mapping[str, Any]], str]:
-    return lambda line: fmt(line[name])
+class _Cell:
+    """A table column: its cell text from one line, and whether it is a number (right-aligned)."""
+
+    def __init__(self, text: Callable[[Mapping[str, Any]], str], numeric: bool = True) -> None:
+        self.text, self.numeric = text, numeric
+
+    def __call__(self, line: Mapping[str, Any]) -> str:
+        return self.text(line)
 
 
-_SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {  # heading -> cell of a line, in order
+def _format(spec: str) -> Callable[[Any], str]:
+    """A column record's display format (bench.columns.Column.fmt) as a function."""
+    return {"": str, "ms": _ms}.get(spec) or _number(spec)
+
+
+def _column(name: str, fmt: Callable[[Any], str] | None = None) -> _Cell:
+    """The cell of column ``name``: a CSV column takes its format and alignment from its record
+    (``fmt`` overrides the format); a column computed here (speedup, ...) is a number."""
+    record = BY_NAME.get(name)
+    fmt = fmt or (_format(record.fmt) if record else str)
+    return _Cell(lambda line: fmt(line[name]), record.numeric if record else True)
+
+
+_SHOWN: dict[str, _Cell] = {  # heading -> cell of a line, in order
     "host": _column("host"),
     "runtime": _column("runtime"),
     "precision": _column("precision"),
@@ -220,30 +196,17 @@ _SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {  # heading -> cell of 
     "timing": _column("timing"),
     "provider": _column("execution_provider", lambda v: v.removesuffix("ExecutionProvider")),
     "threads": _column("threads"),
-    "median ms [95% CI]": lambda line: _ms_ci(line["median_ms"], line["ci_low_ms"], line["ci_high_ms"]),
-    "vs fastest": _vs_fastest,
-    "CV %": _cv,
-    "images/s": _column("throughput_ips", _number(",.0f")),
-    "GFLOP/s": _column("gflops", _number(".2f")),
-    "% of peak": _column("pct_of_peak", _number(".1f")),
+    "median ms [95% CI]": _Cell(
+        lambda line: _ms_ci(line["median_ms"], line["ci_low_ms"], line["ci_high_ms"])
+    ),
+    "vs fastest": _Cell(_vs_fastest),
+    "CV %": _Cell(_cv),
+    "images/s": _column("throughput_ips"),
+    "GFLOP/s": _column("gflops"),
+    "% of peak": _column("pct_of_peak"),
     f"vs {BASELINE}": _column("speedup", _number(".2f", "x")),
     "accuracy %": _column("accuracy_pct", _number(".2f")),
     "agreement %": _column("agreement_pct", _number(".2f")),
-}
-_NUMERIC = {
-    "threads",
-    "median ms [95% CI]",
-    "vs fastest",
-    "CV %",
-    "images/s",
-    "GFLOP/s",
-    "% of peak",
-    f"vs {BASELINE}",
-    "accuracy %",
-    "agreement %",
-    "old ms [95% CI]",
-    "new ms [95% CI]",
-    "change",
 }
 # dropped when all empty
 _OPTIONAL = ("provider", "vs fastest", "CV %", "% of peak", "accuracy %", "agreement %")
@@ -322,38 +285,34 @@ _SINGLE_STREAM_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
     "queries": _column("rounds"),
     "p50 ms [95% CI]": _SHOWN["median ms [95% CI]"],
-    "p90 ms": _column("latency_ms_p90", _ms),
-    "p99 ms": _column("latency_ms_p99", _ms),
-    "p99.9 ms": _column("latency_ms_p999", _ms),
-    "vs fastest": _vs_fastest,
+    "p90 ms": _column("latency_ms_p90"),
+    "p99 ms": _column("latency_ms_p99"),
+    "p99.9 ms": _column("latency_ms_p999"),
+    "vs fastest": _SHOWN["vs fastest"],
     "accuracy %": _SHOWN["accuracy %"],
 }
 _COLD_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
-    "start s": _column("start_s", _number(".2f")),
-    "load s": _column("load_s", _number(".3f")),
-    "compile s": _column("compile_s", _number(".2f")),
-    "first call ms": _column("first_inference_ms", _ms),
-    "to first result s": _column("time_to_first_result_s", _number(".2f")),
+    "start s": _column("start_s"),
+    "load s": _column("load_s"),
+    "compile s": _column("compile_s"),
+    "first call ms": _column("first_inference_ms"),
+    "to first result s": _column("time_to_first_result_s"),
     "steady median ms": _column("median_ms", _ms),
-    "first / steady": lambda line: _number(".1f", "x")(line["first_inference_ms"] / line["median_ms"]),
+    "first / steady": _Cell(lambda line: _number(".1f", "x")(line["first_inference_ms"] / line["median_ms"])),
 }
 _MEMORY_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
     "batch": _column("batch_size"),
     "model MB": _column("model_bytes", lambda v: _number(".1f")(v / 1e6)),
-    "RSS after load MiB": _column("rss_after_load_mb", _number(",.0f")),
-    "peak RSS MiB": _column("peak_rss_mb", _number(",.0f")),
-    "CUDA peak MiB": _column("cuda_peak_allocated_mb", _number(",.0f")),
-    "CPU ms / call": _column("cpu_ms_per_call", _ms),
-    "wall ms / call (mean)": _column("latency_ms_mean", _ms),
+    "RSS after load MiB": _column("rss_after_load_mb"),
+    "peak RSS MiB": _column("peak_rss_mb"),
+    "CUDA peak MiB": _column("cuda_peak_allocated_mb"),
+    "CPU ms / call": _column("cpu_ms_per_call"),
+    "wall ms / call (mean)": _column("latency_ms_mean"),
     # both over the same timed calls (the mean, not the median: CPU time is a total too)
-    "cores busy": lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"]),
+    "cores busy": _Cell(lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"])),
 }
-_NUMERIC |= {"best batch", "queries", "p50 ms [95% CI]", "p90 ms", "p99 ms", "p99.9 ms", "load s"}
-_NUMERIC |= {"compile s", "first call ms", "steady median ms", "first / steady", *LAYER_ORDER}
-_NUMERIC |= {"profiled sum", "standalone sum", "whole model", "start s", "to first result s", "batch"}
-_NUMERIC |= {h for h in _MEMORY_SHOWN if h.endswith(("MB", "MiB", "call", "(mean)", "busy"))}
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
                   "peak RSS MiB", "CPU ms / call", "cores busy", "model MB")  # fmt: skip
 
@@ -387,16 +346,16 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
                 lines.append(line)
                 continue
             ms = dict(zip(ok["target"], ok["median_ms"], strict=True))
-            for layer in LAYER_ORDER:
-                line[layer] = _ms(ms.get(layer, math.nan))
-            line["profiled sum"] = _ms(sum(ms.get(layer, 0.0) for layer in LAYER_ORDER))
+            for segment in PROFILE_SEGMENTS:
+                line[segment] = _ms(ms.get(segment, math.nan))
+            line["profiled sum"] = _ms(sum(ms.get(segment, 0.0) for segment in PROFILE_SEGMENTS))
             same = batch_rows[
                 (batch_rows["host"] == host) & (batch_rows["runtime"] == runtime)
                 & (batch_rows["device"] == device) & (batch_rows["batch_size"] == batch)
                 & (batch_rows["timing"] == "compute")
             ]  # fmt: skip
-            layers = same[same["target"].isin(LAYER_ORDER)]
-            complete = layers["target"].nunique() == len(LAYER_ORDER) - 1
+            layers = same[same["target"].isin(LAYER_NAMES)]
+            complete = layers["target"].nunique() == len(LAYER_NAMES)
             line["standalone sum"] = _ms(layers["median_ms"].sum()) if complete else ""
             whole = same.loc[same["target"] == "model", "median_ms"]
             line["whole model"] = _ms(whole.iloc[0]) if len(whole) else ""
@@ -406,10 +365,7 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
             "host",
             "runtime",
             "device",
-            *LAYER_ORDER,
-            "profiled sum",
-            "standalone sum",
-            "whole model",
+            *_PROFILE_NUMBERS,
         ]
         cells = {h: [line.get(h, "") for line in lines] for h in [*headings, "status"]}
         if len({line["host"] for line in lines}) <= 1:
@@ -421,10 +377,13 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
 
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
     """Text of the tables: offline (best throughput per runtime), single-stream latency, then a
-    heading per target and batch size, where the time goes (profile), and cold start.
+    heading per target and batch size, where the time goes (profile), cold start, memory, and last
+    "not run, and why": each skipped runtime x device once, with its reason (``not_run``).
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
+    skipped = df[df["status"] == "skipped"]
+    df = df[df["status"] != "skipped"]  # the tables list what ran (failures too); skips go last
     parts = []
     offline = df[df["scenario"] == "offline"]
     if not offline.empty:
@@ -451,7 +410,27 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         title = "memory and CPU time: model (per worker process; cores busy = CPU time / wall time)"
         parts.append(_title(title, markdown))
         parts.append(_simple_table(_MEMORY_SHOWN)(cold, markdown))
+    if not skipped.empty:
+        parts.append(_title("not run, and why", markdown))
+        parts.append(not_run(skipped))
     return "\n\n".join(parts) + "\n"
+
+
+def not_run(skipped: pd.DataFrame) -> str:
+    """One line per runtime x device (x execution provider, x host when several) that was skipped,
+    with each distinct reason and how many cases (target x batch size x timing x scenario) it cost."""
+    hosts = skipped["host"].nunique() > 1
+    lines = []
+    keys = ["host", "runtime", "device", "execution_provider"]
+    for (host, runtime, device, provider), rows in skipped.groupby(keys, sort=False):
+        what = runtime + (f" ({provider.removesuffix('ExecutionProvider')})" if provider else "")
+        what += f" on {device}" + (f" @{host}" if hosts else "")
+        counts = rows.groupby("reason", sort=False).size()
+        why = "; ".join(
+            f"{' '.join(reason.split())} ({n} case{'s' if n > 1 else ''})" for reason, n in counts.items()
+        )
+        lines.append(f"- {what}: {why}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- two files: changes
@@ -466,10 +445,7 @@ def change_table(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     present) and ``beyond_noise`` (the CIs do not overlap; False when unknown).
     """
     wanted = [*CHANGE_KEY, "latency_ms_median", *_CI, "status", "reason"]
-    old, new = (
-        _with_noise_columns(frame)[wanted].rename(columns={"latency_ms_median": "median_ms", **_CI})
-        for frame in (old, new)
-    )
+    old, new = (frame[wanted].rename(columns=_RENAMED) for frame in (old, new))
     table = old.merge(
         new, on=CHANGE_KEY, how="outer", suffixes=("_old", "_new"), indicator="presence", sort=False
     )
@@ -524,13 +500,22 @@ def _side(suffix: str) -> Callable[[Mapping[str, Any]], str]:
     return cell
 
 
-_CHANGE_SHOWN: dict[str, Callable[[Mapping[str, Any]], str]] = {
+_CHANGE_SHOWN: dict[str, _Cell] = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "device", "timing", "provider", "threads")},
-    "old ms [95% CI]": _side("_old"),
-    "new ms [95% CI]": _side("_new"),
-    "change": _change_cell,
-    "noise": _noise_cell,
+    "old ms [95% CI]": _Cell(_side("_old")),
+    "new ms [95% CI]": _Cell(_side("_new")),
+    "change": _Cell(_change_cell),
+    "noise": _Cell(_noise_cell, numeric=False),
 }
+# The "where the time goes" table: ms per layer and their sums, all numbers.
+_PROFILE_NUMBERS = (*PROFILE_SEGMENTS, "profiled sum", "standalone sum", "whole model")
+# Headings shown right-aligned, in every table (the HTML report's too).
+_NUMERIC = frozenset(
+    heading
+    for shown in (_SHOWN, _OFFLINE_SHOWN, _SINGLE_STREAM_SHOWN, _COLD_SHOWN, _MEMORY_SHOWN, _CHANGE_SHOWN)
+    for heading, cell in shown.items()
+    if cell.numeric
+).union(_PROFILE_NUMBERS)
 
 
 def _change_group_table(group: pd.DataFrame, markdown: bool) -> str:

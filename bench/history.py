@@ -215,9 +215,7 @@ def chosen_rows(
 ) -> pd.DataFrame:
     """The run's ok rows of the chosen series, with ``batch`` (``1``, ``best``, ...), ``ms`` per
     image and ``sigma`` (its standard error, from the CI; NaN where the run has no CI)."""
-    from bench.compare import _with_noise_columns
-
-    frame = _with_noise_columns(run.frame)
+    frame = run.frame  # from read_results: older CSVs' missing columns hold their defaults
     frame = frame[(frame["status"] == "ok") & frame["target"].isin(targets)]
     if runtimes:
         frame = frame[frame["runtime"].isin(runtimes)]

@@ -23,10 +23,9 @@ from typing import Any
 from bench.results import check_writable_dir
 from bench.runtimes import DEVICES, RUNTIMES
 from models.errors import OptionError, UserError, check_number, max_threads
-from models.network import LAYER_NAMES
+from models.layers import TARGETS
 from models.paths import REPO_ROOT
 
-TARGETS = ("model", *LAYER_NAMES)
 LAUNCHERS = ("process", "inline")
 
 

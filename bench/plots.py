@@ -39,72 +39,33 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 from PIL import Image
 
+from bench.columns import NAMES
 from bench.results import ResultsError, read_results
 from models.atomic import atomic_path
 from models.errors import UserError
+from models.layers import LAYER_NAMES, LAYERS, MODEL, OTHER, PROFILE_SEGMENTS, TARGETS
 
 DPI = 110  # dots per inch: 10 x 6 in -> 1100 x 660 pixels
 FIGSIZE = (10.0, 6.0)  # inches
 SAMPLES_KEY = "single_stream_samples_ms"  # JSON sidecar key: {"runtime/device": [ms per query, ...]}
-# The network's layers in forward order (models.network.LAYER_NAMES; not imported, it pulls in torch).
-LAYER_NAMES = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2")
-# Profile rows: one per layer plus "other" (flatten, dropout, framework overhead), and "model", the
-# profiler's total (their sum, so not a segment); any other target is counted as "other".
-SEGMENTS = (*LAYER_NAMES, "other")
-# Runtimes with a fixed colour (PALETTE order: ten distinct hues, then their light shades), so a
-# runtime looks the same in every run and chart; runtimes not listed take the free slots.
-KNOWN_RUNTIMES = (
-    "torch-eager",
-    "torchscript",
-    "onnxruntime",
-    "torch-compile",
-    "onnxruntime-int8",
-    "openvino",
-    "torch-export",
-    "onnxruntime-trt",
-    "torch-aoti",
-    "onnxruntime-fp16",
-    "torch-eager-bf16",
-    "torch-eager-fp16",
-    "onnxruntime-noopt",
-    "onnxruntime-nospin",
-    "openvino-int8",
-)
 # tab20 pairs a dark and a light shade of ten hues: the ten dark ones first, so that up to ten
 # runtimes all get different hues, then the light ones (up to 20 distinct colours in all).
 _TAB20 = colormaps["tab20"]
 PALETTE = tuple(_TAB20(i) for i in range(0, 20, 2)) + tuple(_TAB20(i) for i in range(1, 20, 2))
 _OTHER_COLOUR = (0.55, 0.55, 0.55, 1.0)
-_LAYER_COLOURS = dict(zip(SEGMENTS, [*colormaps["Set2"].colors[:6], (0.75, 0.75, 0.75)], strict=True))
+# one Set2 hue per layer, grey for "other"
+_LAYER_COLOURS = {**dict(zip(LAYER_NAMES, colormaps["Set2"].colors, strict=False)), OTHER: (0.75, 0.75, 0.75)}
 _PRECISION_STYLES = {"fp32": "-", "fp16": "--", "bf16": "-.", "int8": ":"}
-_TARGET_MARKERS = {"model": "*", "conv1": "o", "conv2": "s", "fc1": "^", "fc2": "v"}
+# roofline points: the whole model and each layer with FLOP (pools have none, so no GFLOP/s)
+_TARGET_MARKERS = {
+    MODEL: "*",
+    **dict(zip((s.name for s in LAYERS if s.flops), ("o", "s", "^", "v", "D", "P", "h"), strict=False)),
+}
 _PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 _PERCENTILE_MARKERS = ("o", "s", "^", "D")
 _DEVICE_ORDER = {"cpu": 0, "cuda": 1}
 # What one line / bar / point stands for: everything but the batch size and the target.
 _SERIES = ("host", "runtime", "device", "precision", "execution_provider", "threads", "timing")
-_REQUIRED = ("status", "target", "runtime", "device", "batch_size")
-_STRING_DEFAULTS = {
-    "scenario": "batch",  # files written before the scenario column held only batch rows
-    "host": "",
-    "cpu_model": "",
-    "gpu_name": "",
-    "precision": "fp32",
-    "execution_provider": "",
-    "timing": "compute",
-}
-_NUMBER_COLUMNS = (
-    "threads",
-    "latency_ms_median",
-    "throughput_ips",
-    "gflops",
-    "peak_gflops",
-    "bandwidth_gbs",
-    "arithmetic_intensity",
-    "rss_after_load_mb",
-    "peak_rss_mb",
-    "cuda_peak_allocated_mb",
-)
 _MAX_STEP_POINTS = 3000  # a CDF with more samples is drawn from this many (plus the slowest 1000)
 _FONT = 8  # points, for legends and annotations
 
@@ -117,35 +78,43 @@ class PlotError(UserError):
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The ok rows, with the columns the charts use present and typed (absent ones: default or NaN)."""
-    missing = [c for c in _REQUIRED if c not in df.columns]
+    """The ok rows of a results frame (``read_results``: a CSV of an older schema has its missing
+    columns filled in there), of a positive batch size."""
+    missing = [name for name in NAMES if name not in df.columns]
     if missing:
         raise ResultsError(f"results frame: missing column(s) {', '.join(missing)}")
-    frame = df[df["status"] == "ok"].copy()
-    for name, default in _STRING_DEFAULTS.items():
-        if name not in frame.columns:
-            frame[name] = default
-        values = frame[name].astype(object).where(frame[name].notna(), default)
-        frame[name] = values.astype(str).replace("", default)
-    for name in _NUMBER_COLUMNS:
-        frame[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame.columns else math.nan
-    frame["threads"] = frame["threads"].fillna(0).astype("int64")
-    frame["batch_size"] = pd.to_numeric(frame["batch_size"], errors="coerce")
-    frame = frame[frame["batch_size"] > 0]
-    frame["batch_size"] = frame["batch_size"].astype("int64")
-    for name in ("target", "runtime", "device"):
-        frame[name] = frame[name].astype(str)
-    return frame.reset_index(drop=True)
+    frame = df[(df["status"] == "ok") & (df["batch_size"] > 0)]
+    return frame.astype({"threads": "int64", "batch_size": "int64"}).reset_index(drop=True)
 
 
-def runtime_colours(runtimes: Iterable[str]) -> dict[str, tuple[float, float, float, float]]:
-    """One colour per runtime: ``KNOWN_RUNTIMES`` always their own; others (sorted) take the slots
-    no known runtime holds, then those of known runtimes absent here; past 20, colours repeat."""
+def registered_runtimes() -> tuple[str, ...]:
+    """The runtime registry's names, in its order: the only list of runtimes (bench.runtimes)."""
+    from bench.runtimes import RUNTIMES  # imports torch, so only once a chart is drawn
+
+    return tuple(RUNTIMES)
+
+
+def runtime_order(runtimes: Iterable[str], registry: Sequence[str] | None = None) -> list[str]:
+    """``runtimes`` once each: registered ones in registry order, then the others (old CSVs) sorted."""
+    registry = registered_runtimes() if registry is None else tuple(registry)
+    rank = {name: i for i, name in enumerate(registry)}
+    return sorted(set(runtimes), key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def runtime_colours(
+    runtimes: Iterable[str], registry: Sequence[str] | None = None
+) -> dict[str, tuple[float, float, float, float]]:
+    """One colour per runtime, so a runtime looks the same in every run and chart: a registered
+    runtime always takes the PALETTE slot of its place in the registry; others (sorted) take the
+    slots no registered runtime holds, then those of registered runtimes absent here; past 20,
+    colours repeat. The dict is in ``runtime_order``: the charts' legends follow it."""
+    registry = registered_runtimes() if registry is None else tuple(registry)
     present = set(runtimes)
-    colours = {name: PALETTE[i] for i, name in enumerate(KNOWN_RUNTIMES) if name in present}
-    free = list(PALETTE[len(KNOWN_RUNTIMES) :])
-    free += [PALETTE[i] for i, name in enumerate(KNOWN_RUNTIMES) if name not in present]
-    for i, name in enumerate(sorted(present - set(KNOWN_RUNTIMES))):
+    slot = {name: i for i, name in enumerate(registry)}
+    colours = {name: PALETTE[slot[name] % len(PALETTE)] for name in registry if name in present}
+    free = list(PALETTE[len(registry) :])
+    free += [PALETTE[i] for i, name in enumerate(registry[: len(PALETTE)]) if name not in present]
+    for i, name in enumerate(sorted(present - set(registry))):
         colours[name] = free[i] if i < len(free) else PALETTE[i % len(PALETTE)]
     return colours
 
@@ -262,6 +231,12 @@ def _legend(ax, handles: Sequence[object], labels: Sequence[str], title: str | N
 
 
 def throughput_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> Path | None:
+    fig = throughput_figure(ok, colours)
+    return None if fig is None else _save(fig, path)
+
+
+def throughput_figure(ok: pd.DataFrame, colours: Mapping[str, tuple]) -> Figure | None:
+    """The throughput chart (None without data); its legend lists the runtimes in registry order."""
     data = ok[(ok["target"] == "model") & (ok["scenario"] == "batch") & (ok["timing"] == "compute")]
     data = data[_finite_positive(data["throughput_ips"])]
     if data.empty:
@@ -271,12 +246,14 @@ def throughput_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple])
     axes = fig.subplots(1, len(devices), squeeze=False)[0]
     varying = _varying(data)
     handles: dict[str, Line2D] = {}
+    runtime_of: dict[str, str] = {}
     for ax, device in zip(axes, devices, strict=True):
         rows = data[data["device"] == device]
         for key, series in rows.groupby(list(_SERIES), sort=True, dropna=False):
             key = dict(zip(_SERIES, key, strict=True))
             points = series.groupby("batch_size")["throughput_ips"].median()  # one point per batch size
             label = _series_label(key, varying)
+            runtime_of[label] = str(key["runtime"])
             (line,) = ax.plot(
                 points.index,
                 points.to_numpy(),
@@ -298,13 +275,14 @@ def throughput_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple])
         ax.set_xlabel("batch size (images per call)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("throughput (images/s, log)")
-    labels = sorted(handles)
+    rank = {name: i for i, name in enumerate(colours)}  # registry order (runtime_colours keeps it)
+    labels = sorted(handles, key=lambda label: (rank.get(runtime_of[label], len(rank)), label))
     _legend(axes[-1], [handles[label] for label in labels], labels)
     fig.suptitle(
         f"Deep MNIST whole-model throughput (compute timing): {_where(data)}\n{_sizes(data['batch_size'])}",
         fontsize=10,
     )
-    return _save(fig, path)
+    return fig
 
 
 # ----------------------------------------------------------------------------- 2. layers
@@ -316,7 +294,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
     if profile.empty:
         return None
     profile = profile[profile["target"] != "model"]  # the profiler's total: the sum of the segments
-    profile = profile.assign(segment=profile["target"].where(profile["target"].isin(SEGMENTS), "other"))
+    profile = profile.assign(segment=profile["target"].where(profile["target"].isin(PROFILE_SEGMENTS), OTHER))
     alone = ok[(ok["scenario"] == "batch") & (ok["timing"] == "compute")]
     alone = alone[_finite_positive(alone["latency_ms_median"])]
     varying = _varying(profile)
@@ -324,7 +302,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
     bars = []  # (device, label, runtime, profiled ms per segment, alone ms per layer, model ms)
     for key, rows in profile.groupby(keys, sort=True, dropna=False):
         key = dict(zip(keys, key, strict=True))
-        split = rows.groupby("segment")["latency_ms_median"].sum().reindex(SEGMENTS).fillna(0.0)
+        split = rows.groupby("segment")["latency_ms_median"].sum().reindex(PROFILE_SEGMENTS).fillna(0.0)
         if split.sum() <= 0:
             continue
         same = alone
@@ -380,7 +358,7 @@ def layers_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
         ax.set_title(_device_title(ok, device), fontsize=9)
         ax.grid(True, axis="x", alpha=0.3)
     axes[-1].set_xlabel("ms per call (whole batch)")
-    handles = [Patch(color=_LAYER_COLOURS[s], label=s) for s in SEGMENTS]
+    handles = [Patch(color=_LAYER_COLOURS[s], label=s) for s in PROFILE_SEGMENTS]
     handles += [
         Patch(facecolor=(0.5, 0.5, 0.5), alpha=0.7, label="thin bar: each layer\ntimed alone, stacked"),
         Line2D([], [], marker="D", color="black", linestyle="none", label="whole model\ntimed alone"),
@@ -501,11 +479,9 @@ def roofline_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -
     axes[0].set_ylabel("GFLOP/s (log)")
     handles = [
         Line2D([], [], marker="o", linestyle="none", color=colours.get(r, _OTHER_COLOUR), label=r)
-        for r in sorted(runtimes)
+        for r in runtime_order(runtimes, list(colours))
     ]
-    order = [t for t in ("model", *LAYER_NAMES) if t in targets] + sorted(
-        set(targets) - {"model", *LAYER_NAMES}
-    )
+    order = [t for t in TARGETS if t in targets] + sorted(set(targets) - set(TARGETS))
     handles += [
         Line2D([], [], marker=_TARGET_MARKERS.get(t, "X"), linestyle="none", color="0.35", label=t)
         for t in order

@@ -17,16 +17,16 @@ import os
 import re
 import sys
 import tempfile
-import typing
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.columns import COLUMNS as COLUMN_RECORDS
+from bench.columns import REQUIRED, Column
 from bench.stats import Latency, gflops, throughput
 from models.atomic import atomic_write_text
 from models.errors import UserError
@@ -40,134 +40,19 @@ TIMINGS = ("compute", "end_to_end")
 # each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
 # profile: one layer's share (ms per call) of the whole model run under the runtime's profiler.
 SCENARIOS = ("batch", "single-stream", "offline", "profile")
-# Columns copied from collect_environment() into every row (cpu_count, cuda_version: sidecar only).
-ENV_COLUMNS = (
-    "git_commit",
-    "host",
-    "cpu_model",
-    "gpu_name",
-    "os",
-    "python",
-    "torch_version",
-    "onnxruntime_version",
-    "onnx_version",
-)
-MEASURED_COLUMNS = (
-    "latency_ms_mean",
-    "latency_ms_median",
-    "latency_ms_min",
-    "latency_ms_max",
-    "latency_ms_stddev",
-    "latency_ms_p90",
-    "latency_ms_p99",
-    "latency_ms_p999",
-    "latency_ms_median_ci_low",
-    "latency_ms_median_ci_high",
-    "cv",
-    "noisy",
-    "throughput_ips",
-    "gflops",
-    "pct_of_peak",
-)
+ENV_COLUMNS = tuple(c.name for c in COLUMN_RECORDS if c.environment)  # from collect_environment()
+MEASURED_COLUMNS = tuple(c.name for c in COLUMN_RECORDS if c.measured)  # empty unless the row is ok
 # Columns added after the first published schema. A CSV whose header is the schema less some of these
 # (in schema order) is an older file; the missing ones read as their defaults (empty, scenario "batch").
-ADDED_COLUMNS = (
-    "scenario",
-    "load_s",
-    "compile_s",
-    "first_inference_ms",
-    "latency_ms_p999",
-    "latency_ms_median_ci_low",
-    "latency_ms_median_ci_high",
-    "cv",
-    "noisy",
-    "pct_of_peak",
-    "arithmetic_intensity",
-    "peak_gflops",
-    "bandwidth_gbs",
-    "launcher",
-    "start_s",
-    "time_to_first_result_s",
-    "rss_after_load_mb",
-    "peak_rss_mb",
-    "cuda_peak_allocated_mb",
-    "cpu_ms_per_call",
-    "model_bytes",
-    "vs_alone",
-    "isolation_ok",
-)
+ADDED_COLUMNS = tuple(c.name for c in COLUMN_RECORDS if c.added)
 
 
 class ResultsError(UserError):
     """A results CSV that cannot be read: missing, unreadable or not this schema."""
 
 
-@dataclass(kw_only=True)
-class ResultRow:
-    """One measurement; missing values are None (empty CSV cells)."""
-
-    run_id: str
-    timestamp_utc: str  # ISO 8601, e.g. 2026-11-28T09:30:00Z
-    git_commit: str = ""
-    host: str = ""
-    cpu_model: str = ""
-    gpu_name: str = ""
-    os: str = ""
-    python: str = ""
-    torch_version: str = ""
-    onnxruntime_version: str = ""
-    onnx_version: str = ""
-    target: str  # "model" or a layer: conv1, pool1, conv2, pool2, fc1, fc2
-    runtime: str  # torch-eager, torchscript, onnxruntime
-    device: str  # cpu, cuda
-    execution_provider: str = ""  # ONNX Runtime only
-    precision: str = "fp32"
-    timing: str = "compute"  # compute: inputs already on the device; end_to_end: with host<->device copies
-    scenario: str = "batch"  # see SCENARIOS
-    batch_size: int
-    threads: int
-    launcher: str = ""  # process: its own worker process (isolated); inline: all runtimes in one process
-    warmup: int  # untimed calls before the first round
-    rounds: int
-    iterations: int  # calls per round (single-stream: queries per round)
-    start_s: float | None = None  # cold: worker process start to its runtime imported and ready, s
-    load_s: float | None = None  # cold: Runtime.prepare (read the file, create the session), s
-    compile_s: float | None = None  # cold: building for this input shape (torch.compile, TensorRT), s
-    first_inference_ms: float | None = None  # cold: the first call after preparing (and compiling), ms
-    # start_s + load_s + compile_s + first_inference_ms: what a command-line app's user waits, s
-    time_to_first_result_s: float | None = None
-    latency_ms_mean: float | None = None
-    latency_ms_median: float | None = None
-    latency_ms_min: float | None = None
-    latency_ms_max: float | None = None
-    latency_ms_stddev: float | None = None
-    latency_ms_p90: float | None = None
-    latency_ms_p99: float | None = None
-    latency_ms_p999: float | None = None
-    latency_ms_median_ci_low: float | None = None  # bootstrap 95% CI of the median, ms
-    latency_ms_median_ci_high: float | None = None
-    cv: float | None = None  # coefficient of variation, stddev / mean
-    noisy: int | None = None  # 1 if cv > bench.stats.NOISY_CV, else 0
-    throughput_ips: float | None = None  # images/s, from the median
-    gflops: float | None = None  # GFLOP/s, from the median
-    pct_of_peak: float | None = None  # gflops / peak_gflops * 100
-    arithmetic_intensity: float | None = None  # FLOP per byte moved (bench.roofline.arithmetic_intensity)
-    peak_gflops: float | None = (
-        None  # the device's matmul peak in the row's precision (float32 where none), same run
-    )
-    bandwidth_gbs: float | None = None  # the device's copy bandwidth (read + write), measured in the same run
-    rss_after_load_mb: float | None = None  # the worker's resident memory after prepare, MiB
-    peak_rss_mb: float | None = None  # the worker's peak resident memory during the case's rounds, MiB
-    cuda_peak_allocated_mb: float | None = None  # CUDA: peak memory torch's allocator held in the rounds, MiB
-    cpu_ms_per_call: float | None = None  # the worker's user + sys CPU time over the timed calls / calls, ms
-    model_bytes: int | None = None  # size on disk of the model file(s) the runtime loaded
-    accuracy: float | None = None  # fraction of the 10,000 MNIST test images; model rows only
-    agreement: float | None = None  # fraction of argmax equal to eager PyTorch on CPU; model rows only
-    max_abs_diff: float | None = None  # vs the reference output
-    vs_alone: float | None = None  # self-check: median / median of the runtime timed alone - 1
-    isolation_ok: int | None = None  # self-check: 1 if every vs_alone of this runtime is within 7%, else 0
-    status: str = "ok"
-    reason: str = ""  # why skipped or failed; "" when ok
+class _Row:
+    """The methods of ``ResultRow``; its fields are the column records (``bench.columns``)."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -189,11 +74,11 @@ class ResultRow:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def create(cls, environment: Mapping[str, str], **values: Any) -> ResultRow:
+    def create(cls, environment: Mapping[str, str], **values: Any) -> Any:
         """A row with the environment columns taken from ``collect_environment()``'s dict."""
         return cls(**{name: environment.get(name, "") for name in ENV_COLUMNS}, **values)
 
-    def with_latency(self, latency: Latency, flops_per_image: float | None) -> ResultRow:
+    def with_latency(self, latency: Latency, flops_per_image: float | None) -> Any:
         """A copy with the latency, throughput and GFLOP/s columns filled in.
 
         ``flops_per_image`` None or 0 (pools, or unknown) leaves GFLOP/s empty.
@@ -218,7 +103,7 @@ class ResultRow:
 
     def with_roofline(
         self, peak_gflops: float | None, bandwidth_gbs: float | None, arithmetic_intensity: float | None
-    ) -> ResultRow:
+    ) -> Any:
         """A copy with the device's measured ceilings, the row's FLOP/byte and its % of the peak."""
         pct = self.gflops / peak_gflops * 100 if self.gflops and peak_gflops else None
         return dataclasses.replace(
@@ -230,12 +115,26 @@ class ResultRow:
         )
 
 
+def _field(column: Column) -> tuple[str, Any, Any]:
+    hint = column.dtype | None if column.nullable else column.dtype
+    default = dataclasses.MISSING if column.default is REQUIRED else column.default
+    return column.name, hint, dataclasses.field(default=default)
+
+
+def row_class(records: Sequence[Column]) -> type:
+    """The row dataclass of these column records: one field each, in order, with its default."""
+    cls = dataclasses.make_dataclass("ResultRow", [_field(c) for c in records], bases=(_Row,), kw_only=True)
+    cls.__module__ = __name__  # pickled by name (rows cross to and from worker processes)
+    return cls
+
+
+# One measurement (one CSV line); missing values are None (empty CSV cells).
+ResultRow = row_class(COLUMN_RECORDS)
 COLUMNS = ResultRow.fields()
-_HINTS = typing.get_type_hints(ResultRow)
-# Column -> int, float (nullable) or str, from the annotations.
-_KINDS: dict[str, type] = {name: hint if hint in (int, str) else float for name, hint in _HINTS.items()}
-# Nullable ints (``noisy``): float64 in a frame (NaN for None), but int in rows and CSV cells.
-_OPTIONAL_INTS = frozenset(name for name, hint in _HINTS.items() if hint == int | None)
+# Column -> int, float (nullable) or str. Nullable ints (``noisy``): float64 in a frame (NaN for
+# None), but int in rows and CSV cells.
+_KINDS: dict[str, type] = {c.name: float if c.nullable else c.dtype for c in COLUMN_RECORDS}
+_OPTIONAL_INTS = frozenset(c.name for c in COLUMN_RECORDS if c.nullable and c.dtype is int)
 _DTYPES = {int: "int64", float: "float64", str: "str"}
 
 
@@ -264,23 +163,6 @@ def _series(name: str, values: list[Any]) -> pd.Series:
     if kind is float:
         values = [float("nan") if v is None else v for v in values]
     return pd.Series(values, dtype=_DTYPES[kind])
-
-
-def rows_from_frame(df: pd.DataFrame) -> list[ResultRow]:
-    """Inverse of ``frame_from_rows`` (NaN or empty -> None for the float columns)."""
-    _check_columns(list(df.columns), "data frame")
-    rows = []
-    for record in df.to_dict("records"):
-        values = {}
-        for name in COLUMNS:
-            value, kind = record[name], _KINDS[name]
-            if kind is float:
-                number_type = int if name in _OPTIONAL_INTS else float
-                values[name] = None if pd.isna(value) else number_type(value)
-            else:
-                values[name] = "" if kind is str and pd.isna(value) else kind(value)
-        rows.append(ResultRow(**values))
-    return rows
 
 
 # ----------------------------------------------------------------------------- CSV text
@@ -378,6 +260,11 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 
     A CSV of an older schema (lacking some ``ADDED_COLUMNS``) is accepted, with their defaults there.
     """
+    return frame_from_rows(read_rows(path))
+
+
+def read_rows(path: str | os.PathLike) -> list[ResultRow]:
+    """The rows of a results CSV (what ``read_results`` puts in a frame); ResultsError if it is not one."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -409,7 +296,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         raise ResultsError(f"{path}, line {reader.line_num}: not a readable CSV line ({e})") from None
     finally:
         csv.field_size_limit(limit)
-    return frame_from_rows(rows)
+    return rows
 
 
 # ----------------------------------------------------------------------------- writing

@@ -1,16 +1,16 @@
 """The CNN of TensorFlow's "Deep MNIST for Experts" tutorial, in PyTorch (NCHW).
 
 Every layer is a named submodule and ``forward`` runs one op per line, so the benchmark
-harness and the exporters can take any layer alone (``LAYERS`` lists them with the input
-shape each one sees inside the network).
+harness and the exporters can take any layer alone (``models.layers.LAYERS`` lists them with the
+input shape each one sees inside the network; re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
+
+from models.layers import LAYER_NAMES, LAYERS, MODEL_FLOPS, MODEL_PARAMS, LayerSpec, layer_spec
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of one model input
@@ -66,42 +66,6 @@ def init_tutorial_(model: nn.Module) -> None:
             nn.init.constant_(module.bias, 0.1)
 
 
-@dataclass(frozen=True)
-class LayerSpec:
-    """One benchmarkable layer: its submodule name, the input it sees, and its cost per image."""
-
-    name: str
-    input_shape: tuple[int, ...]  # per image, without the batch dimension
-    output_shape: tuple[int, ...]
-    flops: int  # per image; a multiply-add counts as 2 FLOP
-    params: int
-
-
-def _conv_flops(out_c: int, out_h: int, out_w: int, in_c: int, k: int) -> int:
-    return 2 * out_c * out_h * out_w * in_c * k * k
-
-
-# Input shape each layer sees inside the network, per image. Pools and flatten cost no FLOP here.
-LAYERS: tuple[LayerSpec, ...] = (
-    LayerSpec("conv1", (1, 28, 28), (32, 28, 28), _conv_flops(32, 28, 28, 1, 5), 32 * 25 + 32),
-    LayerSpec("pool1", (32, 28, 28), (32, 14, 14), 0, 0),
-    LayerSpec("conv2", (32, 14, 14), (64, 14, 14), _conv_flops(64, 14, 14, 32, 5), 64 * 800 + 64),
-    LayerSpec("pool2", (64, 14, 14), (64, 7, 7), 0, 0),
-    LayerSpec("fc1", (3136,), (1024,), 2 * 3136 * 1024, 3136 * 1024 + 1024),
-    LayerSpec("fc2", (1024,), (10,), 2 * 1024 * 10, 1024 * 10 + 10),
-)
-LAYER_NAMES = tuple(spec.name for spec in LAYERS)
-MODEL_FLOPS = sum(spec.flops for spec in LAYERS)  # 27,767,808 FLOP per image
-MODEL_PARAMS = sum(spec.params for spec in LAYERS)  # 3,274,634
-
-
-def layer_spec(name: str) -> LayerSpec:
-    for spec in LAYERS:
-        if spec.name == name:
-            return spec
-    raise KeyError(f"unknown layer {name!r}; choose one of {', '.join(LAYER_NAMES)}")
-
-
 def layer_module(model: DeepMNIST, name: str) -> nn.Module:
     """The submodule that runs layer ``name`` alone (conv and fc layers include their ReLU)."""
     layer_spec(name)
@@ -124,3 +88,20 @@ def trace_layers(model: DeepMNIST, x: torch.Tensor) -> dict[str, tuple[torch.Ten
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "IMAGE_SHAPE",
+    "LAYERS",
+    "LAYER_NAMES",
+    "MODEL_FLOPS",
+    "MODEL_PARAMS",
+    "NUM_CLASSES",
+    "DeepMNIST",
+    "LayerSpec",
+    "count_parameters",
+    "init_tutorial_",
+    "layer_module",
+    "layer_spec",
+    "trace_layers",
+]

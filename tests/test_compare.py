@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import NOISE_COLUMNS, CompareError, add_parser, comparison_tables, render
+from bench.compare import CompareError, add_parser, comparison_tables, render
 from bench.machine import collect_machine
-from bench.results import ResultRow, ResultsError, frame_from_rows, write_results
+from bench.results import ResultRow, ResultsError, frame_from_rows, read_results, write_results
 from models.errors import UserError
 
 
@@ -81,7 +81,10 @@ def test_rows_are_grouped_and_sorted_fastest_first_never_dropped() -> None:
 def test_render_plain_text() -> None:
     text = render(comparison_tables(frame_from_rows(ROWS)), markdown=False)
     assert "model, batch 10\n===============" in text and "conv2, batch 10" in text
-    assert "skipped: no TensorRT" in text and "failed: RuntimeError: boom" in text
+    assert "failed: RuntimeError: boom" in text and "skipped:" not in text
+    assert text.endswith(
+        "not run, and why\n================\n\n- onnxruntime (Tensorrt) on cuda: no TensorRT (1 case)\n"
+    )
     assert "2.50x" in text and "99.95" in text and "Tensorrt" in text
     assert "|" not in text
     # fastest first within a group
@@ -92,7 +95,10 @@ def test_render_markdown() -> None:
     text = render(frame_from_rows(ROWS), markdown=True)  # a raw results frame is accepted too
     assert "### model, batch 10" in text and "### conv2, batch 10" in text
     assert "| runtime" in text and "|:--" in text and "--:|" in text
-    assert "end_to_end" in text and "skipped: no TensorRT" in text
+    assert (
+        "end_to_end" in text
+        and "### not run, and why\n\n- onnxruntime (Tensorrt) on cuda: no TensorRT" in text
+    )
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -164,9 +170,11 @@ def test_within_noise_marks_and_ci_in_single_file_tables() -> None:
     assert "fastest" in text and "within noise" in text and "+2.0%" not in text
 
 
-def test_old_files_without_cis_get_no_noise_marks() -> None:
-    old = frame_from_rows(TIMED[:2]).drop(columns=list(NOISE_COLUMNS))
-    text = render(old)
+def test_old_files_without_cis_get_no_noise_marks(tmp_path: Path) -> None:
+    # a CSV of the first schema: no CI, CV or noisy columns; read_results leaves them empty
+    noise = ["latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy"]
+    frame_from_rows(TIMED[:2]).drop(columns=noise).to_csv(tmp_path / "old.csv", index=False)
+    text = render(read_results(tmp_path / "old.csv"))
     assert "within noise" not in text and "+2.0%" in text and "2.000 [" not in text and "CV %" not in text
 
 

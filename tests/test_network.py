@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,3 +89,15 @@ def test_dropout_only_in_training():
     a = model(x)
     torch.manual_seed(2)
     assert not torch.equal(a, model(x))
+
+
+def test_layer_list_is_the_networks_submodules():
+    # models.layers is the one list of layer names: a submodule added without a LayerSpec fails here
+    children = [name for name, _ in DeepMNIST().named_children() if name not in ("flatten", "dropout")]
+    assert children == list(LAYER_NAMES)
+
+
+def test_layer_list_imports_without_torch():
+    # compare, plots and the CLI help read the layer list; it must not pull torch in
+    code = "import sys, models.layers, bench.compare; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

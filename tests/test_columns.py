@@ -1,0 +1,44 @@
+"""bench.columns: one record per CSV column drives the CSV, the tables, the charts and the docs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from bench import columns, compare, plots, results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_docs_column_list_is_generated() -> None:
+    # regenerate with: python -m bench.columns > docs/columns.md
+    assert (ROOT / "docs" / "columns.md").read_text(encoding="utf-8") == columns.markdown()
+
+
+def test_every_consumer_reads_the_records() -> None:
+    """Adding a column is one record: the CSV header, the row fields with their defaults, the
+    comparison frame, the charts' input check and the docs all follow ``columns.COLUMNS``."""
+    assert results.COLUMNS == columns.NAMES
+    fields = {f.name: f for f in dataclasses.fields(results.ResultRow)}
+    for record in columns.COLUMNS:
+        if record.default is not columns.REQUIRED:
+            assert fields[record.name].default == record.default, record.name
+        assert f"| `{record.name}` |" in columns.markdown()
+    assert set(results.ADDED_COLUMNS) == {c.name for c in columns.COLUMNS if c.added}
+    renamed = {"latency_ms_median": "median_ms", "latency_ms_median_ci_low": "ci_low_ms"}
+    renamed["latency_ms_median_ci_high"] = "ci_high_ms"
+    assert [renamed.get(n, n) for n in columns.NAMES] == compare.TABLE_COLUMNS[: len(columns.NAMES)]
+    # a number column is right-aligned in every table that shows it
+    assert compare._column("throughput_ips").numeric and not compare._column("runtime").numeric
+    assert compare._column("load_s")({"load_s": 0.12345}) == "0.123"  # the record's format ".3f"
+    assert plots.ok_rows.__doc__ and "read_results" in plots.ok_rows.__doc__
+
+
+def test_an_extra_record_becomes_a_field_with_its_default() -> None:
+    record = columns.Column("joules_per_image", float, None, "J", "energy per image")
+    row_type = results.row_class((*columns.COLUMNS, record))
+    assert row_type.fields()[-1] == "joules_per_image"
+    row = row_type(run_id="r", timestamp_utc="t", target="model", runtime="x", device="cpu", batch_size=1,
+                   threads=1, warmup=1, rounds=1, iterations=1)  # fmt: skip
+    assert row.joules_per_image is None and row.status == "ok"
+    assert columns._line(record) == "| `joules_per_image` | number, may be empty | J | energy per image |"

@@ -1,0 +1,47 @@
+"""The committed reference runs (results/*.csv) read, write and render as they did.
+
+The Markdown snapshots under tests/reference/ were rendered by ``bench.compare.render`` before the
+column records (bench/columns.py) replaced the lists in results, compare and plots; a refactor that
+changes a cell, a heading or a row order fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.compare import render
+from bench.results import read_results, read_rows, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCES = ("20261128T161345Z-cuda-h200", "20261128T124047Z-vm")
+
+
+@pytest.mark.parametrize("stem", REFERENCES)
+def test_rows_round_trip(stem: str, tmp_path: Path) -> None:
+    rows = read_rows(ROOT / "results" / f"{stem}.csv")
+    written = write_results(rows, tmp_path, {"host": "vm"}, {})
+    assert read_rows(written) == rows
+    pd.testing.assert_frame_equal(read_results(written), read_results(ROOT / "results" / f"{stem}.csv"))
+
+
+@pytest.mark.parametrize("stem", REFERENCES)
+def test_measured_tables_unchanged(stem: str) -> None:
+    df = read_results(ROOT / "results" / f"{stem}.csv")
+    expected = (ROOT / "tests" / "reference" / f"{stem}.tables.md").read_text(encoding="utf-8")
+    assert render(df[df["status"] != "skipped"], markdown=True) == expected
+
+
+def test_skipped_runtimes_are_named_once_after_the_tables() -> None:
+    df = read_results(ROOT / "results" / "20261128T161345Z-cuda-h200.csv")
+    text = render(df, markdown=True)
+    tables, not_run = text.split("### not run, and why\n\n")
+    assert "skipped" not in tables  # the tables list what ran
+    skipped = df[df["status"] == "skipped"]
+    pairs = skipped[["runtime", "device", "execution_provider"]].drop_duplicates()
+    lines = not_run.strip().splitlines()
+    assert len(lines) == len(pairs) and len(lines) < len(skipped) / 3
+    for runtime, device in pairs[["runtime", "device"]].itertuples(index=False):
+        assert sum(line.startswith(f"- {runtime} ") and f" on {device}" in line for line in lines) == 1
