@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from bench import memory
-from bench.core import Case, clock_for
+from bench.clock import clock_for
+from bench.core import Case
 from bench.options import BenchConfig
 from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
 from bench.runtimes.base import LOADED_FILES, SelfTimed

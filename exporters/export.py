@@ -55,6 +55,7 @@ from exporters.manifest import (
     decode_metadata,
     load_manifest,
 )
+from exporters.onnxrt import cpu_session
 from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF, export_fp16, export_int8
 from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
@@ -264,11 +265,7 @@ def _onnx_opset(path: Path) -> int:
 
 
 def _onnx_runner(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     return lambda *arrays: session.run(
         None, {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
     )

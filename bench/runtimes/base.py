@@ -108,21 +108,6 @@ class Runtime(Protocol):
 
 
 @cache
-def cuda_unavailable_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device (torch.cuda.is_available() is False)"
-    return None
-
-
-def check_device(device: str) -> str | None:
-    if device == "cpu":
-        return None
-    if device == "cuda":
-        return cuda_unavailable_reason()
-    return f"unknown device {device!r}"
-
-
-@cache
 def cpu_bf16_reason() -> str | None:
     """None when oneDNN has bfloat16 kernels for this CPU, else why bf16 on the CPU is skipped.
 

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import Artifacts, artifact_path, check_device
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, artifact_path
+from exporters.onnxrt import session_options
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         path = artifact_path(artifacts, target, self.variant.fmt)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.variant.optimization)
-        for key, value in self.variant.config.items():
-            options.add_session_config_entry(key, value)
+        options = session_options(threads, self.variant.optimization, self.variant.config)
         provider = self.variant.providers[device]
         providers: list[Any] = [provider]
         if device == "cuda":

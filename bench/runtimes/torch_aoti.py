@@ -9,7 +9,8 @@ which is the point of comparing it with torch-compile. CPU only: the export hold
 
 from __future__ import annotations
 
-from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, set_threads
 
 
 class TorchAoti:

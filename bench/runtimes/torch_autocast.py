@@ -16,7 +16,8 @@ import copy
 import numpy as np
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, cpu_bf16_reason, set_threads
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, TorchPrepared, cpu_bf16_reason, set_threads
 
 
 class AutocastPrepared(TorchPrepared):

@@ -55,7 +55,8 @@ from typing import Any
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, TorchPrepared, set_threads
 from models.network import layer_module
 
 COMPILE_MODE: str | None = None  # Inductor's default mode (module docstring)

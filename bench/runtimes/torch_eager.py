@@ -15,7 +15,8 @@ import copy
 import numpy as np
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, TorchPrepared, set_threads
 from models.network import layer_module
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, set_threads
 
 
 class TorchExport:
