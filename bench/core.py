@@ -78,14 +78,13 @@ def cases(config: BenchConfig) -> Iterator[Case]:
 
 def skip_reason(case: Case) -> str | None:
     runtime = RUNTIMES[case.runtime]
-    targets = getattr(runtime, "targets", None)
-    if targets is not None and case.target not in targets:
-        return f"{case.runtime} runs {', '.join(targets)} only"
+    if runtime.targets is not None and case.target not in runtime.targets:
+        return f"{case.runtime} runs {', '.join(runtime.targets)} only"
     return runtime.supports(case.device)
 
 
 def precision_of(runtime: str) -> str:
-    return getattr(RUNTIMES[runtime], "precision", "fp32")
+    return RUNTIMES[runtime].precision
 
 
 # ----------------------------------------------------------------------------- interleaved rounds

@@ -124,7 +124,7 @@ def test_onnxruntime_attribution_adds_up(onnx_path, images, tmp_path, monkeypatc
     cwd_before = profiles_in_cwd()  # ORT's default place for profiles
     before = plain_median_ms(run)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the profile and graph go
-    profile = profile_onnxruntime(session, images, CALLS, THREADS)  # reuses the session's model
+    profile = profile_onnxruntime(onnx_path, images, CALLS, THREADS, like=session)  # its settings
     monkeypatch.undo()
     after = plain_median_ms(run)
     check_layers(profile)
@@ -272,5 +272,5 @@ def test_onnxruntime_attribution_on_cuda(onnx_path, images):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} built without CUDAExecutionProvider")
     session = ort.InferenceSession(str(onnx_path), providers=["CUDAExecutionProvider"])
-    profile = profile_onnxruntime(session, images, CALLS, THREADS)
+    profile = profile_onnxruntime(onnx_path, images, CALLS, THREADS, like=session)
     assert set(profile) == {*LAYER_NAMES, OTHER, TOTAL} and profile[TOTAL] > 0

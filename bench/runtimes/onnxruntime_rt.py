@@ -29,6 +29,7 @@ Measured on the CPU and not made variants (no gain beyond noise over ``onnxrunti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,10 +82,11 @@ VARIANTS: dict[str, Variant] = {
 
 
 class OrtPrepared:
-    def __init__(self, session: Any, device: str, provider: str) -> None:
+    def __init__(self, session: Any, path: Path, device: str, provider: str) -> None:
         import onnxruntime as ort
 
         self.ort, self.session, self.device = ort, session, device
+        self.path = path  # the verified .onnx file the session runs (the profiler makes a twin)
         self.execution_provider = provider
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -120,7 +122,7 @@ class OrtPrepared:
         from bench.attribution import profile_onnxruntime
 
         threads = self.session.get_session_options().intra_op_num_threads
-        return profile_onnxruntime(self.session, x, calls, threads)
+        return profile_onnxruntime(self.path, x, calls, threads, like=self.session)
 
 
 class OrtTrtPrepared(OrtPrepared):
@@ -171,4 +173,4 @@ class OnnxRuntime:
                 providers = [(provider, cuda_options)]
         session = ort.InferenceSession(str(path), options, providers=providers)
         kind = OrtTrtPrepared if provider == "TensorrtExecutionProvider" else OrtPrepared
-        return kind(session, device, provider)
+        return kind(session, path, device, provider)
