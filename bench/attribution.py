@@ -254,50 +254,46 @@ _COPIED_CONFIG = ("session.intra_op.allow_spinning", "session.inter_op.allow_spi
 _SERIALISABLE = frozenset({"CPUExecutionProvider", "CUDAExecutionProvider"})
 
 
-def _session_source(session: Any) -> tuple[str | bytes, list[Any], Any]:
-    """The model (path or bytes), providers (with options) and options a session was made with."""
-    source = getattr(session, "_model_path", None) or getattr(session, "_model_bytes", None)
-    if source is None:
-        raise ValueError("cannot tell which model this InferenceSession runs; pass the .onnx path")
+def _provider_list(session: Any) -> list[Any]:
+    """The providers (with their options) a session was made with, in priority order."""
     options = session.get_provider_options()
-    return source, [(p, options.get(p, {})) for p in session.get_providers()], session.get_session_options()
+    return [(p, options.get(p, {})) for p in session.get_providers()]
 
 
 def profile_onnxruntime(
-    session_or_path: Any,
+    model: str | Path | bytes,
     x: np.ndarray,
     calls: int,
     threads: int,
     warmup: int = WARMUP_CALLS,
+    like: Any = None,
 ) -> dict[str, float]:
     """Layer -> ms per call (plus "other" and "total") of the whole model under onnxruntime.
 
-    ``session_or_path``: an ``.onnx`` path or model bytes (run on the CPU provider, ORT_ENABLE_ALL),
-    or an InferenceSession: its model, providers (with their options), optimization level and
-    thread-spinning settings are reused in a new, profiling session (a session cannot start
-    profiling after it was made). ``x``: the host input, e.g. float32 (N, 1, 28, 28); on a CUDA
-    provider ``session.run`` copies it to the device. ``threads``: intra-op threads (0 = ORT's
-    default); inter-op threads 1, as ``bench.runtimes.onnxruntime_rt``."""
+    ``model``: an ``.onnx`` path or the model's bytes. ``like``: None (the CPU provider,
+    ORT_ENABLE_ALL) or an InferenceSession of the same model: its providers (with their options),
+    optimization level and thread-spinning settings are reused in a new, profiling session (a
+    session cannot start profiling after it was made). ``x``: the host input, e.g. float32
+    (N, 1, 28, 28); on a CUDA provider ``session.run`` copies it to the device. ``threads``:
+    intra-op threads (0 = ORT's default), as ``bench.runtimes.onnxruntime_rt``."""
     import onnxruntime as ort
+
+    from exporters.onnxrt import session_options
 
     if calls < 1:
         raise ValueError(f"calls must be >= 1, got {calls}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if isinstance(session_or_path, ort.InferenceSession):
-        source, providers, given = _session_source(session_or_path)
-        options.graph_optimization_level = given.graph_optimization_level
+    providers: list[Any] = ["CPUExecutionProvider"]
+    options = session_options(threads)
+    if like is not None:
+        given = like.get_session_options()
+        providers = _provider_list(like)
+        options = session_options(threads, given.graph_optimization_level.name)
         for key in _COPIED_CONFIG:
             with contextlib.suppress(RuntimeError):  # what ORT raises for a key never set
                 options.add_session_config_entry(key, given.get_session_config_entry(key))
-    else:
-        source, providers = session_or_path, ["CPUExecutionProvider"]
-    source = source if isinstance(source, bytes) else str(source)
+    source = model if isinstance(model, bytes) else str(model)
     names = {p if isinstance(p, str) else p[0] for p in providers}
     with tempfile.TemporaryDirectory(prefix="deepmnist-ort-profile-") as tmp:
-        options.log_severity_level = 3  # no warning about the NCHWc-specific optimized file
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort_profile")
         optimized_path = Path(tmp) / "optimized.onnx"

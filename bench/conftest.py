@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.core import cases, clock_for
+from bench.clock import clock_for
+from bench.core import cases
 from bench.options import BenchConfig, add_pytest_options, config_from
 from models.errors import UserError
 

@@ -6,8 +6,7 @@ in one table, timed together in interleaved rounds (A B C, B C A, C A B, ...) so
 machine over the group's span affects them all alike. ``bench.run`` drives the rounds across the
 workers (``bench.worker``), one worker per runtime x device; this module only plans them.
 
-The clock is chosen by device: ``time.perf_counter`` on CPU, a CUDA-event clock that synchronises
-on CUDA. Loading, session creation and input staging stay outside the timed region.
+The clock is chosen by device (``bench.clock``). Loading, session creation and input staging stay outside the timed region.
 
 Scenarios (after MLPerf LoadGen): ``batch`` (fixed batch size, rounds of calls), ``single-stream``
 (batch 1, queries one after another, each timed alone), ``offline`` (derived at the end: the batch
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -80,38 +78,13 @@ def cases(config: BenchConfig) -> Iterator[Case]:
 
 def skip_reason(case: Case) -> str | None:
     runtime = RUNTIMES[case.runtime]
-    targets = getattr(runtime, "targets", None)
-    if targets is not None and case.target not in targets:
-        return f"{case.runtime} runs {', '.join(targets)} only"
+    if runtime.targets is not None and case.target not in runtime.targets:
+        return f"{case.runtime} runs {', '.join(runtime.targets)} only"
     return runtime.supports(case.device)
 
 
 def precision_of(runtime: str) -> str:
-    return getattr(RUNTIMES[runtime], "precision", "fp32")
-
-
-# ----------------------------------------------------------------------------- clocks
-
-
-_cuda_base: list[Any] = []
-
-
-def cuda_event_clock() -> float:
-    """Seconds since the first call, from CUDA events on the current stream; synchronises, so a
-    difference of two calls spans all GPU work queued between them (the timer for CUDA cases)."""
-    import torch
-
-    event = torch.cuda.Event(enable_timing=True)
-    event.record()
-    event.synchronize()
-    if not _cuda_base:
-        _cuda_base.append(event)
-        return 0.0
-    return _cuda_base[0].elapsed_time(event) / 1e3  # elapsed_time is in ms
-
-
-def clock_for(device: str) -> Callable[[], float]:
-    return cuda_event_clock if device == "cuda" else time.perf_counter
+    return RUNTIMES[runtime].precision
 
 
 # ----------------------------------------------------------------------------- interleaved rounds

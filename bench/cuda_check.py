@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.clock import clock_for
+
 TIMING_TOLERANCE = 0.10  # the CSV median and the plain loop's must agree within 10%
 ACCURACY_POINTS = 0.05  # percentage points of test accuracy from CPU float32
 COPY_RATIO = (0.5, 2.0)  # (end-to-end - compute) / predicted copy time counts as agreeing inside this
@@ -95,8 +97,8 @@ def versions() -> dict[str, str]:
 
 
 def plain_loop_ms(call: Callable[[], Any], device: str) -> float:
-    """Median ms per call of ``call`` in a plain loop: CUDA events around N calls (perf_counter on
-    the CPU), N chosen so a repeat lasts about LOOP_SECONDS, after LOOP_WARMUP s of untimed calls."""
+    """Median ms per call of ``call`` in a plain loop: the device's clock (``bench.clock``) around
+    N calls, N chosen so a repeat lasts about LOOP_SECONDS, after LOOP_WARMUP s of untimed calls."""
     import torch
 
     start_t, calls = time.perf_counter(), 0
@@ -106,21 +108,13 @@ def plain_loop_ms(call: Callable[[], Any], device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     n = max(1, int(LOOP_SECONDS / max((time.perf_counter() - start_t) / calls, 1e-6)))
+    clock = clock_for(device)
     per_call = []
     for _ in range(LOOP_REPEATS):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(n):
-                call()
-            end.record()
-            end.synchronize()
-            per_call.append(start.elapsed_time(end) / n)  # ms
-        else:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                call()
-            per_call.append((time.perf_counter() - t0) * 1e3 / n)  # ms
+        start = clock()
+        for _ in range(n):
+            call()
+        per_call.append((clock() - start) * 1e3 / n)  # ms
     return float(np.median(per_call))
 
 

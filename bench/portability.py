@@ -91,12 +91,9 @@ def _ort_version() -> str:
 
 
 def _ort_load(path: Path, threads: int):
-    import onnxruntime as ort
+    from exporters.onnxrt import cpu_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, threads)
     names = [o.name for o in session.get_outputs()]
     return lambda x: dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
 

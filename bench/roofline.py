@@ -32,11 +32,12 @@ multiply-add counts as 2 FLOP (as ``models.network.LAYERS``).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 
+from bench.clock import clock_for
+from bench.device import require_device
 from models.network import IMAGE_SHAPE, MODEL_FLOPS, MODEL_PARAMS, NUM_CLASSES, layer_spec
 
 # Matrix sizes. On this project's 2-core CPU (AMD EPYC, AVX-512) 1024, 1536, 2048 and 4096 give
@@ -51,34 +52,16 @@ CPU_COPY_BYTES = 256 << 20
 CUDA_COPY_BYTES = 2 << 30
 
 
-def _check_device(device: str) -> torch.device:
-    if device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device (torch.cuda.is_available() is False)")
-    return dev
-
-
 def _best_seconds(fn, dev: torch.device, repeats: int) -> float:
-    """The shortest of ``repeats`` timed calls of ``fn`` (s), after one untimed warm-up call."""
+    """The shortest of ``repeats`` timed calls of ``fn`` (s), after one untimed warm-up call, on
+    ``dev``'s clock (``bench.clock``: CUDA events that synchronise on CUDA)."""
     fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        best = math.inf
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            best = min(best, start.elapsed_time(end) / 1e3)  # elapsed_time is in ms
-        return best
+    clock = clock_for(dev.type)
     best = math.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - start)
     return best
 
 
@@ -90,7 +73,7 @@ def measure_peak_gflops(
 ) -> float:
     """Matrix-product peak of ``device`` in GFLOP/s: best of ``repeats`` timed ``torch.mm`` of
     ``size x size`` matrices of ``dtype`` (default float32; sizes CPU_MATMUL_SIZE / CUDA_MATMUL_SIZE)."""
-    dev = _check_device(device)
+    dev = require_device(device)
     n = size or (CUDA_MATMUL_SIZE if dev.type == "cuda" else CPU_MATMUL_SIZE)
     if n < 1 or repeats < 1:
         raise ValueError(f"size and repeats must be >= 1, got {n}, {repeats}")
@@ -112,7 +95,7 @@ def measure_bandwidth_gbs(device: str, nbytes: int | None = None, repeats: int =
     """Memory bandwidth of ``device`` in GB/s: best of ``repeats`` timed ``dst.copy_(src)`` of
     ``nbytes`` of float32 (default CPU_COPY_BYTES / CUDA_COPY_BYTES), counting ``2 * nbytes``
     (read + write) per copy."""
-    dev = _check_device(device)
+    dev = require_device(device)
     nbytes = nbytes or (CUDA_COPY_BYTES if dev.type == "cuda" else CPU_COPY_BYTES)
     if nbytes < 4 or repeats < 1:
         raise ValueError(f"nbytes must be >= 4 and repeats >= 1, got {nbytes}, {repeats}")
@@ -128,18 +111,16 @@ def measure_peak_gflops_onnxruntime(
     """Float32 matrix-product peak of the CPU through onnxruntime's MatMul, GFLOP/s: best of
     ``repeats`` timed runs of a one-node graph, ``threads`` intra-op threads (default: torch's)."""
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from exporters.onnxrt import cpu_session
 
     if size < 1 or repeats < 1:
         raise ValueError(f"size and repeats must be >= 1, got {size}, {repeats}")
     spec = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in "abc"]
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", spec[:2], spec[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
     rng = np.random.default_rng(0)
     feed = {name: rng.random((size, size), dtype=np.float32) for name in "ab"}
     seconds = _best_seconds(lambda: session.run(None, feed), torch.device("cpu"), repeats)
@@ -153,8 +134,9 @@ def measure_peak_gops_int8(
     onnxruntime's ``MatMulInteger`` (u8 x s8 -> int32, ``threads`` intra-op threads, default
     torch's) and, where this torch build has it on the CPU, ``torch._int_mm`` (s8 x s8 -> int32)."""
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from exporters.onnxrt import cpu_session
 
     if size < 1 or repeats < 1:
         raise ValueError(f"size and repeats must be >= 1, got {size}, {repeats}")
@@ -163,10 +145,7 @@ def measure_peak_gops_int8(
     node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
     graph = helper.make_graph([node], "matmul_int8", [spec["a"], spec["b"]], [spec["c"]])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
     rng = np.random.default_rng(0)
     feed = {
         "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
@@ -219,7 +198,7 @@ def measure_roofline(device: str) -> Roofline:
     """Peak and bandwidth of ``device`` with the default sizes (seconds at most)."""
     peaks = {"torch.mm": measure_peak_gflops(device)}
     precision_peaks = {}
-    if _check_device(device).type == "cpu":
+    if require_device(device).type == "cpu":
         from bench.runtimes.base import cpu_bf16_reason
 
         peaks["onnxruntime MatMul"] = measure_peak_gflops_onnxruntime()

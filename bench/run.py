@@ -415,8 +415,9 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
 
 def measure_rooflines(config: BenchConfig, out: TextIO | None = None) -> dict:
     """Each available device's float32 matmul peak and copy bandwidth, measured now (same run)."""
+    from bench.device import check_device
     from bench.roofline import measure_roofline
-    from bench.runtimes.base import check_device, set_threads
+    from bench.runtimes.base import set_threads
 
     set_threads(config.resolved_threads)
     rooflines = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import benchmark_samples
 from bench.core import Case
 
 
@@ -25,20 +26,12 @@ def test_case(case: Case, bench_run, benchmark) -> None:
 
 
 def record_samples(benchmark, measured) -> None:
-    """Hand the case's samples to pytest-benchmark, so its tables and JSON show them.
-
-    pytest-benchmark times one function per test; interleaving needs the group timed together,
-    so the samples are added the way ``BenchmarkFixture.pedantic`` adds its own (``_make_stats``
-    then ``update`` per round, pytest-benchmark 4 and 5)."""
+    """Hand the case's samples to pytest-benchmark, so its tables and JSON show them (the group is
+    the comparison group, as in the CSV)."""
     case = measured.case
     benchmark.group = case.group
     benchmark.extra_info.update(
         runtime=case.runtime, device=case.device, target=case.target, batch_size=case.batch_size,
         scenario=case.scenario, timing=case.timing, interleaved=True,
     )  # fmt: skip
-    if benchmark.disabled:
-        return
-    stats = benchmark._make_stats(measured.iterations)
-    for duration in measured.durations:
-        stats.update(duration)
-    benchmark._mode = "interleaved rounds (deepmnist-bench)"
+    benchmark_samples.record_samples(benchmark, measured.iterations, measured.durations)

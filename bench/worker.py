@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from bench import memory
-from bench.core import Case, clock_for
+from bench.clock import clock_for
+from bench.core import Case
 from bench.options import BenchConfig
 from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
-from bench.runtimes.base import LOADED_FILES, SelfTimed
+from bench.runtimes.base import LOADED_FILES, Compilable, Profilable, SelfTimed
 from models.data import MNIST, to_input
 from models.network import LAYER_NAMES, trace_layers
 
@@ -152,7 +153,7 @@ class Worker:
         files = LOADED_FILES[loaded:] or [self.artifacts.manifest.checkpoint]  # torch runtimes: the weights
         x_dev = prepared.to_device(x_host)
         compile_s = None
-        if hasattr(prepared, "compile"):
+        if isinstance(prepared, Compilable):
             start = clock()
             prepared.compile(x_dev)
             compile_s = clock() - start
@@ -224,12 +225,11 @@ class Worker:
 
     def profile(self, case_id: str, batch: int, calls: int) -> dict[str, Any]:
         prepared = self.entries[case_id].prepared
-        profile = getattr(prepared, "profile", None)
-        if profile is None:
+        if not isinstance(prepared, Profilable):
             return {"skipped": f"{self.runtime} has no per-layer profiler in this harness"}
         x_host, _ = self.reference("model", batch)
         try:
-            return {"layers": profile(x_host, calls)}
+            return {"layers": prepared.profile(x_host, calls)}
         except Exception as e:
             return {"failed": f"profiler: {type(e).__name__}: {e}".splitlines()[0][:300]}
 

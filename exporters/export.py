@@ -37,15 +37,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from exporters.formats import (
-    OPSET,
-    AotiUnavailable,
-    check_pt2_archive,
-    compile_aoti,
-    export_onnx,
-    export_program,
-    export_torchscript,
-)
+from exporters.formats import OPSET
 from exporters.manifest import (
     MANIFEST,
     Artifact,
@@ -55,7 +47,8 @@ from exporters.manifest import (
     decode_metadata,
     load_manifest,
 )
-from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF, export_fp16, export_int8
+from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF
+from exporters.registry import FORMATS, TOLERANCE, WriteContext
 from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
@@ -71,7 +64,6 @@ INT8_ONNX = "deep_mnist_int8.onnx"
 FP16_ONNX = "deep_mnist_fp16.onnx"
 MODEL_PT2 = "deep_mnist.pt2"
 AOTI_CPU = "deep_mnist.aoti-cpu.pt2"
-TOLERANCE = 1e-4  # max |difference| of float32 outputs against eager PyTorch
 
 INPUT_MEANING = (
     "float32 (N, 1, 28, 28), NCHW: pixel = uint8 / 255, white digit on black, 28x28 centred by "
@@ -101,18 +93,10 @@ class Parity:
 
     @property
     def ok(self) -> bool:
-        """float32 artifacts: max |diff| <= TOLERANCE and 100% agreement; onnx-int8: test accuracy
-        within 0.2 points of float32's; onnx-fp16: argmax agreement >= 99.5%."""
-        if self.format == "onnx-int8":
-            return (
-                self.accuracy is not None
-                and self.reference_accuracy is not None
-                and abs(self.accuracy - self.reference_accuracy) <= INT8_MAX_ACCURACY_DIFF
-            )
-        if self.format == "onnx-fp16":
-            return self.agreement is not None and self.agreement >= FP16_MIN_AGREEMENT
-        agree = self.agreement is None or self.agreement == 1.0
-        return self.max_abs_diff <= TOLERANCE and agree
+        """The format's own test (``ExportFormat.passes``): float32 artifacts max |diff| <=
+        TOLERANCE and 100% agreement; onnx-int8 test accuracy within 0.2 points of float32's;
+        onnx-fp16 argmax agreement >= 99.5%."""
+        return FORMATS[self.format].passes(self)
 
 
 def _producer() -> dict[str, str]:
@@ -128,7 +112,7 @@ def _producer() -> dict[str, str]:
 
 def _metadata(ckpt: Checkpoint, target: str, meaning: str, outputs: str, fmt: str = "") -> dict[str, str]:
     """The facts every artifact carries; the formats added later also name their format."""
-    extra = {} if fmt in ("", "onnx", "torchscript") else {"format": fmt}
+    extra = {"format": fmt} if fmt and FORMATS[fmt].names_itself else {}
     what = f"{target}, {fmt}" if extra else target
     return {
         **extra,
@@ -199,40 +183,21 @@ def _export_files(
 ) -> tuple[list[Artifact], dict[str, str]]:
     """Write every planned file; returns the artifacts and the skipped ones ("target/format" -> why)."""
     artifacts, skipped = [], {}
-    program = None  # the torch.export program, compiled by the aoti-cpu step
+    context = WriteContext(config.out_dir, config.opset, mnist)
     bar = tqdm(_plan(net), desc="export", unit="file", disable=not progress)
     for step in bar:
         bar.set_postfix_str(step.file)
         path = config.out_dir / step.file
         metadata = _metadata(ckpt, step.target, step.meaning, step.out_meaning, step.format)
-        details = None
-        if step.format == "onnx":
-            export_onnx(
-                step.module, step.example, path, step.inputs[0].name, [o.name for o in step.outputs],
-                metadata, config.opset,
-            )  # fmt: skip
-        elif step.format == "torchscript":
-            export_torchscript(step.module, step.example, path, json.dumps(metadata, sort_keys=True))
-        elif step.format == "onnx-int8":
-            details = export_int8(
-                config.out_dir / MODEL_ONNX, path, mnist.train_images, mnist.test_images,
-                mnist.test_labels, metadata,
-            )  # fmt: skip
-        elif step.format == "onnx-fp16":
-            details = export_fp16(config.out_dir / MODEL_ONNX, path, metadata)
-        elif step.format == "torch-export":
-            program = export_program(step.module, step.example, path, json.dumps(metadata, sort_keys=True))
-        elif step.format == "aoti-cpu":
-            assert program is not None, "the torch-export step comes first"
-            try:
-                details = compile_aoti(program, path, metadata)
-            except AotiUnavailable as e:
-                path.unlink(missing_ok=True)  # a file from an earlier export is not described any more
-                skipped[f"{step.target}/{step.format}"] = str(e)
-                bar.write(f"skipped {step.file}: {e}")
-                continue
-        else:
-            raise AssertionError(f"no writer for format {step.format!r}")
+        fmt = FORMATS[step.format]
+        try:
+            details = fmt.write(step, path, metadata, context)
+        except fmt.unavailable as e:
+            path.unlink(missing_ok=True)  # a file from an earlier export is not described any more
+            skipped[f"{step.target}/{step.format}"] = str(e)
+            bar.write(f"skipped {step.file}: {e}")
+            continue
+        context.written[step.target, step.format] = path
         artifacts.append(
             Artifact(
                 target=step.target,
@@ -242,11 +207,9 @@ def _export_files(
                 bytes=path.stat().st_size,
                 inputs=step.inputs,
                 outputs=step.outputs,
-                opset=_onnx_opset(path) if step.format.startswith("onnx") else None,
+                opset=_onnx_opset(path) if fmt.onnx else None,
                 details=details,
-                metadata=decode_metadata(
-                    _onnx_metadata(path) if step.format.startswith("onnx") else metadata
-                ),
+                metadata=decode_metadata(_onnx_metadata(path) if fmt.onnx else metadata),
             )
         )
     return artifacts, skipped
@@ -263,29 +226,6 @@ def _onnx_opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _onnx_runner(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda *arrays: session.run(
-        None, {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
-    )
-
-
-def _pt2_runner(path: Path, compiled: bool):
-    """A .pt2 on its own runtime, after ``check_pt2_archive`` (the caller verified the SHA-256)."""
-    check_pt2_archive(path, compiled=compiled)
-    if compiled:
-        from torch._inductor import aoti_load_package
-
-        module = aoti_load_package(str(path))
-    else:
-        module = torch.export.load(str(path)).module()
-    return lambda x: [module(torch.from_numpy(x)).numpy()]
-
-
 @torch.no_grad()
 def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 500, progress: bool = True):
     """Run every artifact on its own runtime over the full test set against eager PyTorch."""
@@ -293,16 +233,9 @@ def check_parity(manifest: Manifest, net: DeepMNIST, mnist: MNIST, batch: int = 
     runners = {}
     for artifact in manifest.artifacts:
         path = manifest.verified_path(artifact.target, artifact.format)
-        key = (artifact.target, artifact.format)
-        if artifact.format.startswith("onnx"):
-            runners[key] = _onnx_runner(path)
-        elif artifact.format == "torchscript":
-            module = torch.jit.load(str(path)).eval()
-            runners[key] = lambda x, m=module: [m(torch.from_numpy(x)).numpy()]
-        elif artifact.format in ("torch-export", "aoti-cpu"):
-            runners[key] = _pt2_runner(path, compiled=artifact.format == "aoti-cpu")
-        else:
+        if artifact.format not in FORMATS:
             raise ExportError(f"{path}: unknown artifact format {artifact.format!r} in the manifest")
+        runners[artifact.target, artifact.format] = FORMATS[artifact.format].runner(path)
     worst = {key: 0.0 for key in runners}
     agree = {key: 0 for key in runners}
     correct = {key: 0 for key in runners}
@@ -385,7 +318,7 @@ def export_all(
         if failed:
             raise CheckFailed(
                 f"{out}: parity failed for "
-                + ", ".join(f"{p.target} {p.format} ({_describe(p)})" for p in failed)
+                + ", ".join(f"{p.target} {p.format} ({FORMATS[p.format].describe(p)})" for p in failed)
                 + "; the previous export is unchanged"
             )
         manifest.save(staging)
@@ -477,12 +410,6 @@ def check_finite_weights(ckpt: Checkpoint) -> None:
             )
 
 
-def _describe(p: Parity) -> str:
-    if p.format == "onnx-int8":
-        return f"test accuracy {p.accuracy:.2%} against float32 {p.reference_accuracy:.2%}"
-    return f"max diff {p.max_abs_diff:.2e}, agreement {p.agreement}"
-
-
 def is_up_to_date(folder: Path, checkpoint_sha256: str, net: DeepMNIST) -> bool:
     """The manifest lists (or records as skipped) exactly the planned artifacts, from this
     checkpoint, with their metadata, and all verify."""
@@ -505,12 +432,7 @@ def format_report(manifest: Manifest, parity: list[Parity]) -> str:
     for a in manifest.artifacts:
         p = by_key[(a.target, a.format)]
         agree = "" if p.agreement is None else f"{p.agreement * 100:.2f}%"
-        note = ""
-        if a.format == "onnx-int8":
-            note = f" (test accuracy {p.accuracy:.2%}, float32 {p.reference_accuracy:.2%})"
-        elif a.format == "aoti-cpu" and a.details:
-            note = f" (compiled in {a.details['compile_s']:.1f} s)"
-        status = ("ok" if p.ok else "FAIL") + note
+        status = ("ok" if p.ok else "FAIL") + FORMATS[a.format].note(a, p)
         lines.append(f"{a.file:34} {a.sha256[:16]} {p.max_abs_diff:10.2e} {agree:>12}  {status}")
     for key, reason in manifest.skipped.items():
         lines.append(f"skipped {key}: {reason}")

@@ -1,7 +1,7 @@
 """Classify digit images with an exported ONNX model: ``deepmnist predict MODEL.onnx IMAGE... [--json]``.
 
 Light-weight on purpose, for reuse in other apps: only onnxruntime, numpy and Pillow (plus the
-torch-free ``models.idx`` and ``models.errors``); importing this module never imports torch.
+torch-free ``models.idx``, ``models.errors`` and ``exporters.onnxrt``); importing this module never imports torch.
 
 Models. Either export works; the contract is read from the model's single input:
 
@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from exporters.onnxrt import session_options
 from models.errors import UserError
 from models.idx import read_idx
 
@@ -236,11 +237,9 @@ def load_model(path: str | os.PathLike, providers: Sequence[str] | None = None) 
         raise ModelError(f"{path}: cannot read the model ({e.strerror})") from None
     if not head:
         raise ModelError(f"{path}: empty file, not an ONNX model")
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: no warnings on stderr for a user's model
     try:
         session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+            str(path), sess_options=session_options(), providers=list(providers or ["CPUExecutionProvider"])
         )
     except Exception as e:  # ONNX Runtime raises its own types (InvalidProtobuf, Fail, ...) for bad models
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -38,6 +37,7 @@ from onnxruntime.quantization import (
 
 from exporters.formats import write_onnx
 from exporters.manifest import ExportError
+from exporters.onnxrt import cpu_session
 from models.data import to_input
 
 INT8_MAX_ACCURACY_DIFF = 0.002  # |int8 - float32| test accuracy, a fraction: 0.2 percentage points
@@ -211,11 +211,7 @@ def onnx_accuracy(
     model: str | Path | bytes, images: np.ndarray, labels: np.ndarray, batch: int = 500
 ) -> float:
     """Fraction of ``images`` (uint8 (N, 28, 28)) whose argmax logit is the label, on onnxruntime CPU."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
-    )
+    session = cpu_session(model)
     name = session.get_inputs()[0].name
     correct = 0
     for start in range(0, len(images), batch):

@@ -20,7 +20,7 @@ import time
 import torch
 
 from bench.runtimes import RUNTIMES, Artifacts
-from bench.runtimes.base import TorchPrepared
+from bench.runtimes.base import ProfiledTorchPrepared, TorchPrepared
 from bench.runtimes.torch_eager import TorchEager
 
 SEGFAULT_AT = 10  # calls; prepare makes 1 + warmup + 5 (8 at --warmup 2): then round 1 dies
@@ -37,7 +37,7 @@ class BrokenTorchEager(TorchEager):
         return super().prepare(target, device, Artifacts(net=net, manifest=artifacts.manifest), threads)
 
 
-class _SegfaultPrepared(TorchPrepared):
+class _SegfaultPrepared(ProfiledTorchPrepared):
     calls = 0
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,13 +49,10 @@ class _SegfaultPrepared(TorchPrepared):
 
 class SegfaultTorchEager(TorchEager):
     name = "torch-eager-segfault"
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        prepared = super().prepare(target, device, artifacts, threads)
-        return _SegfaultPrepared(prepared.module, device)
+    prepared_class = _SegfaultPrepared
 
 
-class _HangPrepared(TorchPrepared):
+class _HangPrepared(ProfiledTorchPrepared):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == HANG_BATCH:
             while True:
@@ -65,10 +62,7 @@ class _HangPrepared(TorchPrepared):
 
 class HangTorchEager(TorchEager):
     name = "torch-eager-hang"
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        prepared = super().prepare(target, device, artifacts, threads)
-        return _HangPrepared(prepared.module, device)
+    prepared_class = _HangPrepared
 
 
 BROKEN = (BrokenTorchEager(), SegfaultTorchEager(), HangTorchEager())

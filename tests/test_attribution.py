@@ -31,8 +31,10 @@ import pytest
 import torch
 
 from bench.attribution import OTHER, TOTAL, _OnnxLayerMap, profile_onnxruntime, profile_torch
+from bench.device import NO_CUDA, cuda_unavailable_reason
 from exporters.export import is_up_to_date
 from exporters.manifest import ExportError, Manifest, load_manifest
+from exporters.onnxrt import cpu_session, session_options
 from models.checkpoint import load_checkpoint
 from models.data import to_input
 from models.network import LAYER_NAMES
@@ -44,9 +46,7 @@ THREADS = 1
 SUM_TOLERANCE = 0.35  # relative, around the band of the two plain medians (see the docstring)
 OTHER_MAX = 0.15  # "other" (flatten, dropout, between-layer overhead) at most this share of total
 
-needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"
-)
+needs_cuda = pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=NO_CUDA)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,14 +85,7 @@ def onnx_path(manifest) -> Path:
 
 def ort_session(path: Path | str, threads: int = THREADS) -> Any:
     """A session set up as bench.runtimes.onnxruntime_rt does on the CPU."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads)
 
 
 def plain_median_ms(fn: Callable[[], Any], calls: int = CALLS) -> float:
@@ -130,7 +123,7 @@ def test_onnxruntime_attribution_adds_up(onnx_path, images, tmp_path, monkeypatc
     cwd_before = profiles_in_cwd()  # ORT's default place for profiles
     before = plain_median_ms(run)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the profile and graph go
-    profile = profile_onnxruntime(session, images, CALLS, THREADS)  # reuses the session's model
+    profile = profile_onnxruntime(onnx_path, images, CALLS, THREADS, like=session)  # its settings
     monkeypatch.undo()
     after = plain_median_ms(run)
     check_layers(profile)
@@ -176,13 +169,9 @@ def test_plain_callable_is_attributed_by_execution_order(net, images):
 
 
 def optimized_graph(path: Path | str, tmp_path: Path) -> onnx.ModelProto:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    cpu_session(path, options=options)
     return onnx.load(str(tmp_path / "optimized.onnx"))
 
 
@@ -282,5 +271,5 @@ def test_onnxruntime_attribution_on_cuda(onnx_path, images):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} built without CUDAExecutionProvider")
     session = ort.InferenceSession(str(onnx_path), providers=["CUDAExecutionProvider"])
-    profile = profile_onnxruntime(session, images, CALLS, THREADS)
+    profile = profile_onnxruntime(onnx_path, images, CALLS, THREADS, like=session)
     assert set(profile) == {*LAYER_NAMES, OTHER, TOTAL} and profile[TOTAL] > 0

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.core import clock_for
+from bench.clock import clock_for
 from bench.cuda_check import main as cuda_check_main
 from bench.cuda_check import predicted_copy_ms, reference_table
+from bench.device import NO_CUDA, cuda_unavailable_reason
 from bench.results import read_results
 from bench.roofline import Roofline, measure_roofline
 from bench.runtimes import RUNTIMES, Artifacts, Compilable, tolerance
@@ -27,9 +28,7 @@ from models.checkpoint import load_checkpoint
 from models.data import to_input
 from models.paths import REPO_ROOT
 
-needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"
-)
+needs_cuda = pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=NO_CUDA)
 BATCH = 64
 
 

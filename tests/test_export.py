@@ -12,11 +12,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from exporters.export import TOLERANCE, check_parity
+from exporters.export import TOLERANCE, _metadata, _plan, check_parity
 from exporters.formats import Pt2Error, check_pt2_archive
 from exporters.manifest import ExportError, load_manifest
-from models.checkpoint import load_checkpoint
+from exporters.registry import FORMATS
+from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import to_input
+from models.network import DeepMNIST
 
 
 def _session(path):
@@ -39,6 +41,21 @@ def _load(artifact, path):
         check_pt2_archive(path, compiled=True)
         module = torch._inductor.aoti_load_package(str(path))
     return lambda x: [module(torch.from_numpy(x)).detach().numpy()]
+
+
+def test_every_planned_format_is_registered_once():
+    """The registry is the only list of export formats: each planned artifact's format is in it,
+    each registered format is planned, and only the formats added after ONNX and TorchScript name
+    themselves in their metadata (as the files made before the registry do)."""
+    planned = {step.format for step in _plan(DeepMNIST())}
+    assert planned == set(FORMATS)
+    assert all(fmt.name == name for name, fmt in FORMATS.items())
+    assert {name for name, fmt in FORMATS.items() if fmt.onnx} == {f for f in FORMATS if f.startswith("onnx")}
+    ckpt = Checkpoint(model_state={}, sha256="0" * 64)
+    for name in FORMATS:
+        assert ("format" in _metadata(ckpt, "model", "in", "out", name)) == (
+            name not in ("onnx", "torchscript")
+        )
 
 
 def test_the_manifest_lists_every_planned_artifact(exported):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.device import NO_CUDA, cuda_unavailable_reason
 from bench.roofline import (
     Roofline,
     arithmetic_intensity,
@@ -17,9 +18,7 @@ from bench.roofline import (
 from bench.runtimes.base import cpu_bf16_reason
 from models.network import LAYER_NAMES, MODEL_FLOPS, MODEL_PARAMS
 
-needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"
-)
+needs_cuda = pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=NO_CUDA)
 
 # Plausibility bounds, not speed goals: a few-core CPU does tens to hundreds of GFLOP/s and
 # moves 1-100 GB/s; a bound that fails means a wrong unit or a broken timer, not a slow machine.

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.device import cuda_unavailable_reason
 from bench.runtimes import DEVICES, RUNTIMES, TOLERANCES, Artifacts, tolerance
-from bench.runtimes.base import PRECISIONS, Compilable, Prepared, cuda_unavailable_reason
+from bench.runtimes.base import PRECISIONS, Compilable, Prepared, Profilable, Runtime
 from exporters.manifest import ExportError
 from models.checkpoint import load_checkpoint
 from models.data import to_input
@@ -107,6 +108,7 @@ def test_layer_parity(name, device, artifacts, reference):
 def test_registry_is_consistent():
     assert len(RUNTIMES) == len(set(RUNTIMES)) and {"torch-eager", "onnxruntime"} <= set(RUNTIMES)
     for name, runtime in RUNTIMES.items():
+        assert isinstance(runtime, Runtime), name  # name, precision, targets, supports, prepare
         assert runtime.name == name
         assert runtime.precision in PRECISIONS, name
         assert runtime.targets is None or (
@@ -154,7 +156,19 @@ def test_compile_protocol(artifacts):
         prepared = RUNTIMES[name].prepare("model", "cpu", artifacts, threads=2)
         assert isinstance(prepared, Compilable) and callable(prepared.compile), name
     for name in ("torch-eager", "torchscript", "onnxruntime"):
-        assert not hasattr(RUNTIMES[name].prepare(LAYER, "cpu", artifacts, threads=2), "compile"), name
+        assert not isinstance(RUNTIMES[name].prepare(LAYER, "cpu", artifacts, threads=2), Compilable), name
+
+
+def test_profile_protocol(artifacts):
+    """The profile scenario runs where a profiler splits the whole model into its layers and skips
+    the runtimes whose prepared objects are not ``Profilable`` (fused or compiled code)."""
+    profiled = ("torch-eager", "torch-eager-channels-last", "torchscript", "torch-export", "onnxruntime")
+    for name in profiled:
+        assert isinstance(RUNTIMES[name].prepare("model", "cpu", artifacts, threads=2), Profilable), name
+    for name in ("torchscript-optimized", "torch-compile", "openvino", "torch-aoti"):
+        if RUNTIMES[name].supports("cpu") is None:
+            prepared = RUNTIMES[name].prepare("model", "cpu", artifacts, threads=2)
+            assert not isinstance(prepared, Profilable), name
 
 
 def test_torch_compile_is_cold_and_private_to_each_prepared_object(artifacts, reference):

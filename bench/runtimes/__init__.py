@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.runtimes.base import Artifacts, Compilable, Prepared, Runtime
+from bench.runtimes.base import Artifacts, Compilable, Prepared, Profilable, Runtime
 from bench.runtimes.onnxruntime_node import OnnxRuntimeNode
 from bench.runtimes.onnxruntime_rt import OnnxRuntime
 from bench.runtimes.onnxruntime_web import OnnxRuntimeWeb
@@ -82,4 +82,4 @@ def tolerance(runtime: str, device: str) -> float:
     return TOLERANCES.get((runtime, device), DEFAULT_TOLERANCE)
 
 
-__all__ = ["DEVICES", "RUNTIMES", "Artifacts", "Compilable", "Prepared", "Runtime", "tolerance"]
+__all__ = ["DEVICES", "RUNTIMES", "Artifacts", "Compilable", "Prepared", "Profilable", "Runtime", "tolerance"]

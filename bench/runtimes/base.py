@@ -4,23 +4,30 @@
 and returns a ``Prepared`` whose ``run`` is the only thing timed. ``supports(device)`` returns
 None when the runtime can run there, else the reason it cannot (it becomes the skip reason).
 
-Besides ``name``, every runtime declares (the harness reads these exact attributes):
+Besides ``name``, every runtime declares (required: the harness reads these exact attributes,
+with no defaults):
 
-- ``precision``: the arithmetic it computes in, the CSV ``precision`` column: ``"fp32"`` (the
-  default), ``"int8"``, ``"fp16"`` or ``"bf16"``. Inputs and outputs stay float32 for all of them.
+- ``precision``: the arithmetic it computes in, the CSV ``precision`` column: ``"fp32"``,
+  ``"int8"``, ``"fp16"`` or ``"bf16"``. Inputs and outputs stay float32 for all of them.
 - ``targets``: ``None`` when it runs every target (``model`` and each layer), else the tuple of
   targets it can run; the harness skips the others with the reason "<name> runs <targets> only".
+
+The torch adapters derive from ``TorchRuntime`` (fp32, every target, any available device,
+threads set, the loaded module wrapped in a ``TorchPrepared``) and write only ``load``.
 
 A ``Prepared`` may also have ``compile(x)`` (see ``Compilable``): it builds what the first call
 would otherwise build for input ``x`` (a torch.compile graph for that shape, a TensorRT engine),
 by running once on ``x`` and synchronising. The harness times it as ``compile_s``, separately
 from the preparation (``load_s``) and the first inference (``first_inference_ms``). Runtimes that
-do not compile per input shape have no ``compile`` attribute at all. A ``Prepared`` that runs
-in another process has ``time_calls`` (see ``SelfTimed``): the harness takes its samples from it.
+do not compile per input shape have no ``compile`` attribute at all. A ``Prepared`` that can split
+a whole-model call into its layers has ``profile`` (see ``Profilable``); the others have none and
+the profile scenario skips them. A ``Prepared`` that runs in another process has ``time_calls``
+(see ``SelfTimed``): the harness takes its samples from it.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,8 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from bench.device import check_device
 from exporters.manifest import ExportError, Manifest
-from models.network import DeepMNIST
+from models.network import DeepMNIST, layer_module
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 # Every file handed out by ``artifact_path`` in this process, in order: the harness sums the sizes of
@@ -87,6 +95,16 @@ class Compilable(Protocol):
 
 
 @runtime_checkable
+class Profilable(Protocol):
+    """The optional part of ``Prepared`` for runtimes whose profiler splits a whole-model call into
+    the network's layers (the ``profile`` scenario)."""
+
+    def profile(self, x: np.ndarray, calls: int) -> dict[str, float]:
+        """Layer -> ms per call (plus "other" and "total") over ``calls`` calls on the host input
+        ``x`` (float32 (N, 1, 28, 28))."""
+
+
+@runtime_checkable
 class SelfTimed(Protocol):
     """The optional part of ``Prepared`` for runtimes in another process (onnxruntime-node, and
     onnxruntime-web in a browser), where a Python clock around ``run`` would time the
@@ -97,6 +115,7 @@ class SelfTimed(Protocol):
         runtime's process after ``warm_s`` seconds of untimed calls."""
 
 
+@runtime_checkable
 class Runtime(Protocol):
     name: str
     precision: str  # one of PRECISIONS; "fp32" unless it computes in reduced precision
@@ -105,21 +124,6 @@ class Runtime(Protocol):
     def supports(self, device: str) -> str | None: ...
 
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> Prepared: ...
-
-
-@cache
-def cuda_unavailable_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device (torch.cuda.is_available() is False)"
-    return None
-
-
-def check_device(device: str) -> str | None:
-    if device == "cpu":
-        return None
-    if device == "cuda":
-        return cuda_unavailable_reason()
-    return f"unknown device {device!r}"
 
 
 @cache
@@ -166,8 +170,45 @@ class TorchPrepared:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+
+class ProfiledTorchPrepared(TorchPrepared):
+    """A ``TorchPrepared`` whose module torch.profiler can split into the network's layers."""
+
     def profile(self, x: np.ndarray, calls: int) -> dict[str, float]:
         """Layer -> ms per call (plus "other" and "total") of the whole model under torch.profiler."""
         from bench.attribution import profile_torch
 
         return profile_torch(self.module, self.to_device(x), calls, self.device.type)
+
+
+def eager_module(artifacts: Artifacts, target: str, device: str) -> torch.nn.Module:
+    """A private copy of the checkpoint's network (or of one layer of it), eval mode, on ``device``."""
+    net = copy.deepcopy(artifacts.net).eval()
+    return (net if target == "model" else layer_module(net, target)).to(device)
+
+
+class TorchRuntime:
+    """The torch adapters' base: fp32, every target, any device this machine has; ``prepare`` sets
+    torch's threads and wraps what ``load`` returns with ``wrap`` (by default in
+    ``prepared_class``, a ``ProfiledTorchPrepared``). Subclasses set ``name`` and write ``load``."""
+
+    name: str
+    precision = "fp32"
+    targets: tuple[str, ...] | None = None  # the model and every layer
+    prepared_class: type[TorchPrepared] = ProfiledTorchPrepared
+
+    def supports(self, device: str) -> str | None:
+        return check_device(device)
+
+    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+        if reason := self.supports(device):
+            raise ValueError(f"{self.name} cannot run on {device}: {reason}")
+        set_threads(threads)
+        return self.wrap(self.load(target, device, artifacts), device)
+
+    def load(self, target: str, device: str, artifacts: Artifacts) -> Any:
+        """The callable module for ``target`` on ``device`` (after the threads are set)."""
+        raise NotImplementedError
+
+    def wrap(self, module: Any, device: str) -> TorchPrepared:
+        return self.prepared_class(module, device)

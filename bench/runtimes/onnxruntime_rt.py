@@ -28,11 +28,14 @@ Tried on the CPU and not made variants (no gain beyond noise over ``onnxruntime`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import Artifacts, artifact_path, check_device
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, artifact_path
+from exporters.onnxrt import session_options
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,11 @@ VARIANTS: dict[str, Variant] = {
 
 
 class OrtPrepared:
-    def __init__(self, session: Any, device: str, provider: str) -> None:
+    def __init__(self, session: Any, path: Path, device: str, provider: str) -> None:
         import onnxruntime as ort
 
         self.ort, self.session, self.device = ort, session, device
+        self.path = path  # the verified .onnx file the session runs (the profiler makes a twin)
         self.execution_provider = provider
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -117,7 +121,7 @@ class OrtPrepared:
         from bench.attribution import profile_onnxruntime
 
         threads = self.session.get_session_options().intra_op_num_threads
-        return profile_onnxruntime(self.session, x, calls, threads)
+        return profile_onnxruntime(self.path, x, calls, threads, like=self.session)
 
 
 class OrtTrtPrepared(OrtPrepared):
@@ -153,13 +157,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         path = artifact_path(artifacts, target, self.variant.fmt)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.variant.optimization)
-        for key, value in self.variant.config.items():
-            options.add_session_config_entry(key, value)
+        options = session_options(threads, self.variant.optimization, self.variant.config)
         provider = self.variant.providers[device]
         providers: list[Any] = [provider]
         if device == "cuda":
@@ -174,4 +172,4 @@ class OnnxRuntime:
                 providers = [(provider, cuda_options)]
         session = ort.InferenceSession(str(path), options, providers=providers)
         kind = OrtTrtPrepared if provider == "TensorrtExecutionProvider" else OrtPrepared
-        return kind(session, device, provider)
+        return kind(session, path, device, provider)

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.runtimes.base import Artifacts, artifact_path, check_device
+from bench.device import check_device
+from bench.runtimes.base import Artifacts, artifact_path
 
 
 @cache

@@ -9,26 +9,24 @@ which is the point of comparing it with torch-compile. CPU only: the export hold
 
 from __future__ import annotations
 
-from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
+from typing import Any
+
+from bench.runtimes.base import Artifacts, TorchPrepared, TorchRuntime, artifact_path
 
 
-class TorchAoti:
+class TorchAoti(TorchRuntime):
     name = "torch-aoti"
-    precision = "fp32"
-    targets: tuple[str, ...] | None = ("model",)  # one package, for the whole network
+    targets = ("model",)  # one package, for the whole network
+    prepared_class = TorchPrepared  # compiled C++ kernels: torch.profiler sees no per-layer ops
 
     def supports(self, device: str) -> str | None:
         if device == "cuda":
             return "the export holds a CPU AOTInductor package only"
-        return check_device(device)
+        return super().supports(device)
 
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
+    def load(self, target: str, device: str, artifacts: Artifacts) -> Any:
         from torch._inductor import aoti_load_package
 
-        if reason := self.supports(device):
-            raise ValueError(f"{self.name} cannot run on {device}: {reason}")
-        set_threads(threads)  # the package's kernels use the process's OpenMP pool
+        # the package's kernels use the process's OpenMP pool, set by prepare
         path = artifact_path(artifacts, target, "aoti-cpu")  # ExportError if not exported
-        prepared = TorchPrepared(aoti_load_package(str(path)), device)
-        prepared.profile = None  # compiled C++ kernels: torch.profiler sees no per-layer ops
-        return prepared
+        return aoti_load_package(str(path))

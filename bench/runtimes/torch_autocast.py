@@ -11,15 +11,13 @@ CPU fp16 autocast has no fast kernels on x86 without AMX-FP16, and bf16 is the C
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, cpu_bf16_reason, set_threads
+from bench.runtimes.base import Artifacts, ProfiledTorchPrepared, TorchRuntime, cpu_bf16_reason, eager_module
 
 
-class AutocastPrepared(TorchPrepared):
+class AutocastPrepared(ProfiledTorchPrepared):
     def __init__(self, module: torch.nn.Module, device: str, dtype: torch.dtype) -> None:
         super().__init__(module, device)
         self.dtype = dtype
@@ -34,15 +32,15 @@ class AutocastPrepared(TorchPrepared):
             return super().profile(x, calls)
 
 
-class TorchAutocast:
-    targets: tuple[str, ...] | None = ("model",)  # a reduced-precision variant of the whole network
+class TorchAutocast(TorchRuntime):
+    targets = ("model",)  # a reduced-precision variant of the whole network
 
     def __init__(self, name: str, dtype: torch.dtype) -> None:
         self.name, self.dtype = name, dtype
         self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
     def supports(self, device: str) -> str | None:
-        if reason := check_device(device):
+        if reason := super().supports(device):
             return reason
         if device == "cpu" and self.dtype == torch.float16:
             return "fp16 autocast is for CUDA; use bf16 on CPU"
@@ -52,7 +50,8 @@ class TorchAutocast:
             return f"{torch.cuda.get_device_name()} has no bfloat16 support (needs compute capability >= 8.0)"
         return None
 
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> AutocastPrepared:
-        set_threads(threads)
-        net = copy.deepcopy(artifacts.net).eval().to(device)
-        return AutocastPrepared(net, device, self.dtype)
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
+        return eager_module(artifacts, target, device)
+
+    def wrap(self, module: torch.nn.Module, device: str) -> AutocastPrepared:
+        return AutocastPrepared(module, device, self.dtype)

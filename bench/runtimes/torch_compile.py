@@ -41,7 +41,6 @@ CPU, so not adopted. Freezing, in contrast, was faster (``torch-compile-freezing
 
 from __future__ import annotations
 
-import copy
 import itertools
 import types
 from collections.abc import Callable
@@ -50,8 +49,7 @@ from typing import Any
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
-from models.network import layer_module
+from bench.runtimes.base import Artifacts, TorchPrepared, TorchRuntime, eager_module
 
 COMPILE_MODE: str | None = None  # Inductor's default mode (module docstring)
 _serial = itertools.count()
@@ -95,11 +93,10 @@ def warm_up_inductor(device: str) -> None:
 
 
 class CompiledPrepared(TorchPrepared):
-    """A torch.compile'd module; ``compile(x)`` is its first, cold call (the harness's compile_s)."""
-
-    # Inductor fuses across layers (conv + ReLU + pool in one kernel), and layer hooks would make
-    # Dynamo compile again: no honest per-layer split, so the profile scenario skips it.
-    profile = None
+    """A torch.compile'd module; ``compile(x)`` is its first, cold call (the harness's compile_s).
+    Not ``Profilable``: Inductor fuses across layers (conv + ReLU + pool in one kernel), and layer
+    hooks would make Dynamo compile again: no honest per-layer split, so the profile scenario
+    skips it."""
 
     def compile(self, x: torch.Tensor) -> None:
         with _fresh_cache():
@@ -129,29 +126,24 @@ class ConfiguredCompiledPrepared(CompiledPrepared):
         return y
 
 
-class TorchCompile:
+class TorchCompile(TorchRuntime):
     """``torch-compile``: Inductor's defaults. ``torch-compile-freezing``: Inductor config
     ``freezing=True``: weights become constants of the graph, folded and, on the CPU, prepacked
     once into oneDNN's blocked layout for its convolution and linear kernels (the setting PyTorch
     documents for CPU inference); kept because it was faster than the default at batch 64 and 256
     and the same at batch 1 (docs/runtimes.md)."""
 
-    precision = "fp32"
-
     def __init__(self, name: str = "torch-compile", config: dict[str, Any] | None = None) -> None:
         self.name, self.config = name, config
         # The base: the model and conv2 (module docstring); the freezing variant: a whole-model
         # tuning, like the other tuned variants.
-        self.targets: tuple[str, ...] | None = ("model", "conv2") if config is None else ("model",)
+        self.targets = ("model", "conv2") if config is None else ("model",)
 
-    def supports(self, device: str) -> str | None:
-        return check_device(device)
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> CompiledPrepared:
-        set_threads(threads)
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
         warm_up_inductor(device)
-        net = copy.deepcopy(artifacts.net).eval()
-        module = (net if target == "model" else layer_module(net, target)).to(device)
+        return eager_module(artifacts, target, device)
+
+    def wrap(self, module: torch.nn.Module, device: str) -> CompiledPrepared:
         # The prepared object sets TF32 off on CUDA before anything compiles.
         if self.config is None:
             prepared = CompiledPrepared(module, device)

@@ -14,35 +14,25 @@ import copy
 import numpy as np
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, check_device, set_threads
-from models.network import layer_module
+from bench.runtimes.base import Artifacts, ProfiledTorchPrepared, TorchRuntime, eager_module
 
 
-class ChannelsLastPrepared(TorchPrepared):
+class ChannelsLastPrepared(ProfiledTorchPrepared):
     def to_device(self, x: np.ndarray) -> torch.Tensor:  # (N, 1, 28, 28), NHWC strides
         return torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
 
 
-class TorchEager:
+class TorchEager(TorchRuntime):
     name = "torch-eager"
-    precision = "fp32"
-    targets: tuple[str, ...] | None = None  # the model and every layer
 
-    def supports(self, device: str) -> str | None:
-        return check_device(device)
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        set_threads(threads)
-        net = copy.deepcopy(artifacts.net).eval()
-        module = net if target == "model" else layer_module(net, target)
-        return TorchPrepared(module.to(device), device)
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
+        return eager_module(artifacts, target, device)
 
 
 class TorchEagerChannelsLast(TorchEager):
     name = "torch-eager-channels-last"
     targets = ("model",)
+    prepared_class = ChannelsLastPrepared
 
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        set_threads(threads)
-        net = copy.deepcopy(artifacts.net).eval().to(device, memory_format=torch.channels_last)
-        return ChannelsLastPrepared(net, device)
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
+        return copy.deepcopy(artifacts.net).eval().to(device, memory_format=torch.channels_last)

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
+from bench.runtimes.base import Artifacts, TorchRuntime, artifact_path
 
 
-class TorchExport:
+class TorchExport(TorchRuntime):
     name = "torch-export"
-    precision = "fp32"
-    targets: tuple[str, ...] | None = ("model",)  # the export holds the whole network only
+    targets = ("model",)  # the export holds the whole network only
 
-    def supports(self, device: str) -> str | None:
-        return check_device(device)
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        set_threads(threads)
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
         path = artifact_path(artifacts, target, "torch-export")
         program = torch.export.load(str(path))
         if device != "cpu":
             from torch.export.passes import move_to_device_pass
 
             program = move_to_device_pass(program, device)
-        return TorchPrepared(program.module(), device)
+        return program.module()

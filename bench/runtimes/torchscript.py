@@ -13,35 +13,25 @@ import warnings
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, artifact_path, check_device, set_threads
+from bench.runtimes.base import Artifacts, TorchPrepared, TorchRuntime, artifact_path
 
 
-class TorchScript:
+class TorchScript(TorchRuntime):
     name = "torchscript"
-    precision = "fp32"
-    targets: tuple[str, ...] | None = None  # the model and every layer
 
-    def supports(self, device: str) -> str | None:
-        return check_device(device)
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        set_threads(threads)
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.jit.ScriptModule:
         path = artifact_path(artifacts, target, "torchscript")
-        module = torch.jit.load(str(path), map_location=device).eval()
-        return TorchPrepared(module, device)
+        return torch.jit.load(str(path), map_location=device).eval()
 
 
 class TorchScriptOptimized(TorchScript):
     name = "torchscript-optimized"
     targets = ("model",)
+    # fused oneDNN ops (conv with ReLU, prepacked linear): no per-layer split, so no profile
+    prepared_class = TorchPrepared
 
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        set_threads(threads)
-        path = artifact_path(artifacts, target, "torchscript")
-        module = torch.jit.load(str(path), map_location=device).eval()
+    def load(self, target: str, device: str, artifacts: Artifacts) -> torch.jit.ScriptModule:
+        module = super().load(target, device, artifacts)
         with warnings.catch_warnings():  # "deprecated, use torch.compile": that is measured too
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.optimize_for_inference(module)
-        prepared = TorchPrepared(module, device)
-        prepared.profile = None  # fused oneDNN ops (conv with ReLU, prepacked linear): no per-layer split
-        return prepared
+            return torch.jit.optimize_for_inference(module)
