@@ -33,6 +33,7 @@ class Column:
     added: bool = False  # added after the first published schema: older CSVs lack it, read as default
     environment: bool = False  # copied from collect_environment() into every row
     measured: bool = False  # set only on an ok row (a skipped or failed row has no timings)
+    signed: bool = False  # a difference that may be negative (every other number must not be)
 
     @property
     def nullable(self) -> bool:
@@ -107,7 +108,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only"),
     Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only"),
     Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)"),
-    Column("vs_alone", float, None, help="self-check: median / median of the runtime timed alone - 1", added=True),
+    Column("vs_alone", float, None, help="self-check: median / median of the runtime timed alone - 1", added=True, signed=True),
     Column("isolation_ok", int, None, help="self-check: 1 if every vs_alone of this runtime is within 7%, else 0", added=True),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),
     Column("reason", str, "", help='why skipped or failed; "" when ok'),

@@ -219,6 +219,7 @@ def _parse_cell(text: str, name: str, where: str) -> object:
 # Checked on reading: what no run writes (a hand-edited or damaged file) is refused, naming the cell.
 _POSITIVE = frozenset({"latency_ms_mean", "latency_ms_median", "throughput_ips", "batch_size"})
 _FRACTIONS = frozenset({"accuracy", "agreement"})
+_SIGNED = frozenset(c.name for c in COLUMN_RECORDS if c.signed)
 # columns that become table labels and keys: a control character would break a table's layout
 _LABELS = (
     "run_id",
@@ -247,7 +248,7 @@ def _check_value(name: str, value: object, where: str, scenario: str = "batch") 
         raise ResultsError(f"{where}, column {name}: {value} is not a finite number of a sensible size")
     if name in _POSITIVE and value <= 0 and not (scenario == "profile" and name.startswith("latency")):
         raise ResultsError(f"{where}, column {name}: {value} must be positive")
-    if value < 0:
+    if value < 0 and name not in _SIGNED:
         raise ResultsError(f"{where}, column {name}: {value} must not be negative")
     if name in _FRACTIONS and value > 1:
         raise ResultsError(f"{where}, column {name}: {value} is a fraction, must be at most 1")

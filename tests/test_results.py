@@ -239,6 +239,19 @@ def test_crash_while_publishing_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_signed_column_may_be_negative_and_others_may_not(tmp_path: Path) -> None:
+    """The self-check writes vs_alone < 0 for a runtime faster in the matrix than alone."""
+    latency = Latency.from_values([0.0021, 0.0019, 0.002])
+    row = _row(vs_alone=-0.14, isolation_ok=0).with_latency(latency, MODEL_FLOPS)
+    path = write_results([row], tmp_path, ENV, {}, now=NOW)
+    assert read_rows(path)[0].vs_alone == pytest.approx(-0.14)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    path = write_results([_row(accuracy=-0.5).with_latency(latency, MODEL_FLOPS)], bad, ENV, {}, now=NOW)
+    with pytest.raises(ResultsError, match=r"column accuracy: -0\.5 must not be negative"):
+        read_results(path)
+
+
 def test_timestamps_and_run_ids() -> None:
     assert utc_timestamp(NOW) == "2026-11-28T09:30:00Z"
     assert utc_timestamp(NOW, compact=True) == "20261128T093000Z"
