@@ -128,7 +128,10 @@ def test_inline_launcher_keeps_one_process(tmp_path, exported):
 
 def test_ctrl_c_ends_the_workers_and_writes_the_rows_so_far(tmp_path, exported):
     results = tmp_path / "results"
-    script = "import sys, tests.broken_runtime; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    script = (  # SIGUSR1 dumps every thread's stack: the message of a run that does not end
+        "import faulthandler, signal, sys, tests.broken_runtime; from bench.cli import main; "
+        "faulthandler.register(signal.SIGUSR1, all_threads=True); sys.exit(main(sys.argv[1:]))"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "bench", "--runtimes", "torch-eager,torch-eager-hang",
          "--devices", "cpu", "--targets", "model", "--batch-sizes", "2,4", "--max-time", "0.1",
@@ -142,7 +145,14 @@ def test_ctrl_c_ends_the_workers_and_writes_the_rows_so_far(tmp_path, exported):
                 break
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"still running 120 s after Ctrl-C; its stacks:\n{err[-6000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 130, err[-2000:]
