@@ -29,6 +29,9 @@ from bench.options import BenchConfig
 
 ISOLATION_TOLERANCE = 0.07  # |isolated median / alone median - 1|
 ISOLATION_BATCHES = (1, 64)
+# s of untimed calls before the alone loop: a fresh process's first calls (thread pools waking,
+# allocator growth, TorchScript's profiling runs) are slower than the steady state the rounds see
+ALONE_WARM_S = 1.0
 IPC_BUDGET = 0.01  # a round trip may cost this fraction of a round
 IPC_CALLS = 200
 OVERHEAD_BUDGET_US = 5.0
@@ -109,7 +112,7 @@ def timed_alone(config: BenchConfig, case: Case, seconds: float) -> float:
         reply = launcher.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
         if "per_call" not in reply:
             raise RuntimeError(f"{case.id}: {reply.get('failed') or reply.get('error')}")
-        message = {"op": "alone", "case_id": case.id, "seconds": seconds}
+        message = {"op": "alone", "case_id": case.id, "seconds": seconds, "warm": ALONE_WARM_S}
         return launcher.call(case.runtime, case.device, message, config.case_timeout)["median"]
     finally:
         launcher.close()

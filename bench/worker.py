@@ -233,15 +233,19 @@ class Worker:
         except Exception as e:
             return {"failed": f"profiler: {type(e).__name__}: {e}".splitlines()[0][:300]}
 
-    def alone(self, case_id: str, seconds: float) -> dict[str, Any]:
-        """A plain perf_counter loop, nothing of the rounds' machinery: the median over blocks of
-        calls lasting >= 20 ms each, for ``seconds`` in all (the self-check's reference)."""
+    def alone(self, case_id: str, seconds: float, warm: float = 0.0) -> dict[str, Any]:
+        """A plain perf_counter loop, nothing of the rounds' machinery: ``warm`` s of untimed calls,
+        then the median over blocks of calls lasting >= 20 ms each, for ``seconds`` in all (the
+        self-check's reference)."""
         entry = self.entries[case_id]
         if isinstance(entry.prepared, SelfTimed):  # its own clock, as in the rounds
             per_call = float(np.median(entry.prepared.time_calls(entry.x, 5, 0.0)))
             calls = max(5, math.ceil(seconds / max(per_call, 1e-7)))
-            times = entry.prepared.time_calls(entry.x, calls, 0.0)
+            times = entry.prepared.time_calls(entry.x, calls, warm)
             return {"median": float(np.median(times)), "samples": len(times)}
+        end = time.perf_counter() + warm
+        while time.perf_counter() < end:
+            entry.fn()
         per_call = max(_median_call(entry.fn, entry.clock), 1e-7)
         calls = max(1, math.ceil(0.02 / per_call))
         times, end = [], time.perf_counter() + seconds
