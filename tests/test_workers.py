@@ -128,8 +128,11 @@ def test_inline_launcher_keeps_one_process(tmp_path, exported):
 
 def test_ctrl_c_ends_the_workers_and_writes_the_rows_so_far(tmp_path, exported):
     results = tmp_path / "results"
-    script = (  # SIGUSR1 dumps every thread's stack: the message of a run that does not end
+    # Ctrl-C as in a terminal: a shell's background job (CI started with `&`) passes SIGINT on
+    # ignored, and Python then keeps it ignored; SIGUSR1 dumps every thread's stack if the run hangs
+    script = (
         "import faulthandler, signal, sys, tests.broken_runtime; from bench.cli import main; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
         "faulthandler.register(signal.SIGUSR1, all_threads=True); sys.exit(main(sys.argv[1:]))"
     )
     proc = subprocess.Popen(
