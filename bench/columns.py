@@ -108,8 +108,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only"),
     Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only"),
     Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)"),
-    Column("vs_alone", float, None, help="self-check: median / median of the runtime timed alone - 1", added=True, signed=True),
-    Column("isolation_ok", int, None, help="self-check: 1 if every vs_alone of this runtime is within 7%, else 0", added=True),
+    Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True),
+    Column("isolation_ok", int, None, help="self-check: 1 if every vs_alone of this runtime is within 7%, else 0 (also 0 when it could not be timed alone)", added=True),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),
     Column("reason", str, "", help='why skipped or failed; "" when ok'),
 )  # fmt: skip

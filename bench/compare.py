@@ -29,6 +29,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.columns import BY_NAME, NAMES
+from bench.selfcheck import ISOLATION_TOLERANCE
 from models.errors import UserError
 from models.layers import LAYER_NAMES, PROFILE_SEGMENTS
 
@@ -313,6 +314,17 @@ _MEMORY_SHOWN = {
     # both over the same timed calls (the mean, not the median: CPU time is a total too)
     "cores busy": _Cell(lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"])),
 }
+_ISOLATION_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "provider", "threads")},
+    "batch": _column("batch_size"),
+    "isolated median ms [95% CI]": _SHOWN["median ms [95% CI]"],
+    # distance from the range of the two alone medians (bench.selfcheck.alone_range), 0 inside
+    "vs alone": _column("vs_alone", lambda v: "" if math.isnan(v) else _percent_change(v)),
+    "check": _Cell(
+        lambda line: "ok" if abs(line["vs_alone"]) <= ISOLATION_TOLERANCE else "FAIL", numeric=False
+    ),
+    "runtime passes": _Cell(lambda line: {1: "yes", 0: "no"}.get(line["isolation_ok"], ""), numeric=False),
+}
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
                   "peak RSS MiB", "CPU ms / call", "cores busy", "model MB")  # fmt: skip
 
@@ -410,6 +422,13 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         title = "memory and CPU time: model (per worker process; cores busy = CPU time / wall time)"
         parts.append(_title(title, markdown))
         parts.append(_simple_table(_MEMORY_SHOWN)(cold, markdown))
+    isolated = cold[cold["vs_alone"].notna()] if not cold.empty else cold
+    if not isolated.empty:
+        title = "isolation: whole model, isolated interleaved median vs timed alone (deepmnist bench --self-check)"
+        parts.append(_title(title, markdown))
+        parts.append(
+            _simple_table(_ISOLATION_SHOWN)(isolated.sort_values(["batch_size", "median_ms"]), markdown)
+        )
     if not skipped.empty:
         parts.append(_title("not run, and why", markdown))
         parts.append(not_run(skipped))
@@ -512,7 +531,15 @@ _PROFILE_NUMBERS = (*PROFILE_SEGMENTS, "profiled sum", "standalone sum", "whole 
 # Headings shown right-aligned, in every table (the HTML report's too).
 _NUMERIC = frozenset(
     heading
-    for shown in (_SHOWN, _OFFLINE_SHOWN, _SINGLE_STREAM_SHOWN, _COLD_SHOWN, _MEMORY_SHOWN, _CHANGE_SHOWN)
+    for shown in (
+        _SHOWN,
+        _OFFLINE_SHOWN,
+        _SINGLE_STREAM_SHOWN,
+        _COLD_SHOWN,
+        _MEMORY_SHOWN,
+        _ISOLATION_SHOWN,
+        _CHANGE_SHOWN,
+    )
     for heading, cell in shown.items()
     if cell.numeric
 ).union(_PROFILE_NUMBERS)
