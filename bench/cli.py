@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.compare import add_parser as add_compare
     from bench.demo import add_parser as add_demo
     from bench.history import add_parser as add_history
+    from bench.plots import add_parser as add_plot
     from bench.portability import add_parser as add_portability
     from bench.report_html import add_parser as add_report
     from exporters.export import add_parser as add_export
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export(sub)
     add_compare(sub)
+    add_plot(sub)
     add_history(sub)
     add_report(sub)
     add_predict(sub)

@@ -1,4 +1,4 @@
-"""PNG charts beside a results CSV: ``python -m bench.plots RESULTS.csv`` or ``write_plots(df, stem)``.
+"""PNG charts beside a results CSV: ``deepmnist plot RESULTS.csv`` (or ``python -m bench.plots``) or ``write_plots(df, stem)``.
 
 ``write_plots`` draws, from the ok rows of a results frame, up to four charts named after a stem
 (the CSV path without ``.csv``), each written atomically and only when it has data:
@@ -717,25 +717,43 @@ def plot_results_file(csv_path: str | os.PathLike, out_stem: str | os.PathLike |
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.plots",
-        description="Write PNG charts (throughput, per-layer split, roofline, single-stream latency) "
-        "beside a results CSV.",
-    )
+_DESCRIPTION = (
+    "Write PNG charts (throughput, per-layer split, roofline, single-stream latency, memory) beside "
+    "a results CSV."
+)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``deepmnist plot`` and ``python -m bench.plots``, declared once."""
     parser.add_argument("results", metavar="RESULTS.csv", help="a results CSV written by the benchmark")
     parser.add_argument(
         "--out", metavar="STEM", help="write STEM-<chart>.png (default: the CSV's path without .csv)"
     )
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Exit 0 with the PNG paths printed; a bad CSV raises UserError (the CLI's exit 2)."""
+    for path in plot_results_file(args.results, args.out):
+        print(path)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("plot", help="the PNG charts of a results CSV", description=_DESCRIPTION)
+    _arguments(p)
+    p.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.plots", description=_DESCRIPTION)
+    _arguments(parser)
     args = parser.parse_args(argv)
     try:
-        paths = plot_results_file(args.results, args.out)
+        return cmd_plot(args)
     except UserError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    for path in paths:
-        print(path)
-    return 0
 
 
 if __name__ == "__main__":

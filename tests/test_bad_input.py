@@ -315,6 +315,7 @@ PLOTS = [
     Case("median-negative", "{csv_negative} --out {tmp}/p", 2, "must be positive", runner="plots"),
     Case("median-nan", "{csv_nan} --out {tmp}/p", 2, "is not a finite number", runner="plots"),
     Case("throughput-inf", "{csv_inf} --out {tmp}/p", 2, "is not a finite number", runner="plots"),
+    Case("plot-subcommand", "plot {csv_negative} --out {tmp}/p", 2, "must be positive"),  # deepmnist plot
 ]
 
 BENCH_CASES = [
