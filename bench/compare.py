@@ -91,6 +91,11 @@ TABLE_COLUMNS = [
     "latency_ms_p90",
     "latency_ms_p99",
     "latency_ms_p999",
+    "latency_ms_p99_ci_low",
+    "latency_ms_p99_ci_high",
+    "latency_ms_p999_ci_low",
+    "latency_ms_p999_ci_high",
+    "note",
     "rounds",
     "start_s",
     "load_s",
@@ -323,10 +328,15 @@ _SINGLE_STREAM_SHOWN = {
     "queries": _column("rounds"),
     "p50 ms [95% CI]": _SHOWN["median ms [95% CI]"],
     "p90 ms": _column("latency_ms_p90", _ms),
-    "p99 ms": _column("latency_ms_p99", _ms),
-    "p99.9 ms": _column("latency_ms_p999", _ms),
+    "p99 ms [95% CI]": lambda line: _ms_ci(
+        line["latency_ms_p99"], line["latency_ms_p99_ci_low"], line["latency_ms_p99_ci_high"]
+    ),
+    "p99.9 ms [95% CI]": lambda line: _ms_ci(
+        line["latency_ms_p999"], line["latency_ms_p999_ci_low"], line["latency_ms_p999_ci_high"]
+    ),
     "vs fastest": _vs_fastest,
     "accuracy %": _SHOWN["accuracy %"],
+    "note": lambda line: line["note"] if isinstance(line["note"], str) else "",  # NaN in older files
 }
 _COLD_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
@@ -350,12 +360,13 @@ _MEMORY_SHOWN = {
     # both over the same timed calls (the mean, not the median: CPU time is a total too)
     "cores busy": lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"]),
 }
-_NUMERIC |= {"best batch", "queries", "p50 ms [95% CI]", "p90 ms", "p99 ms", "p99.9 ms", "load s"}
+_NUMERIC |= {"best batch", "queries", "p50 ms [95% CI]", "p90 ms", "p99 ms [95% CI]", "p99.9 ms [95% CI]"}
+_NUMERIC |= {"load s"}
 _NUMERIC |= {"compile s", "first call ms", "steady median ms", "first / steady", *LAYER_ORDER}
 _NUMERIC |= {"profiled sum", "standalone sum", "whole model", "start s", "to first result s", "batch"}
 _NUMERIC |= {h for h in _MEMORY_SHOWN if h.endswith(("MB", "MiB", "call", "(mean)", "busy"))}
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
-                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB")  # fmt: skip
+                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
 
 def _simple_table(

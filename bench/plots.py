@@ -539,12 +539,13 @@ def _clean_samples(samples: Mapping[str, Sequence[float]] | None) -> dict[str, n
 
 
 def percentiles(ms: np.ndarray) -> dict[float, float | None]:
-    """p50, p90, p99, p99.9 of the samples; None where there are too few samples to tell
-    (p99.9 needs 1000: with fewer, it is only the slowest sample, interpolated)."""
+    """p50, p90, p99, p99.9 of the samples; None where there are too few samples to trust
+    (the rule of ``bench.stats.min_samples``: p99.9 needs 10,000)."""
+    from bench.stats import min_samples
+
     n = len(ms)
     values = np.percentile(ms, _PERCENTILES)
-    # at least one sample beyond the percentile (1e-6: 1000 * (1 - 0.999) is 0.99999... in floats)
-    resolved = [n * (1 - p / 100) >= 1 - 1e-6 for p in _PERCENTILES]
+    resolved = [n >= min_samples(p) for p in _PERCENTILES]
     return {p: float(v) if ok else None for p, v, ok in zip(_PERCENTILES, values, resolved, strict=True)}
 
 

@@ -63,6 +63,10 @@ MEASURED_COLUMNS = (
     "latency_ms_p999",
     "latency_ms_median_ci_low",
     "latency_ms_median_ci_high",
+    "latency_ms_p99_ci_low",
+    "latency_ms_p99_ci_high",
+    "latency_ms_p999_ci_low",
+    "latency_ms_p999_ci_high",
     "cv",
     "noisy",
     "throughput_ips",
@@ -95,6 +99,11 @@ ADDED_COLUMNS = (
     "model_bytes",
     "vs_alone",
     "isolation_ok",
+    "latency_ms_p99_ci_low",
+    "latency_ms_p99_ci_high",
+    "latency_ms_p999_ci_low",
+    "latency_ms_p999_ci_high",
+    "note",
 )
 
 
@@ -146,6 +155,11 @@ class ResultRow:
     latency_ms_p999: float | None = None
     latency_ms_median_ci_low: float | None = None  # bootstrap 95% CI of the median, ms
     latency_ms_median_ci_high: float | None = None
+    # bootstrap 95% CIs of p99 and p99.9, ms; empty where the percentile is (see bench.stats.min_samples)
+    latency_ms_p99_ci_low: float | None = None
+    latency_ms_p99_ci_high: float | None = None
+    latency_ms_p999_ci_low: float | None = None
+    latency_ms_p999_ci_high: float | None = None
     cv: float | None = None  # coefficient of variation, stddev / mean
     noisy: int | None = None  # 1 if cv > bench.stats.NOISY_CV, else 0
     throughput_ips: float | None = None  # images/s, from the median
@@ -168,6 +182,7 @@ class ResultRow:
     isolation_ok: int | None = None  # self-check: 1 if every vs_alone of this runtime is within 7%, else 0
     status: str = "ok"
     reason: str = ""  # why skipped or failed; "" when ok
+    note: str = ""  # about an ok row's numbers: which tail percentiles are empty and why, ...
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -210,6 +225,11 @@ class ResultRow:
             latency_ms_p999=latency.p999,
             latency_ms_median_ci_low=latency.median_ci_low,
             latency_ms_median_ci_high=latency.median_ci_high,
+            latency_ms_p99_ci_low=latency.p99_ci_low,
+            latency_ms_p99_ci_high=latency.p99_ci_high,
+            latency_ms_p999_ci_low=latency.p999_ci_low,
+            latency_ms_p999_ci_high=latency.p999_ci_high,
+            note="; ".join(part for part in (self.note, latency.note) if part),
             cv=latency.cv,
             noisy=int(latency.noisy),
             throughput_ips=throughput(self.batch_size, latency.median),

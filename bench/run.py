@@ -233,8 +233,15 @@ class _Driver:
             key = f"{case.runtime}/{case.device}" + ("" if case.timing == "compute" else "/end_to_end")
             self.result.single_stream_samples[key] = [s * 1e3 for s in samples]
         self.result.measured[case.id] = Measured(case, durations, entry.iterations)
+        note = ""
+        if case.scenario == "single-stream" and len(samples) < self.config.single_stream_queries:
+            note = (
+                f"{len(samples):,} of {self.config.single_stream_queries:,} queries: the rest would "
+                f"take over --single-stream-max-time {self.config.single_stream_max_time:g} s"
+            )
         self.row(
             case,
+            note=note,
             latency=Latency.from_values(samples),
             rounds=len(durations),
             iterations=entry.iterations,
