@@ -434,6 +434,7 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     """Text of the tables: offline (best throughput per runtime), single-stream latency, then a
     heading per target and batch size, where the time goes (profile), and cold start.
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
+    _frame = df  # the results frame (the scenario tables read its own columns)
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
     parts = []
@@ -449,6 +450,10 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
         parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+    if "latency_ms_median" in _frame.columns and "full_loop" in set(_frame["timing"]):
+        from bench.scenarios import full_loop_table
+
+        parts.append(full_loop_table(_frame, markdown))
     profile = _profile_table(df, markdown)
     if profile:
         parts.append(profile.rstrip("\n"))

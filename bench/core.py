@@ -43,12 +43,15 @@ class Case:
     runtime: str
     device: str
     batch_size: int
-    timing: str = "compute"  # "end_to_end": host input, copies to and from the device included
+    # "compute": the input tensor preloaded on the device; "end_to_end": host input, copies to and
+    # from the device included; "full_loop": a new batch of uint8 images per call, converted, run,
+    # argmax taken (what an app does)
+    timing: str = "compute"
     scenario: str = "batch"  # or "single-stream"
 
     @property
     def id(self) -> str:
-        suffix = "" if self.timing == "compute" else "-e2e"
+        suffix = {"compute": "", "end_to_end": "-e2e"}.get(self.timing, f"-{self.timing}")
         scenario = "" if self.scenario == "batch" else f"-{self.scenario}"
         return f"{self.target}-b{self.batch_size}-{self.runtime}-{self.device}{suffix}{scenario}"
 
@@ -56,14 +59,15 @@ class Case:
     def group(self) -> str:
         """The comparison group: the runtimes timed together, in interleaved rounds."""
         scenario = "" if self.scenario == "batch" else f" {self.scenario}"
-        timing = "" if self.timing == "compute" else " end_to_end"
+        timing = "" if self.timing == "compute" else f" {self.timing}"
         return f"{self.target} batch={self.batch_size} {self.device}{timing}{scenario}"
 
 
 def cases(config: BenchConfig) -> Iterator[Case]:
     """Every combination (runtimes innermost, so a group's cases are adjacent); CUDA ones also with
     end-to-end timing. On CPU the input already lives in host memory, so compute timing is end to
-    end there. Then the single-stream scenario: whole model, batch 1, per runtime x device."""
+    end there. Then (``--full-loop``) the whole model with timing full_loop, then the single-stream
+    scenario: whole model, batch 1, per runtime x device."""
     timings = ("compute", "end_to_end") if config.end_to_end else ("compute",)
     for target in config.targets:
         for batch in config.batch_sizes:
@@ -71,6 +75,11 @@ def cases(config: BenchConfig) -> Iterator[Case]:
                 for timing in timings if device == "cuda" else ("compute",):
                     for runtime in config.runtimes:
                         yield Case(target, runtime, device, batch, timing)
+    if config.full_loop and "model" in config.targets:
+        for batch in config.batch_sizes:
+            for device in config.devices:
+                for runtime in config.runtimes:
+                    yield Case("model", runtime, device, batch, "full_loop")
     if config.single_stream and "model" in config.targets:
         for device in config.devices:
             for timing in timings if device == "cuda" else ("compute",):

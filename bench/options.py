@@ -28,6 +28,7 @@ from models.paths import REPO_ROOT
 
 TARGETS = ("model", *LAYER_NAMES)
 LAUNCHERS = ("process", "inline")
+FULL_PRESET = ("full_loop",)  # the BenchConfig switches that --full turns on
 
 
 def option(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None):
@@ -96,6 +97,12 @@ class BenchConfig:
     single_stream_max_time: float = option(
         10.0, "seconds the single-stream queries of one runtime may take, at most (default 10)"
     )
+    full_loop: bool = option(
+        False,
+        "add timing=full_loop rows of the whole model: each call takes the next batch of uint8 test "
+        "images, converts it (/255, reshape), runs it and takes the argmax (docs/scenarios.md)",
+    )
+    full: bool = option(False, "the full matrix: the default one plus --full-loop (docs/scenarios.md)")
     profile: bool = option(True, "skip the per-layer profile of the whole model")
     profile_batch: int = option(0, "batch size of the per-layer profile (default 0: the largest)")
     profile_calls: int = option(20, "calls under the profiler (default 20)")
@@ -124,6 +131,9 @@ class BenchConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.full:  # the preset switches its scenarios on (and the sidecar's config shows them on)
+            for name in FULL_PRESET:
+                object.__setattr__(self, name, True)
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise ValueError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")

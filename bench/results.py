@@ -35,7 +35,7 @@ from models.errors import UserError
 # (signal or exit code and the last lines of its stderr in the reason); timeout: its worker took
 # longer than --case-timeout for one step and was killed.
 STATUSES = ("ok", "skipped", "failed", "crashed", "timeout")
-TIMINGS = ("compute", "end_to_end")
+TIMINGS = ("compute", "end_to_end", "full_loop")  # full_loop: see bench.core.Case.timing
 # batch: fixed batch size, timed in interleaved rounds; single-stream: batch 1, one query after another,
 # each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
 # profile: one layer's share (ms per call) of the whole model run under the runtime's profiler.
@@ -131,7 +131,8 @@ class ResultRow:
     device: str  # cpu, cuda
     execution_provider: str = ""  # ONNX Runtime only
     precision: str = "fp32"
-    timing: str = "compute"  # compute: inputs already on the device; end_to_end: with host<->device copies
+    timing: str = "compute"  # compute: inputs preloaded on the device; end_to_end: with host<->device
+    # copies; full_loop: a new uint8 batch per call, converted, run, argmax (bench.core.Case.timing)
     scenario: str = "batch"  # see SCENARIOS
     batch_size: int
     threads: int

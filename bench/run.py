@@ -170,6 +170,9 @@ class _Driver:
             if "error" in reply:
                 self.row(case, status="failed", reason=reply["error"])
                 continue
+            if "skipped" in reply:
+                self.row(case, status="skipped", reason=reply["skipped"])
+                continue
             if "failed" in reply:
                 reason = reply.pop("failed")
                 self.row(case, status="failed", reason=reason, **reply)
