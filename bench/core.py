@@ -12,7 +12,7 @@ on CUDA. Loading, session creation and input staging stay outside the timed regi
 Scenarios (after MLPerf LoadGen): ``batch`` (fixed batch size, rounds of calls), ``single-stream``
 (batch 1, queries one after another, each timed alone), ``offline`` (derived at the end: the batch
 size with the highest throughput), ``profile`` (the whole model under the runtime's profiler, split
-into its layers).
+into its layers), ``server`` (``--server``: Poisson arrivals at a swept rate, ``bench.server``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ def cases(config: BenchConfig) -> Iterator[Case]:
             for timing in timings if device == "cuda" else ("compute",):
                 for runtime in config.runtimes:
                     yield Case("model", runtime, device, 1, timing, "single-stream")
+    if config.server and "model" in config.targets:
+        for device in config.devices:
+            for runtime in config.runtimes:
+                yield Case("model", runtime, device, 1, "end_to_end", "server")
 
 
 def skip_reason(case: Case) -> str | None:

@@ -105,6 +105,26 @@ class ProcessWorker:
         self._suspend()
         return reply
 
+    def stream(self, message: dict[str, Any], talk: Any, timeout: float) -> tuple[Any, dict[str, Any]]:
+        """Send ``message``, then let ``talk(conn)`` exchange messages with the worker (the server
+        scenario's load generator), then read the worker's closing answer; (talk's result, answer)."""
+        if not self.alive:
+            raise RuntimeError("call on a worker that is gone")
+        self._resume()
+        try:
+            self.conn.send(message)
+            result = talk(self.conn)
+        except (EOFError, OSError):
+            self._receive(timeout, message["op"])  # raises WorkerGone with the exit status
+            raise
+        except Exception as e:  # mid-protocol (the worker failed, results late): it cannot go on
+            self._kill()
+            status = "timeout" if isinstance(e, TimeoutError) else "failed"
+            raise WorkerGone(status, f"{message['op']}: {type(e).__name__}: {e}; worker killed") from None
+        reply = self._receive(timeout, message["op"])
+        self._suspend()
+        return result, reply
+
     def _receive(self, timeout: float, what: str) -> dict[str, Any]:
         if not self.conn.poll(timeout):
             self._kill()
@@ -203,6 +223,21 @@ class Launcher:
         worker = self.worker(runtime, device)
         try:
             return worker.call(message, timeout)
+        except WorkerGone as e:
+            self.gone[key] = e
+            del self.workers[key]
+            raise
+
+    def stream(
+        self, runtime: str, device: str, message: dict[str, Any], talk: Any, timeout: float
+    ) -> tuple[Any, dict[str, Any]]:
+        """``ProcessWorker.stream`` on the worker of (runtime, device); process workers only."""
+        key = (runtime, device)
+        worker = self.worker(runtime, device)
+        if not isinstance(worker, ProcessWorker):
+            raise TypeError("streaming needs a worker process (--launcher process)")
+        try:
+            return worker.stream(message, talk, timeout)
         except WorkerGone as e:
             self.gone[key] = e
             del self.workers[key]

@@ -28,7 +28,7 @@ from models.paths import REPO_ROOT
 
 TARGETS = ("model", *LAYER_NAMES)
 LAUNCHERS = ("process", "inline")
-FULL_PRESET = ("full_loop",)  # the BenchConfig switches that --full turns on
+FULL_PRESET = ("full_loop", "server")  # the BenchConfig switches that --full turns on
 
 
 def option(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None):
@@ -102,7 +102,29 @@ class BenchConfig:
         "add timing=full_loop rows of the whole model: each call takes the next batch of uint8 test "
         "images, converts it (/255, reshape), runs it and takes the argmax (docs/scenarios.md)",
     )
-    full: bool = option(False, "the full matrix: the default one plus --full-loop (docs/scenarios.md)")
+    server: bool = option(
+        False,
+        "add the server scenario (after MLPerf LoadGen): Poisson arrivals at rates up to each runtime's "
+        "batch-1 throughput, latency from scheduled arrival to result (docs/scenarios.md)",
+    )
+    latency_bound: float = option(
+        10.0, "server: the p99 latency a rate must stay under to count as sustained, ms (default 10)"
+    )
+    server_rates: tuple[float, ...] = option(
+        (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        "server: target rates as fractions of the runtime's batch-1 throughput (default 0.1,0.2,...,1.0)",
+    )
+    server_queries: int = option(
+        1000, "server: queries per rate, at least (default 1000: what p99 needs, bench.stats.min_samples)"
+    )
+    server_min_time: float = option(1.0, "server: seconds of arrivals per rate, at least (default 1)")
+    server_max_time: float = option(
+        20.0, "server: seconds of arrivals per rate, at most; fewer queries then (default 20)"
+    )
+    server_seed: int = option(0, "server: seed of the arrival gaps (default 0)")
+    full: bool = option(
+        False, "the full matrix: the default one plus --full-loop and --server (docs/scenarios.md)"
+    )
     profile: bool = option(True, "skip the per-layer profile of the whole model")
     profile_batch: int = option(0, "batch size of the per-layer profile (default 0: the largest)")
     profile_calls: int = option(20, "calls under the profiler (default 20)")
@@ -174,6 +196,15 @@ class BenchConfig:
         check_number("--round-warmup", self.round_warmup, minimum=0)
         check_number("--min-round-time", self.min_round_time, minimum=0)
         check_number("--threads", self.threads, minimum=0, maximum=max_threads())
+        check_number("--latency-bound", self.latency_bound, above=0)
+        check_number("--server-min-time", self.server_min_time, above=0)
+        check_number("--server-max-time", self.server_max_time, minimum=self.server_min_time)
+        check_number("--server-queries", self.server_queries, minimum=1, maximum=1 << 20)
+        check_number("--server-seed", self.server_seed, minimum=0, maximum=2**32 - 1)
+        if not self.server_rates:
+            raise OptionError("--server-rates: give at least one fraction")
+        for rate in self.server_rates:
+            check_number("--server-rates", rate, above=0, maximum=10)
         big = 1 << 20  # more calls, rounds or images than anyone times; beyond it a typo
         for option_name, value in (("--warmup", self.warmup), ("--rounds", self.rounds),
                                    ("--iterations", self.iterations), ("--min-rounds", self.min_rounds),

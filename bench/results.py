@@ -39,7 +39,8 @@ TIMINGS = ("compute", "end_to_end", "full_loop")  # full_loop: see bench.core.Ca
 # batch: fixed batch size, timed in interleaved rounds; single-stream: batch 1, one query after another,
 # each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
 # profile: one layer's share (ms per call) of the whole model run under the runtime's profiler.
-SCENARIOS = ("batch", "single-stream", "offline", "profile")
+# server: Poisson arrivals at target_qps, latency from scheduled arrival to result (bench.server).
+SCENARIOS = ("batch", "single-stream", "offline", "profile", "server")
 # Columns copied from collect_environment() into every row (cpu_count, cuda_version: sidecar only).
 ENV_COLUMNS = (
     "git_commit",
@@ -104,6 +105,9 @@ ADDED_COLUMNS = (
     "latency_ms_p999_ci_low",
     "latency_ms_p999_ci_high",
     "note",
+    "target_qps",
+    "achieved_qps",
+    "latency_bound_ms",
 )
 
 
@@ -184,6 +188,9 @@ class ResultRow:
     status: str = "ok"
     reason: str = ""  # why skipped or failed; "" when ok
     note: str = ""  # about an ok row's numbers: which tail percentiles are empty and why, ...
+    target_qps: float | None = None  # server: the arrival rate asked for, queries/s
+    achieved_qps: float | None = None  # server: queries completed / (last result - first arrival)
+    latency_bound_ms: float | None = None  # server: the p99 bound of the run (--latency-bound)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

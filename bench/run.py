@@ -115,6 +115,7 @@ class _Driver:
 
     def row(self, case: Case, latency: Latency | None = None, **values: Any) -> ResultRow:
         defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
+        threads = values.pop("threads", self.config.resolved_threads)
         start_s = self.start_s.get((case.runtime, case.device))
         row = ResultRow.create(
             self.environment,
@@ -127,7 +128,7 @@ class _Driver:
             timing=case.timing,
             scenario=case.scenario,
             batch_size=case.batch_size,
-            threads=self.config.resolved_threads,
+            threads=threads,
             launcher=self.config.launcher,
             start_s=start_s,
             **{**defaults, **values},
@@ -135,9 +136,12 @@ class _Driver:
         if row.load_s is not None and row.first_inference_ms is not None and start_s is not None:
             total = start_s + row.load_s + (row.compile_s or 0.0) + row.first_inference_ms / 1e3
             row = dataclasses.replace(row, time_to_first_result_s=total)
+        server = case.scenario == "server"  # its throughput is the rate achieved, not 1 / median
         if latency is not None:
-            row = row.with_latency(latency, flops(case.target) or None)
-            roof = self.result.rooflines.get(row.device)
+            row = row.with_latency(latency, None if server else flops(case.target) or None)
+            if server:
+                row = dataclasses.replace(row, throughput_ips=row.achieved_qps)
+            roof = None if server else self.result.rooflines.get(row.device)
             if roof is not None:
                 from bench.roofline import arithmetic_intensity
 
@@ -182,6 +186,12 @@ class _Driver:
         if not entries:
             return
         scenario = entries[0].case.scenario
+        if scenario == "server":
+            for entry in entries:
+                self.serve(launcher, entry.case, cold[entry.case.id])
+                with contextlib.suppress(WorkerGone):
+                    self.call(launcher, entry.case, {"op": "release", "case_id": entry.case.id})
+            return
         rounds = plan(entries, config, scenario)
         durations: dict[str, list[float]] = {e.case.id: [] for e in entries}
         alive = {e.case.id for e in entries}
@@ -251,6 +261,97 @@ class _Driver:
             **cold,
             **reply,
         )
+
+    def serve(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
+        """The server scenario of one runtime (``bench.server``): pin, measure its batch-1 rate,
+        then one row per target rate, from the lowest, until two rates in a row miss the bound."""
+        import numpy as np
+
+        from bench import server
+
+        config, cold = self.config, _cold_columns(cold)
+        everywhere = server.cores()
+        pinned = len(everywhere) >= 2
+        generator_core, worker_core = everywhere[:2] if pinned else (None, None)
+        parent_before = None
+        try:
+            unpinned = self.call(launcher, case, {"op": "alone", "case_id": case.id, "seconds": 0.5})[
+                "median"
+            ]
+            if pinned:
+                self.call(launcher, case, {"op": "pin", "cpus": [worker_core]})
+                parent_before = server.pin([generator_core])
+            per_call = self.call(launcher, case, {"op": "alone", "case_id": case.id, "seconds": 0.5})[
+                "median"
+            ]
+        except WorkerGone as e:
+            self.gone_row(case, e, **cold)
+            return
+        except KeyError:  # an "error" answer
+            self.row(case, status="failed", reason="could not time its batch-1 call", **cold)
+            return
+        capacity = 1.0 / per_call  # queries/s one pinned worker answers back to back
+        if pinned:
+            how = (
+                f"worker on core {worker_core}, load generator on core {generator_core}: batch-1 call "
+                f"{per_call * 1e3:.3g} ms pinned vs {unpinned * 1e3:.3g} ms unpinned "
+                f"({(per_call / unpinned - 1) * 100:+.0f}%)"
+            )
+        else:
+            how = f"not pinned (one core available); batch-1 call {per_call * 1e3:.3g} ms"
+        self.say(f"  server {case.runtime}/{case.device}: {capacity:,.0f} queries/s back to back; {how}")
+        over = 0
+        try:
+            for k, fraction in enumerate(config.server_rates):
+                rate = fraction * capacity
+                n = server.queries_for(
+                    rate, config.server_queries, config.server_min_time, config.server_max_time
+                )
+                arrivals = server.schedule(rate, n, config.server_seed + k)
+
+                def talk(conn, arrivals=arrivals):
+                    conn.recv()  # ready
+                    return server.drive(conn, arrivals, config.case_timeout)
+
+                message = {"op": "serve", "case_id": case.id, "queries": n}
+                try:
+                    (latencies, lag), reply = launcher.stream(
+                        case.runtime, case.device, message, talk, config.case_timeout
+                    )
+                except WorkerGone as e:
+                    self.gone_row(case, e, **cold)
+                    return
+                notes = [f"{fraction:g} x {capacity:,.0f}/s", how]
+                notes.append(f"load generator late by {np.percentile(lag, 99) * 1e6:,.0f} us at p99")
+                if n < config.server_queries:
+                    notes.append(
+                        f"{n:,} queries: --server-max-time {config.server_max_time:g} s at this rate"
+                    )
+                row = self.row(
+                    case,
+                    latency=Latency.from_values(latencies),
+                    target_qps=rate,
+                    achieved_qps=server.achieved_qps(arrivals, latencies),
+                    latency_bound_ms=config.latency_bound,
+                    threads=1,
+                    rounds=n,
+                    iterations=1,
+                    note="; ".join(notes),
+                    **cold,
+                    **reply,
+                )
+                p99 = row.latency_ms_p99
+                over = over + 1 if p99 is None or p99 >= config.latency_bound else 0
+                if over >= server.STOP_AFTER and k + 1 < len(config.server_rates):
+                    self.result.rows[-1] = dataclasses.replace(
+                        row, note=f"{row.note}; sweep stopped: {over} rates in a row over the bound"
+                    )
+                    break
+        finally:
+            if parent_before is not None:
+                server.pin(parent_before)
+                with contextlib.suppress(WorkerGone):
+                    self.call(launcher, case, {"op": "pin", "cpus": everywhere})
 
     def profiled(self, case: Case) -> bool:
         return (
@@ -356,6 +457,8 @@ def run(
     runnable = []
     for case in selected:
         reason = skip_reason(case)
+        if case.scenario == "server" and config.launcher != "process":
+            reason = "the server scenario needs worker processes (--launcher process)"
         if reason:
             driver.row(case, status="skipped", reason=reason)
         else:

@@ -143,9 +143,8 @@ class Worker:
         x_host, expected = self.reference(case.target, case.batch_size)
         loaded = len(LOADED_FILES)
         start = time.perf_counter()
-        prepared = RUNTIMES[case.runtime].prepare(
-            case.target, case.device, self.artifacts, config.resolved_threads
-        )
+        threads = 1 if case.scenario == "server" else config.resolved_threads  # server: one pinned core
+        prepared = RUNTIMES[case.runtime].prepare(case.target, case.device, self.artifacts, threads)
         prepared.sync()
         load_s = time.perf_counter() - start
         rss = memory.rss_mb()
@@ -158,11 +157,13 @@ class Worker:
             compile_s = clock() - start
         if case.timing == "compute":
             fn: Callable[[], Any] = lambda: prepared.run(x_dev)  # noqa: E731 - input stays on the device
-        elif case.timing == "full_loop":
+        elif case.timing == "full_loop" or case.scenario == "server":
             if isinstance(prepared, SelfTimed):
                 return {"skipped": f"{case.runtime} runs in another process and times its own calls: "
                         "a Python loop around it would time the inter-process call"}  # fmt: skip
             fn = full_loop(prepared, self.mnist.test_images, case.batch_size)
+            if case.scenario == "server":  # one query: host input to host output
+                fn = lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))  # noqa: E731
         else:
             fn = lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))  # noqa: E731
         start = clock()
@@ -259,6 +260,27 @@ class Worker:
             times.append((entry.clock() - start) / calls)
         return {"median": float(np.median(times)), "samples": len(times)}
 
+    def pin(self, cpus: list[int]) -> dict[str, Any]:
+        """Pin every thread of this worker to ``cpus``; answers the cores it had before."""
+        from bench.server import pin
+
+        return {"before": pin(cpus)}
+
+    def serve(self, conn: Any, case_id: str, queries: int) -> None:
+        """The server scenario's worker side (``bench.server``): answer ``queries`` queries read from
+        ``conn`` one at a time, in arrival order, each with its index and the time its result was
+        back; then a dict with the CPU time per query."""
+        from bench.server import QUERY, RESULT
+
+        fn = self.entries[case_id].fn
+        conn.send({"ready": True})
+        cpu = time.process_time()
+        for _ in range(queries):
+            (index,) = QUERY.unpack(conn.recv_bytes())
+            fn()
+            conn.send_bytes(RESULT.pack(index, time.perf_counter()))
+        conn.send({"cpu_ms_per_call": (time.process_time() - cpu) / queries * 1e3})
+
     def release(self, case_id: str) -> dict[str, Any]:
         import gc
 
@@ -269,7 +291,7 @@ class Worker:
 
 _OPS: dict[str, Callable[..., dict[str, Any]]] = {
     name: getattr(Worker, name)
-    for name in ("ping", "prepare", "round", "finish", "profile", "alone", "release")
+    for name in ("ping", "prepare", "round", "finish", "profile", "alone", "pin", "release")
 }
 
 
@@ -363,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if message["op"] == "exit":
             return 0
+        if message["op"] == "serve":  # streams on the connection itself (bench.server)
+            try:
+                worker.serve(conn, message["case_id"], message["queries"])
+            except Exception as e:
+                conn.send({"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]})
+            continue
         conn.send(worker.handle(message))
 
 

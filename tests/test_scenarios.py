@@ -102,3 +102,74 @@ def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
     (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and "1.50x" in ln]
     assert "| 2 " in line and "| 3 " in line  # preloaded 2 ms, full loop 3 ms
     assert "full loop vs preloaded" not in render(frame_from_rows(rows[::2]), markdown=True)
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def test_server_schedule_is_seeded_poisson_and_query_counts_are_bounded():
+    from bench import server
+
+    a, b = server.schedule(500.0, 20_000, seed=3), server.schedule(500.0, 20_000, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, server.schedule(500.0, 20_000, seed=4))
+    gaps = np.diff(a)
+    assert (gaps > 0).all() and np.mean(gaps) == pytest.approx(1 / 500, rel=0.03)
+    assert np.std(gaps) == pytest.approx(np.mean(gaps), rel=0.05)  # exponential: sd = mean
+    assert server.queries_for(2000.0, 1000, 1.0, 20.0) == 2000  # 1 s of arrivals > 1000 queries
+    assert server.queries_for(100.0, 1000, 1.0, 20.0) == 1000  # 10 s for the p99 minimum
+    assert server.queries_for(10.0, 1000, 1.0, 20.0) == 200  # capped at 20 s: too few for p99
+    assert server.highest_under_bound([(10, 1.0), (20, 9.9), (30, 12.0), (40, None)], 10.0) == 20
+    assert server.highest_under_bound([(10, 11.0)], 10.0) is None
+
+
+def test_server_cases_and_options():
+    from models.errors import OptionError
+
+    assert not any(c.scenario == "server" for c in cases(BenchConfig()))
+    for config in (BenchConfig(server=True), BenchConfig(full=True)):
+        serve = [c for c in cases(config) if c.scenario == "server"]
+        assert {(c.target, c.batch_size, c.timing) for c in serve} == {("model", 1, "end_to_end")}
+        assert len(serve) == len(config.devices) * len(config.runtimes)
+    assert BenchConfig(full=True).full_loop and BenchConfig(full=True).server
+    for bad in ({"server_rates": (0.5, 0.0)}, {"latency_bound": 0.0}, {"server_max_time": 0.5}):
+        with pytest.raises((OptionError, ValueError)):
+            BenchConfig(**bad)
+
+
+def _serve(worker, case, arrivals):
+    """Worker.serve in a thread at the other end of a real pipe; the load generator here."""
+    import multiprocessing
+    import threading
+
+    from bench import server
+
+    ours, theirs = multiprocessing.Pipe()
+    thread = threading.Thread(target=worker.serve, args=(theirs, case.id, len(arrivals)))
+    thread.start()
+    assert ours.recv() == {"ready": True}
+    latencies, lag = server.drive(ours, arrivals, timeout=60.0)
+    closing = ours.recv()
+    thread.join()
+    return latencies, lag, closing
+
+
+def test_server_latency_counts_from_scheduled_arrival_so_queueing_shows(worker):
+    from bench import server
+
+    case = Case("model", "torch-eager", "cpu", 1, "end_to_end", "server")
+    reply = worker.prepare(case)
+    assert "failed" not in reply and reply["per_call"] > 0
+    per_call = worker.alone(case.id, 0.2)["median"]
+    # a light load: every query answered, none waits long, the rate is about what was asked
+    light = server.schedule(0.2 / per_call, 200, seed=0)
+    latencies, lag, closing = _serve(worker, case, light)
+    assert latencies.shape == (200,) and (latencies > 0).all() and closing["cpu_ms_per_call"] > 0
+    assert (lag >= 0).all()
+    # overload, 20x what it can answer: the queue grows, so later queries wait longer
+    heavy = server.schedule(20 / per_call, 200, seed=1)
+    latencies, _, _ = _serve(worker, case, heavy)
+    # the 200 arrive within ~10 calls' time and take ~200 calls to answer: the last waits ~190
+    assert latencies[-1] > 50 * per_call and np.median(latencies[-40:]) > 2 * np.median(latencies[:40])
+    assert server.achieved_qps(heavy, latencies) < 20 / per_call / 2
+    worker.release(case.id)
