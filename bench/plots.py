@@ -689,6 +689,8 @@ def write_plots(
     Only ``status == "ok"`` rows are drawn; a chart without data is not written (no empty charts).
     ``samples``: per-query single-stream latencies (ms) keyed ``"runtime/device"``.
     """
+    from bench.scenarios import server_chart
+
     ok = ok_rows(df)
     stem = os.fspath(out_stem)
     names = [str(r) for r in df["runtime"].dropna()] + [_sample_runtime(s)[0] for s in (samples or {})]
@@ -699,6 +701,7 @@ def write_plots(
         roofline_chart(ok, Path(f"{stem}-roofline.png"), colours),
         memory_chart(ok, Path(f"{stem}-memory.png"), colours),
         single_stream_chart(ok, samples, Path(f"{stem}-single-stream.png"), colours),
+        server_chart(ok, Path(f"{stem}-server.png"), colours),
     ]
     return [p for p in written if p is not None]
 

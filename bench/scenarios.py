@@ -45,3 +45,122 @@ def full_loop_table(df: pd.DataFrame, markdown: bool = False) -> str:
     }
     title = "full loop vs preloaded tensor: model (new uint8 batch per call, /255, reshape, run, argmax)"
     return _title(title, markdown) + "\n\n" + _tabulate(cells, markdown)
+
+
+# ----------------------------------------------------------------------------- server
+
+_SERVER_SERIES = ["host", "runtime", "precision", "device"]
+
+
+def server_best(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device of the server scenario: the highest target rate whose p99 stays under
+    the run's bound (NaN when none does), its p99 and achieved rate, and how many rates ran."""
+    from bench.server import highest_under_bound
+
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "server")]
+    lines = []
+    for key, group in ok.groupby(_SERVER_SERIES, sort=False):
+        bound = float(group["latency_bound_ms"].iloc[0])
+        best = highest_under_bound(zip(group["target_qps"], group["latency_ms_p99"], strict=True), bound)
+        line = dict(zip(_SERVER_SERIES, key, strict=True))
+        at = group[group["target_qps"] == best].iloc[0] if best is not None else None
+        line.update(
+            bound_ms=bound,
+            best_qps=best if best is not None else math.nan,
+            p99_ms=at["latency_ms_p99"] if at is not None else math.nan,
+            achieved_qps=at["achieved_qps"] if at is not None else math.nan,
+            rates=len(group),
+            top_qps=float(group["target_qps"].max()),
+        )
+        lines.append(line)
+    columns = [*_SERVER_SERIES, "bound_ms", "best_qps", "p99_ms", "achieved_qps", "rates", "top_qps"]
+    return pd.DataFrame(lines, columns=columns).sort_values("best_qps", ascending=False, na_position="last")
+
+
+def server_tables(df: pd.DataFrame, markdown: bool = False) -> str:
+    """The answer (highest rate under the bound per runtime), then every rate; "" without server rows."""
+    from bench.compare import _ms_ci, _tabulate, _title
+
+    best = server_best(df)
+    if best.empty:
+        return ""
+    bound = best["bound_ms"].iloc[0]
+    answer = {
+        "runtime": best["runtime"].tolist(),
+        "precision": best["precision"].tolist(),
+        "device": best["device"].tolist(),
+        f"highest queries/s with p99 < {bound:g} ms": [_fmt(v, ",.0f") or "none" for v in best["best_qps"]],
+        "achieved queries/s": [_fmt(v, ",.0f") for v in best["achieved_qps"]],
+        "p99 ms there": [_fmt(v, ".3g") for v in best["p99_ms"]],
+        "rates run": [str(v) for v in best["rates"]],
+        "highest rate tried": [_fmt(v, ",.0f") for v in best["top_qps"]],
+    }
+    rows = df[(df["status"] == "ok") & (df["scenario"] == "server")].sort_values(
+        ["device", "runtime", "target_qps"], kind="stable"
+    )
+    detail = {
+        "runtime": rows["runtime"].tolist(),
+        "device": rows["device"].tolist(),
+        "target q/s": [_fmt(v, ",.0f") for v in rows["target_qps"]],
+        "achieved q/s": [_fmt(v, ",.0f") for v in rows["achieved_qps"]],
+        "queries": [str(v) for v in rows["rounds"]],
+        "p50 ms": [_fmt(v, ".3g") for v in rows["latency_ms_median"]],
+        "p99 ms [95% CI]": [
+            _ms_ci(*v)
+            for v in zip(
+                rows["latency_ms_p99"],
+                rows["latency_ms_p99_ci_low"],
+                rows["latency_ms_p99_ci_high"],
+                strict=True,
+            )
+        ],
+        "p99.9 ms [95% CI]": [
+            _ms_ci(*v)
+            for v in zip(
+                rows["latency_ms_p999"],
+                rows["latency_ms_p999_ci_low"],
+                rows["latency_ms_p999_ci_high"],
+                strict=True,
+            )
+        ],
+        f"p99 < {bound:g} ms": [
+            "" if math.isnan(p) else "yes" if p < b else "no"
+            for p, b in zip(rows["latency_ms_p99"], rows["latency_bound_ms"], strict=True)
+        ],
+        "note": rows["note"].fillna("").tolist(),
+    }
+    return "\n\n".join(
+        [
+            _title(
+                f"server: highest arrival rate whose p99 stays under {bound:g} ms (batch-1 queries)", markdown
+            ),
+            _tabulate(answer, markdown),
+            _title("server: every rate (latency from scheduled arrival to result)", markdown),
+            _tabulate(detail, markdown),
+        ]
+    )
+
+
+def server_chart(ok: pd.DataFrame, path, colours) -> object | None:
+    """p99 latency against achieved queries/s, one line per runtime x device, the bound dashed."""
+    from bench.plots import _OTHER_COLOUR, _figure, _save, _where
+
+    if not {"latency_ms_p99", "achieved_qps", "latency_bound_ms"} <= set(ok.columns):
+        return None  # a file written before the server scenario existed
+    data = ok[(ok["scenario"] == "server") & ok["latency_ms_p99"].notna()]
+    if data.empty:
+        return None
+    fig = _figure()
+    ax = fig.subplots()
+    for (runtime, device), line in data.sort_values("target_qps").groupby(["runtime", "device"], sort=False):
+        ax.plot(line["achieved_qps"], line["latency_ms_p99"], marker="o", color=colours.get(runtime, _OTHER_COLOUR),
+                label=f"{runtime} ({device})")  # fmt: skip
+    bound = float(data["latency_bound_ms"].iloc[0])
+    ax.axhline(bound, color="black", linestyle="--", linewidth=1, label=f"bound {bound:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved queries/s (Poisson arrivals, batch 1)")
+    ax.set_ylabel("p99 latency, ms (scheduled arrival to result)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Deep MNIST server scenario: {_where(data)}", fontsize=10)
+    return _save(fig, path)

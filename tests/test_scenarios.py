@@ -173,3 +173,65 @@ def test_server_latency_counts_from_scheduled_arrival_so_queueing_shows(worker):
     assert latencies[-1] > 50 * per_call and np.median(latencies[-40:]) > 2 * np.median(latencies[:40])
     assert server.achieved_qps(heavy, latencies) < 20 / per_call / 2
     worker.release(case.id)
+
+
+def _server_row(runtime, qps, p99_ms, n=1000):
+    """A server row from real samples: n latencies, the slowest 1% at ``p99_ms``."""
+    from bench.results import ResultRow
+    from bench.stats import Latency
+
+    samples = np.full(n, 0.5e-3)
+    samples[-n // 100 - 1 :] = p99_ms / 1e3
+    row = ResultRow(run_id="r", timestamp_utc="t", host="h", target="model", runtime=runtime, device="cpu",
+                    batch_size=1, threads=1, warmup=1, rounds=n, iterations=1, timing="end_to_end",
+                    scenario="server", target_qps=qps, achieved_qps=qps * 0.98, latency_bound_ms=10.0)  # fmt: skip
+    return row.with_latency(Latency.from_values(samples), None)
+
+
+def test_server_table_answers_the_highest_rate_under_the_bound_and_the_chart_is_drawn(tmp_path):
+    from bench.compare import render
+    from bench.plots import write_plots
+    from bench.results import read_results, write_results
+    from bench.scenarios import server_best
+
+    rows = [_server_row("a", 100, 2.0), _server_row("a", 200, 4.0), _server_row("a", 300, 30.0),
+            _server_row("b", 50, 12.0), _server_row("b", 100, 40.0)]  # fmt: skip
+    frame = read_results(write_results(rows, tmp_path, {"host": "h"}, {}))
+    best = server_best(frame).set_index("runtime")
+    assert best.loc["a", "best_qps"] == 200 and best.loc["a", "p99_ms"] == pytest.approx(4.0)
+    assert np.isnan(best.loc["b", "best_qps"])  # never under 10 ms
+    text = render(frame, markdown=True)
+    assert "highest arrival rate whose p99 stays under 10 ms" in text
+    assert any(ln.startswith("| a ") and "| 200 " in ln for ln in text.splitlines())
+    assert any(ln.startswith("| b ") and "| none " in ln for ln in text.splitlines())
+    paths = write_plots(frame, tmp_path / "run")
+    assert [p.name for p in paths] == ["run-server.png"] and paths[0].stat().st_size > 10_000
+
+
+def test_server_scenario_end_to_end_in_worker_processes(tmp_path, exported):
+    """A small real run: torch-eager in its worker process, pinned, at 20% and 150% of its rate."""
+    import os
+
+    from bench.run import run
+
+    before = os.sched_getaffinity(0)
+    config = BenchConfig(
+        runtimes=("torch-eager",), devices=("cpu",), targets=("model",), batch_sizes=(1,), max_time=0.1,
+        single_stream=False, profile=False, roofline=False, accuracy=False, results_dir=str(tmp_path),
+        server=True, server_rates=(0.2, 1.5), server_queries=1000, server_min_time=0.2, server_max_time=5.0,
+    )  # fmt: skip
+    result = run(config, out=None)
+    assert result.exit_code == 0
+    rows = [r for r in result.rows if r.scenario == "server"]
+    assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
+    slow, fast = rows
+    assert fast.target_qps == pytest.approx(slow.target_qps * 1.5 / 0.2)
+    for row in rows:
+        assert row.threads == 1 and row.batch_size == 1 and row.rounds >= 1000 and row.achieved_qps > 0
+        assert row.latency_ms_p99 is not None and row.latency_bound_ms == 10.0
+        assert row.throughput_ips == row.achieved_qps and row.gflops is None
+        if len(before) >= 2:
+            assert "pinned vs" in row.note and "load generator late by" in row.note
+    assert os.sched_getaffinity(0) == before  # the parent's pinning is undone
+    assert result.path.with_name(result.path.stem + "-server.png").is_file()
+    assert "highest arrival rate whose p99 stays under 10 ms" in result.path.with_suffix(".md").read_text()
