@@ -454,6 +454,10 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         from bench.scenarios import full_loop_table
 
         parts.append(full_loop_table(_frame, markdown))
+    if "latency_ms_median" in _frame.columns and "streams" in set(_frame["scenario"]):
+        from bench.scenarios import settings_tables
+
+        parts.append(settings_tables(_frame, markdown))
     if "latency_ms_median" in _frame.columns and "server" in set(_frame["scenario"]):
         from bench.scenarios import server_tables
 

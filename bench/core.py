@@ -47,13 +47,17 @@ class Case:
     # from the device included; "full_loop": a new batch of uint8 images per call, converted, run,
     # argmax taken (what an app does)
     timing: str = "compute"
-    scenario: str = "batch"  # or "single-stream"
+    scenario: str = "batch"  # or "single-stream", "server", "streams"
+    threads: int = 0  # intra-op threads; 0: the config's only count (--threads with one value)
+    streams: int = 1  # concurrent request streams (scenario "streams")
 
     @property
     def id(self) -> str:
         suffix = {"compute": "", "end_to_end": "-e2e"}.get(self.timing, f"-{self.timing}")
         scenario = "" if self.scenario == "batch" else f"-{self.scenario}"
-        return f"{self.target}-b{self.batch_size}-{self.runtime}-{self.device}{suffix}{scenario}"
+        threads = f"-t{self.threads}" if self.threads else ""
+        streams = f"-s{self.streams}" if self.streams != 1 else ""
+        return f"{self.target}-b{self.batch_size}-{self.runtime}-{self.device}{suffix}{scenario}{threads}{streams}"
 
     @property
     def group(self) -> str:
@@ -69,22 +73,30 @@ def cases(config: BenchConfig) -> Iterator[Case]:
     end there. Then (``--full-loop``) the whole model with timing full_loop, then the single-stream
     scenario: whole model, batch 1, per runtime x device."""
     timings = ("compute", "end_to_end") if config.end_to_end else ("compute",)
+    counts = config.thread_counts
+    # one count: threads 0 (the config's; case ids as before); several: each case names its count
+    per_runtime = [(r, t if len(counts) > 1 else 0) for t in counts for r in config.runtimes]
     for target in config.targets:
         for batch in config.batch_sizes:
             for device in config.devices:
                 for timing in timings if device == "cuda" else ("compute",):
-                    for runtime in config.runtimes:
-                        yield Case(target, runtime, device, batch, timing)
+                    for runtime, threads in per_runtime:
+                        yield Case(target, runtime, device, batch, timing, threads=threads)
     if config.full_loop and "model" in config.targets:
         for batch in config.batch_sizes:
             for device in config.devices:
-                for runtime in config.runtimes:
-                    yield Case("model", runtime, device, batch, "full_loop")
+                for runtime, threads in per_runtime:
+                    yield Case("model", runtime, device, batch, "full_loop", threads=threads)
     if config.single_stream and "model" in config.targets:
         for device in config.devices:
             for timing in timings if device == "cuda" else ("compute",):
-                for runtime in config.runtimes:
-                    yield Case("model", runtime, device, 1, timing, "single-stream")
+                for runtime, threads in per_runtime:
+                    yield Case("model", runtime, device, 1, timing, "single-stream", threads=threads)
+    if config.streams and "model" in config.targets:
+        for device in config.devices:
+            for streams in config.streams:
+                for runtime, threads in per_runtime:
+                    yield Case("model", runtime, device, 1, "end_to_end", "streams", threads, streams)
     if config.server and "model" in config.targets:
         for device in config.devices:
             for runtime in config.runtimes:

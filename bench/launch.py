@@ -189,19 +189,20 @@ class ProcessWorker:
 
 
 class Launcher:
-    """Starts and ends the workers of one run: one per (runtime, device), started when first needed,
-    one at a time (the others suspended), so each cold start is measured alone."""
+    """Starts and ends the workers of one run: one per (runtime, device, thread count), started when
+    first needed, one at a time (the others suspended), so each cold start is measured alone.
+    ``threads`` 0 is the run's only thread count (``--threads`` with one value)."""
 
     def __init__(self, kind: str, make_inline: Any = None, spec: Any = None) -> None:
         self.kind = kind
         self.make_inline, self.spec = make_inline, spec  # (runtime, device) -> Worker / spec dict
-        self.workers: dict[tuple[str, str], InlineWorker | ProcessWorker] = {}
-        self.gone: dict[tuple[str, str], WorkerGone] = {}
+        self.workers: dict[tuple[str, str, int], InlineWorker | ProcessWorker] = {}
+        self.gone: dict[tuple[str, str, int], WorkerGone] = {}
         self._logs = tempfile.TemporaryDirectory(prefix="deepmnist-workers-") if kind == "process" else None
 
-    def worker(self, runtime: str, device: str) -> InlineWorker | ProcessWorker:
-        """The live worker of (runtime, device), started now if new; WorkerGone if it died before."""
-        key = (runtime, device)
+    def worker(self, runtime: str, device: str, threads: int = 0) -> InlineWorker | ProcessWorker:
+        """The live worker of (runtime, device, threads), started now if new; WorkerGone if it died."""
+        key = (runtime, device, threads)
         if key in self.gone:
             raise self.gone[key]
         if key not in self.workers:
@@ -218,9 +219,11 @@ class Launcher:
                 raise
         return self.workers[key]
 
-    def call(self, runtime: str, device: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        key = (runtime, device)
-        worker = self.worker(runtime, device)
+    def call(
+        self, runtime: str, device: str, message: dict[str, Any], timeout: float, threads: int = 0
+    ) -> dict[str, Any]:
+        key = (runtime, device, threads)
+        worker = self.worker(runtime, device, threads)
         try:
             return worker.call(message, timeout)
         except WorkerGone as e:
@@ -229,11 +232,11 @@ class Launcher:
             raise
 
     def stream(
-        self, runtime: str, device: str, message: dict[str, Any], talk: Any, timeout: float
+        self, runtime: str, device: str, message: dict[str, Any], talk: Any, timeout: float, threads: int = 0
     ) -> tuple[Any, dict[str, Any]]:
-        """``ProcessWorker.stream`` on the worker of (runtime, device); process workers only."""
-        key = (runtime, device)
-        worker = self.worker(runtime, device)
+        """``ProcessWorker.stream`` on the worker of (runtime, device, threads); process workers only."""
+        key = (runtime, device, threads)
+        worker = self.worker(runtime, device, threads)
         if not isinstance(worker, ProcessWorker):
             raise TypeError("streaming needs a worker process (--launcher process)")
         try:

@@ -68,7 +68,16 @@ class BenchConfig:
     )
     targets: tuple[str, ...] = option(TARGETS, f"comma-separated targets: {','.join(TARGETS)} (default: all)")
     batch_sizes: tuple[int, ...] = option((1, 64, 256), "comma-separated batch sizes (default: 1,64,256)")
-    threads: int = option(0, "intra-op threads per runtime (default 0: all cores)")
+    threads: tuple[int, ...] = option(
+        (0,),
+        "comma-separated intra-op thread counts per runtime, e.g. 1,2: each count gets its own worker "
+        "process and rows (default 0: all cores)",
+    )
+    streams: tuple[int, ...] = option(
+        (),
+        "comma-separated numbers of concurrent batch-1 request streams per runtime, e.g. 1,2: adds "
+        "scenario=streams rows, each stream with its own session (default: none; docs/scenarios.md)",
+    )
     warmup: int = option(10, "untimed calls per case before calibration and timing (default 10)")
     rounds: int = option(0, "timed rounds per case (default 0: as many as fit in --max-time)")
     iterations: int = option(
@@ -168,7 +177,6 @@ class BenchConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         counts = (
-            "threads",
             "warmup",
             "rounds",
             "iterations",
@@ -195,7 +203,12 @@ class BenchConfig:
         check_number("--single-stream-max-time", self.single_stream_max_time, above=0)
         check_number("--round-warmup", self.round_warmup, minimum=0)
         check_number("--min-round-time", self.min_round_time, minimum=0)
-        check_number("--threads", self.threads, minimum=0, maximum=max_threads())
+        if not self.threads:
+            raise OptionError("--threads: give at least one thread count")
+        for count in self.threads:
+            check_number("--threads", count, minimum=0, maximum=max_threads())
+        for count in self.streams:
+            check_number("--streams", count, minimum=1, maximum=64)
         check_number("--latency-bound", self.latency_bound, above=0)
         check_number("--server-min-time", self.server_min_time, above=0)
         check_number("--server-max-time", self.server_max_time, minimum=self.server_min_time)
@@ -216,7 +229,13 @@ class BenchConfig:
 
     @property
     def resolved_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        """The first thread count, 0 resolved to every core (the roofline and self-check use it)."""
+        return self.thread_counts[0]
+
+    @property
+    def thread_counts(self) -> tuple[int, ...]:
+        """Each ``--threads`` count, 0 resolved to every core, without repeats."""
+        return tuple(dict.fromkeys(count or os.cpu_count() or 1 for count in self.threads))
 
     @property
     def resolved_profile_batch(self) -> int:

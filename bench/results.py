@@ -40,7 +40,8 @@ TIMINGS = ("compute", "end_to_end", "full_loop")  # full_loop: see bench.core.Ca
 # each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
 # profile: one layer's share (ms per call) of the whole model run under the runtime's profiler.
 # server: Poisson arrivals at target_qps, latency from scheduled arrival to result (bench.server).
-SCENARIOS = ("batch", "single-stream", "offline", "profile", "server")
+# streams: N concurrent batch-1 request streams, each its own session (bench.run _Driver.concurrent).
+SCENARIOS = ("batch", "single-stream", "offline", "profile", "server", "streams")
 # Columns copied from collect_environment() into every row (cpu_count, cuda_version: sidecar only).
 ENV_COLUMNS = (
     "git_commit",
@@ -108,6 +109,7 @@ ADDED_COLUMNS = (
     "target_qps",
     "achieved_qps",
     "latency_bound_ms",
+    "streams",
 )
 
 
@@ -191,6 +193,7 @@ class ResultRow:
     target_qps: float | None = None  # server: the arrival rate asked for, queries/s
     achieved_qps: float | None = None  # server: queries completed / (last result - first arrival)
     latency_bound_ms: float | None = None  # server: the p99 bound of the run (--latency-bound)
+    streams: int | None = None  # concurrent request streams of the runtime (1 but in scenario streams)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -115,8 +115,8 @@ class _Driver:
 
     def row(self, case: Case, latency: Latency | None = None, **values: Any) -> ResultRow:
         defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
-        threads = values.pop("threads", self.config.resolved_threads)
-        start_s = self.start_s.get((case.runtime, case.device))
+        threads = values.pop("threads", case.threads or self.config.resolved_threads)
+        start_s = self.start_s.get((case.runtime, case.device, case.threads))
         row = ResultRow.create(
             self.environment,
             run_id=self.run_id,
@@ -129,6 +129,7 @@ class _Driver:
             scenario=case.scenario,
             batch_size=case.batch_size,
             threads=threads,
+            streams=case.streams,
             launcher=self.config.launcher,
             start_s=start_s,
             **{**defaults, **values},
@@ -157,7 +158,7 @@ class _Driver:
     # ------------------------------------------------------------------------- one group
 
     def call(self, launcher: Launcher, case: Case, message: dict[str, Any]) -> dict[str, Any]:
-        return launcher.call(case.runtime, case.device, message, self.config.case_timeout)
+        return launcher.call(case.runtime, case.device, message, self.config.case_timeout, case.threads)
 
     def measure_group(self, launcher: Launcher, group: list[Case]) -> None:
         config = self.config
@@ -165,8 +166,8 @@ class _Driver:
         cold: dict[str, dict[str, Any]] = {}
         for case in group:
             try:
-                worker = launcher.worker(case.runtime, case.device)
-                self.start_s[(case.runtime, case.device)] = worker.start_s
+                worker = launcher.worker(case.runtime, case.device, case.threads)
+                self.start_s[(case.runtime, case.device, case.threads)] = worker.start_s
                 reply = self.call(launcher, case, {"op": "prepare", "case": case})
             except WorkerGone as e:
                 self.gone_row(case, e)
@@ -186,9 +187,10 @@ class _Driver:
         if not entries:
             return
         scenario = entries[0].case.scenario
-        if scenario == "server":
+        if scenario in ("server", "streams"):
             for entry in entries:
-                self.serve(launcher, entry.case, cold[entry.case.id])
+                measure = self.serve if scenario == "server" else self.concurrent
+                measure(launcher, entry.case, cold[entry.case.id])
                 with contextlib.suppress(WorkerGone):
                     self.call(launcher, entry.case, {"op": "release", "case_id": entry.case.id})
             return
@@ -262,6 +264,33 @@ class _Driver:
             **reply,
         )
 
+    def concurrent(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
+        """Scenario streams: ``case.streams`` threads in the worker, each with its own session,
+        send batch-1 queries back to back for --max-time s; one row: the latency of every query,
+        throughput = queries / wall time, CPU time per query."""
+        cold = _cold_columns(cold)
+        message = {"op": "streams", "case_id": case.id, "seconds": self.config.max_time}
+        try:
+            reply = self.call(launcher, case, message)
+        except WorkerGone as e:
+            self.gone_row(case, e, **cold)
+            return
+        if "error" in reply:
+            self.row(case, status="failed", reason=reply["error"], **cold)
+            return
+        queries = len(reply["latencies"])
+        per_stream = ", ".join(str(n) for n in reply["per_stream"])
+        row = self.row(
+            case,
+            latency=Latency.from_values(reply["latencies"]),
+            rounds=queries,
+            iterations=1,
+            cpu_ms_per_call=reply["cpu_s"] / queries * 1e3,
+            note=f"{case.streams} stream(s), queries per stream: {per_stream}",
+            **cold,
+        )
+        self.result.rows[-1] = dataclasses.replace(row, throughput_ips=queries / reply["wall"])
+
     def serve(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
         """The server scenario of one runtime (``bench.server``): pin, measure its batch-1 rate,
         then one row per target rate, from the lowest, until two rates in a row miss the bound."""
@@ -316,7 +345,7 @@ class _Driver:
                 message = {"op": "serve", "case_id": case.id, "queries": n}
                 try:
                     (latencies, lag), reply = launcher.stream(
-                        case.runtime, case.device, message, talk, config.case_timeout
+                        case.runtime, case.device, message, talk, config.case_timeout, case.threads
                     )
                 except WorkerGone as e:
                     self.gone_row(case, e, **cold)

@@ -164,3 +164,89 @@ def server_chart(ok: pd.DataFrame, path, colours) -> object | None:
     ax.legend(fontsize=8)
     fig.suptitle(f"Deep MNIST server scenario: {_where(data)}", fontsize=10)
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- threads x streams
+
+
+def settings_answer(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device of scenario streams: the threads x streams setting with the lowest
+    median batch-1 latency and the one with the highest throughput (queries/s over all streams)."""
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "streams")]
+    lines = []
+    for (runtime, precision, device), group in ok.groupby(["runtime", "precision", "device"], sort=False):
+        fast = group.loc[group["latency_ms_median"].idxmin()]
+        busy = group.loc[group["throughput_ips"].idxmax()]
+        lines.append({
+            "runtime": runtime, "precision": precision, "device": device, "settings": len(group),
+            "latency_threads": int(fast["threads"]), "latency_streams": int(fast["streams"]),
+            "latency_ms": float(fast["latency_ms_median"]),
+            "throughput_threads": int(busy["threads"]), "throughput_streams": int(busy["streams"]),
+            "throughput_qps": float(busy["throughput_ips"]),
+        })  # fmt: skip
+    return pd.DataFrame(lines)
+
+
+def settings_tables(df: pd.DataFrame, markdown: bool = False) -> str:
+    """Which threads x streams setting is fastest, per runtime, then every setting; "" without rows."""
+    from bench.compare import _ms_ci, _tabulate, _title
+
+    answer = settings_answer(df)
+    if answer.empty:
+        return ""
+    cells = {
+        "runtime": answer["runtime"].tolist(),
+        "precision": answer["precision"].tolist(),
+        "device": answer["device"].tolist(),
+        "settings tried": [str(v) for v in answer["settings"]],
+        "lowest batch-1 latency: threads x streams": [
+            f"{t} x {s}" for t, s in zip(answer["latency_threads"], answer["latency_streams"], strict=True)
+        ],
+        "p50 ms": [_fmt(v, ".3g") for v in answer["latency_ms"]],
+        "highest throughput: threads x streams": [
+            f"{t} x {s}"
+            for t, s in zip(answer["throughput_threads"], answer["throughput_streams"], strict=True)
+        ],
+        "queries/s": [_fmt(v, ",.0f") for v in answer["throughput_qps"]],
+    }
+    rows = df[(df["status"] == "ok") & (df["scenario"] == "streams")].sort_values(
+        ["device", "runtime", "threads", "streams"], kind="stable"
+    )
+    detail = {
+        "runtime": rows["runtime"].tolist(),
+        "device": rows["device"].tolist(),
+        "threads": [str(v) for v in rows["threads"]],
+        "streams": [str(int(v)) for v in rows["streams"]],
+        "queries": [str(v) for v in rows["rounds"]],
+        "queries/s": [_fmt(v, ",.0f") for v in rows["throughput_ips"]],
+        "p50 ms [95% CI]": [
+            _ms_ci(*v)
+            for v in zip(
+                rows["latency_ms_median"],
+                rows["latency_ms_median_ci_low"],
+                rows["latency_ms_median_ci_high"],
+                strict=True,
+            )
+        ],
+        "p99 ms [95% CI]": [
+            _ms_ci(*v)
+            for v in zip(
+                rows["latency_ms_p99"],
+                rows["latency_ms_p99_ci_low"],
+                rows["latency_ms_p99_ci_high"],
+                strict=True,
+            )
+        ],
+        "CPU ms / query": [_fmt(v, ".3g") for v in rows["cpu_ms_per_call"]],
+        "note": rows["note"].fillna("").tolist(),
+    }
+    return "\n\n".join(
+        [
+            _title(
+                "threads x streams: the fastest setting per runtime (whole model, batch-1 queries)", markdown
+            ),
+            _tabulate(cells, markdown),
+            _title("threads x streams: every setting", markdown),
+            _tabulate(detail, markdown),
+        ]
+    )

@@ -27,7 +27,7 @@ def worker(mnist):
     with torch.no_grad():
         reference = net(to_input(mnist.test_images)).argmax(1).numpy()
     artifacts = Artifacts(net=net, manifest=types.SimpleNamespace(checkpoint="no-such-file"))
-    config = BenchConfig(threads=1, warmup=1)
+    config = BenchConfig(threads=(1,), warmup=1)
     return Worker("torch-eager", "cpu", config, artifacts, mnist, reference)
 
 
@@ -235,3 +235,63 @@ def test_server_scenario_end_to_end_in_worker_processes(tmp_path, exported):
     assert os.sched_getaffinity(0) == before  # the parent's pinning is undone
     assert result.path.with_name(result.path.stem + "-server.png").is_file()
     assert "highest arrival rate whose p99 stays under 10 ms" in result.path.with_suffix(".md").read_text()
+
+
+# ----------------------------------------------------------------------------- threads x streams
+
+
+def test_thread_list_and_streams_make_their_own_cases():
+    one = list(cases(BenchConfig(runtimes=("torch-eager",), devices=("cpu",), batch_sizes=(1,))))
+    assert {c.threads for c in one} == {0} and {c.streams for c in one} == {1}  # ids as before
+    assert "model-b1-torch-eager-cpu" in {c.id for c in one}
+    config = BenchConfig(runtimes=("torch-eager", "onnxruntime"), devices=("cpu",), batch_sizes=(1,),
+                         targets=("model",), threads=(1, 2), streams=(1, 2), single_stream=False)  # fmt: skip
+    all_cases = list(cases(config))
+    batch = [c for c in all_cases if c.scenario == "batch"]
+    assert sorted((c.runtime, c.threads) for c in batch) == [
+        ("onnxruntime", 1), ("onnxruntime", 2), ("torch-eager", 1), ("torch-eager", 2)
+    ]  # fmt: skip
+    assert len({c.group for c in batch}) == 1  # every runtime x thread count timed together
+    streams = [c for c in all_cases if c.scenario == "streams"]
+    assert sorted((c.runtime, c.threads, c.streams) for c in streams) == sorted(
+        (r, t, s) for r in ("torch-eager", "onnxruntime") for t in (1, 2) for s in (1, 2)
+    )
+    assert len({c.id for c in all_cases}) == len(all_cases)
+    assert BenchConfig(threads=(0, 1, 0)).thread_counts[1:] in ((1,), ())  # 0 resolved, no repeats
+
+
+def test_streams_run_concurrently_each_with_its_own_session(worker):
+    case = Case("model", "torch-eager", "cpu", 1, "end_to_end", "streams", threads=1, streams=2)
+    reply = worker.prepare(case)
+    assert "failed" not in reply and "error" not in reply
+    entry = worker.entries[case.id]
+    assert len(entry.streams) == 2
+    out = worker.streams(case.id, 0.3)
+    assert len(out["per_stream"]) == 2 and all(n >= 1 for n in out["per_stream"])
+    assert len(out["latencies"]) == sum(out["per_stream"]) and all(t > 0 for t in out["latencies"])
+    assert out["wall"] >= 0.3 and out["cpu_s"] > 0
+    worker.release(case.id)
+
+
+def test_settings_table_answers_fastest_latency_and_throughput(tmp_path):
+    import dataclasses
+
+    from bench.compare import render
+    from bench.results import ResultRow, read_results, write_results
+    from bench.stats import Latency
+
+    def row(threads, streams, ms, qps):
+        base = ResultRow(run_id="r", timestamp_utc="t", host="h", target="model", runtime="a", device="cpu",
+                         batch_size=1, threads=threads, streams=streams, warmup=1, rounds=200, iterations=1,
+                         timing="end_to_end", scenario="streams")  # fmt: skip
+        return dataclasses.replace(
+            base.with_latency(Latency.from_values([ms / 1e3] * 200), None), throughput_ips=qps
+        )
+
+    rows = [row(1, 1, 0.5, 2000.0), row(2, 1, 0.4, 2500.0), row(1, 2, 0.7, 2800.0), row(2, 2, 1.1, 1800.0)]
+    frame = read_results(write_results(rows, tmp_path, {"host": "h"}, {}))
+    text = render(frame, markdown=True)
+    assert "threads x streams: the fastest setting per runtime" in text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and "| 4 " in ln]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4:] == ["2 x 1", "0.4", "1 x 2", "2,800"]
