@@ -338,9 +338,14 @@ class _Driver:
                 )
                 arrivals = server.schedule(rate, n, config.server_seed + k)
 
-                def talk(conn, arrivals=arrivals):
-                    conn.recv()  # ready
-                    return server.drive(conn, arrivals, config.case_timeout)
+                # results all back within twice the time to answer every query back to back (>= 60 s)
+                wait = min(config.case_timeout, max(60.0, 2 * n * per_call))
+
+                def talk(conn, arrivals=arrivals, wait=wait):
+                    ready = conn.recv()
+                    if not ready.get("ready"):
+                        raise RuntimeError(ready.get("error", "the worker did not start serving"))
+                    return server.drive(conn, arrivals, wait)
 
                 message = {"op": "serve", "case_id": case.id, "queries": n}
                 try:

@@ -73,33 +73,47 @@ def drive(conn: Connection, arrivals: np.ndarray, timeout: float) -> tuple[np.nd
     was sent (s; the load generator's own lag, part of the latency).
 
     The worker has been told to serve ``len(arrivals)`` queries and has answered that it is ready.
-    A late send (the sender fell behind) is sent at once: its latency still counts from its
-    scheduled time. TimeoutError if the results are not all back ``timeout`` s after the last arrival.
+    A reader thread takes the results as they come, so the worker never waits to send one (a
+    socket holds only a few hundred small messages: a sender that stopped reading while the
+    worker is behind would deadlock both). A late send (the sender fell behind) is sent at once:
+    its latency still counts from its scheduled time. TimeoutError if the results are not all
+    back ``timeout`` s after the last arrival.
     """
+    import threading
+
     n = len(arrivals)
+    done, lag = np.full(n, np.nan), np.zeros(n)
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(n):
+                data = conn.recv_bytes()
+                if len(data) != RESULT.size:  # the worker's answer instead of a result: it failed
+                    raise RuntimeError(str(pickle.loads(data).get("error", "the worker stopped serving")))
+                index, finished = RESULT.unpack(data)
+                done[index] = finished
+        except BaseException as e:  # handed to the sending thread, which raises it
+            failure.append(e)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     start = time.perf_counter() + START_DELAY
     due = start + arrivals
-    done, lag = np.full(n, np.nan), np.zeros(n)
-    sent = received = 0
-    deadline = due[-1] + timeout
-    while received < n:
-        now = time.perf_counter()
-        if sent < n and now >= due[sent]:
-            conn.send_bytes(QUERY.pack(sent))
-            lag[sent] = now - due[sent]
-            sent += 1
-            continue
-        wait = due[sent] - now if sent < n else deadline - now
-        if wait <= 0 and sent >= n:
-            raise TimeoutError(f"{n - received} of {n} results not back {timeout:g} s after the last arrival")
-        # poll() sleeps in whole ms (rounded up): spin through the last 2 ms before an arrival
-        if conn.poll(wait - 0.001 if wait > 0.002 else 0.0):
-            data = conn.recv_bytes()
-            if len(data) != RESULT.size:  # the worker's answer instead of a result: it failed
-                raise RuntimeError(str(pickle.loads(data).get("error", "the worker stopped serving")))
-            index, finished = RESULT.unpack(data)
-            done[index] = finished
-            received += 1
+    for i in range(n):
+        while (wait := due[i] - time.perf_counter()) > 0:
+            # sleep() wakes late by tens of us: sleep until 1 ms before, then yield until due
+            time.sleep(wait - 0.001 if wait > 0.002 else 0)
+        lag[i] = time.perf_counter() - due[i]
+        conn.send_bytes(QUERY.pack(i))
+        if failure:
+            break
+    reader.join(max(due[-1] - time.perf_counter(), 0) + timeout)
+    if failure:
+        raise failure[0]
+    if reader.is_alive():
+        missing = int(np.isnan(done).sum())
+        raise TimeoutError(f"{missing} of {n} results not back {timeout:g} s after the last arrival")
     return done - due, lag
 
 
