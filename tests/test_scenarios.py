@@ -284,12 +284,12 @@ def test_streams_and_thread_counts_in_worker_processes(tmp_path, small_artifacts
     config = BenchConfig(
         runtimes=("torch-eager",), devices=("cpu",), targets=("model",), batch_sizes=(1,), warmup=2,
         single_stream=False, roofline=False, accuracy=False, profile=False, results_dir=str(tmp_path),
-        artifacts=str(small_artifacts), threads=(1, 2), streams=(1, 2), max_time=0.2,
+        artifacts=str(small_artifacts), threads=(1, 2), streams=(1, 2), max_time=0.2, full_loop=True,
     )  # fmt: skip
     rows = _measure(config, list(cases(config)))
     assert all(r.status == "ok" for r in rows), [r.reason for r in rows]
-    batch = sorted((r.threads, r.streams) for r in rows if r.scenario == "batch")
-    assert batch == [(1, 1), (2, 1)]
+    batch = sorted((r.timing, r.threads, r.streams) for r in rows if r.scenario == "batch")
+    assert batch == [("compute", 1, 1), ("compute", 2, 1), ("full_loop", 1, 1), ("full_loop", 2, 1)]
     streams = [r for r in rows if r.scenario == "streams"]
     assert sorted((r.threads, r.streams) for r in streams) == [(1, 1), (1, 2), (2, 1), (2, 2)]
     for r in streams:
