@@ -511,6 +511,7 @@ def change_table(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 # the whole model down under a profiler (the layers are timed alone in ``batch``): gating them too
 # listed one slowdown two or three times.
 GATED_SCENARIOS = ("batch", "single-stream")
+UNCOMPARED_SCENARIOS = ("server", "streams")  # left out of the two-file change table
 
 
 def regressions(changes: pd.DataFrame, threshold_pct: float) -> pd.DataFrame:
@@ -727,6 +728,9 @@ def _cmd_changes(
     args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame, threshold: float | None
 ) -> int:
     old_path, new_path = args.results
+    # server rows (one per measured rate) and streams rows (one per stream count) repeat the key;
+    # their own tables compare them (docs/scenarios.md), not this one
+    old, new = (frame[~frame["scenario"].isin(UNCOMPARED_SCENARIOS)] for frame in (old, new))
     old, new = _unique_keys(old, old_path), _unique_keys(new, new_path)
     old_machine, new_machine, machines, reasons = _machine_lines(args, old, new)
     notes = []

@@ -354,3 +354,30 @@ def test_settings_table_answers_fastest_latency_and_throughput(tmp_path):
     (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and "| 4 " in ln]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[4:] == ["2 x 1", "0.4", "1 x 2", "2,800"]
+
+
+def test_two_runs_with_server_rows_still_compare(tmp_path, capsys):
+    """Server rows repeat the change key (one per rate): the change table leaves them out."""
+    import argparse
+
+    from bench.compare import add_parser
+    from bench.results import write_results
+
+    parser = argparse.ArgumentParser(prog="deepmnist")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    plain = _row("a", "compute", 2.0, batch=1)
+    paths = []
+    for k, ms in enumerate((2.0, 2.2)):
+        rows = [dataclasses_replace(_row("a", "compute", ms, batch=1), run_id=f"r{k}")]
+        rows += [dataclasses_replace(_server_row("a", q, 2.0), run_id=f"r{k}") for q in (100, 200)]
+        paths.append(write_results(rows, tmp_path / str(k), {"host": "h"}, {}))
+    args = parser.parse_args(["compare", *map(str, paths)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "+10%" in out and plain.runtime in out
+
+
+def dataclasses_replace(row, **changes):
+    import dataclasses
+
+    return dataclasses.replace(row, **changes)
