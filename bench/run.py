@@ -75,11 +75,14 @@ class Run:
     def row(self, case: Case, scenario: str | None = None) -> ResultRow | None:
         """The row of ``case`` (of ``scenario``, if given, else the case's own)."""
         want = scenario or case.scenario
+        threads = case.threads or self.config.resolved_threads
         for row in self.rows:
             if (row.target, row.runtime, row.device, row.batch_size, row.timing, row.scenario) == (
                 case.target, case.runtime, case.device, case.batch_size, case.timing, want,
+            ) and row.threads in (threads, 1 if want == "server" else threads) and row.streams in (
+                None, case.streams,
             ):  # fmt: skip
-                return row
+                return row  # server: the first rate's row
         return None
 
     @property

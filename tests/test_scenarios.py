@@ -381,3 +381,20 @@ def dataclasses_replace(row, **changes):
     import dataclasses
 
     return dataclasses.replace(row, **changes)
+
+
+def test_run_row_tells_thread_counts_and_stream_counts_apart():
+    import dataclasses
+
+    from bench.run import Run
+
+    config = BenchConfig(threads=(1, 2))
+    rows = [dataclasses.replace(_row("a", "compute", 1.0, batch=1), threads=t, streams=1) for t in (1, 2)]
+    rows += [
+        dataclasses.replace(_row("a", "end_to_end", 1.0, batch=1), scenario="streams", threads=1, streams=s)
+        for s in (1, 2)
+    ]
+    run = Run(config, rows=rows)
+    assert run.row(Case("model", "a", "cpu", 1, threads=2)) is rows[1]
+    assert run.row(Case("model", "a", "cpu", 1, threads=1)) is rows[0]
+    assert run.row(Case("model", "a", "cpu", 1, "end_to_end", "streams", threads=1, streams=2)) is rows[3]
