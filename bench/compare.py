@@ -286,10 +286,19 @@ _SINGLE_STREAM_SHOWN = {
     "queries": _column("rounds"),
     "p50 ms [95% CI]": _SHOWN["median ms [95% CI]"],
     "p90 ms": _column("latency_ms_p90"),
-    "p99 ms": _column("latency_ms_p99"),
-    "p99.9 ms": _column("latency_ms_p999"),
+    "p99 ms [95% CI]": _Cell(
+        lambda line: _ms_ci(
+            line["latency_ms_p99"], line["latency_ms_p99_ci_low"], line["latency_ms_p99_ci_high"]
+        )
+    ),
+    "p99.9 ms [95% CI]": _Cell(
+        lambda line: _ms_ci(
+            line["latency_ms_p999"], line["latency_ms_p999_ci_low"], line["latency_ms_p999_ci_high"]
+        )
+    ),
     "vs fastest": _SHOWN["vs fastest"],
     "accuracy %": _SHOWN["accuracy %"],
+    "note": _column("note"),  # "" in older files (read_results fills the default)
 }
 _COLD_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
@@ -314,7 +323,7 @@ _MEMORY_SHOWN = {
     "cores busy": _Cell(lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"])),
 }
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
-                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB")  # fmt: skip
+                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
 
 def _simple_table(
@@ -380,6 +389,7 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     heading per target and batch size, where the time goes (profile), cold start, memory, and last
     "not run, and why": each skipped runtime x device once, with its reason (``not_run``).
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
+    _frame = df  # the results frame (the scenario tables read its own columns)
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
     skipped = df[df["status"] == "skipped"]
@@ -397,6 +407,18 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
         parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+    if "latency_ms_median" in _frame.columns and "full_loop" in set(_frame["timing"]):
+        from bench.scenarios import full_loop_table
+
+        parts.append(full_loop_table(_frame, markdown))
+    if "latency_ms_median" in _frame.columns and "streams" in set(_frame["scenario"]):
+        from bench.scenarios import settings_tables
+
+        parts.append(settings_tables(_frame, markdown))
+    if "latency_ms_median" in _frame.columns and "server" in set(_frame["scenario"]):
+        from bench.scenarios import server_tables
+
+        parts.append(server_tables(_frame, markdown))
     profile = _profile_table(df, markdown)
     if profile:
         parts.append(profile.rstrip("\n"))
@@ -463,6 +485,7 @@ def change_table(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 # the whole model down under a profiler (the layers are timed alone in ``batch``): gating them too
 # listed one slowdown two or three times.
 GATED_SCENARIOS = ("batch", "single-stream")
+UNCOMPARED_SCENARIOS = ("server", "streams")  # left out of the two-file change table
 
 
 def regressions(changes: pd.DataFrame, threshold_pct: float) -> pd.DataFrame:
@@ -688,6 +711,9 @@ def _cmd_changes(
     args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame, threshold: float | None
 ) -> int:
     old_path, new_path = args.results
+    # server rows (one per measured rate) and streams rows (one per stream count) repeat the key;
+    # their own tables compare them (docs/scenarios.md), not this one
+    old, new = (frame[~frame["scenario"].isin(UNCOMPARED_SCENARIOS)] for frame in (old, new))
     old, new = _unique_keys(old, old_path), _unique_keys(new, new_path)
     old_machine, new_machine, machines, reasons = _machine_lines(args, old, new)
     notes = []

@@ -73,10 +73,13 @@ def test_fields_are_the_schema_in_order() -> None:
         *("compile_s", "first_inference_ms", "time_to_first_result_s", "latency_ms_mean"),
         *("latency_ms_median", "latency_ms_min", "latency_ms_max"),
         *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99", "latency_ms_p999"),
-        *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy", "throughput_ips", "gflops"),
+        *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "latency_ms_p99_ci_low"),
+        *("latency_ms_p99_ci_high", "latency_ms_p999_ci_low", "latency_ms_p999_ci_high"),
+        *("cv", "noisy", "throughput_ips", "gflops"),
         *("pct_of_peak", "arithmetic_intensity", "peak_gflops", "bandwidth_gbs", "rss_after_load_mb"),
         *("peak_rss_mb", "cuda_peak_allocated_mb", "cpu_ms_per_call", "model_bytes"),
-        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "isolation_ok", "status", "reason"),
+        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "isolation_ok", "status", "reason", "note"),
+        *("target_qps", "achieved_qps", "latency_bound_ms", "streams"),
     )
 
 
@@ -89,6 +92,11 @@ def test_with_latency_fills_the_measured_columns() -> None:
     assert row.latency_ms_median_ci_low == pytest.approx(1.0) and row.latency_ms_median_ci_high == 3.0
     assert row.cv == pytest.approx(0.5) and row.noisy == 1
     assert row.pct_of_peak is None
+    # 3 samples: no tail percentile is reported; the note says why
+    assert (row.latency_ms_p90, row.latency_ms_p99, row.latency_ms_p999, row.latency_ms_p99_ci_low) == (
+        None,
+    ) * 4
+    assert row.note.startswith("p90/p99/p99.9 not reported: 3 samples")
     roofed = row.with_roofline(peak_gflops=2000.0, bandwidth_gbs=50.0, arithmetic_intensity=12.5)
     assert roofed.pct_of_peak == pytest.approx(row.gflops / 2000.0 * 100)
     assert (roofed.peak_gflops, roofed.bandwidth_gbs, roofed.arithmetic_intensity) == (2000.0, 50.0, 12.5)
@@ -185,14 +193,14 @@ def test_older_csv_without_the_added_columns_is_read_with_defaults(tmp_path: Pat
         for name in ADDED_COLUMNS:
             if name == "scenario":
                 assert (df[name] == "batch").all()
-            elif name == "launcher":  # a string column: empty, not NaN
+            elif name in ("launcher", "note"):  # a string column: empty, not NaN
                 assert (df[name] == "").all()
             elif name not in columns:
                 assert df[name].isna().all(), name
         assert df["latency_ms_median"].tolist()[:3] == good["latency_ms_median"].tolist()[:3]
     # a file lacking other columns as well, or with extra ones, or out of order, is still refused
     good[first_schema[:-1]].to_csv(old, index=False)
-    with pytest.raises(ResultsError, match=r"old\.csv: not a deepmnist.*missing column\(s\) .*reason"):
+    with pytest.raises(ResultsError, match=r"old\.csv: not a deepmnist.*missing column\(s\) .*"):
         read_results(old)
     good[first_schema].assign(extra=1).to_csv(old, index=False)
     with pytest.raises(ResultsError, match=r"unexpected column\(s\) extra"):
