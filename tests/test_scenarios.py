@@ -41,6 +41,18 @@ def test_full_loop_cases_only_when_asked():
     assert case.id == "model-b8-torch-eager-cpu-full_loop" and case.group == "model batch=8 cpu full_loop"
 
 
+def test_tails_only_when_asked():
+    """The default single-stream aims at p99's count (keeps the default matrix short); --tails and
+    --full at p99.9's, a larger --single-stream-queries wins."""
+    from bench.stats import min_samples
+
+    assert BenchConfig().single_stream_queries == min_samples(99)
+    assert BenchConfig(tails=True).single_stream_queries == min_samples(99.9)
+    assert BenchConfig(full=True).single_stream_queries == min_samples(99.9)
+    assert BenchConfig(tails=True, single_stream_queries=20_000).single_stream_queries == 20_000
+    assert not BenchConfig().server and not BenchConfig().full_loop and not BenchConfig().streams
+
+
 def test_full_loop_takes_a_new_uint8_batch_per_call_and_returns_classes(worker, mnist):
     case = Case("model", "torch-eager", "cpu", 4, "full_loop")
     reply = worker.prepare(case)
