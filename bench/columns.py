@@ -73,7 +73,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("scenario", str, "batch", help="batch, single-stream, offline, profile, server or streams (bench.results.SCENARIOS)", added=True),
     Column("batch_size", int, unit="images", help="images per call"),
     Column("threads", int, help="intra-op threads the runtime was given", fmt="d"),
-    Column("streams", int, None, help="concurrent request streams of the runtime, each its own session (more than 1 only in scenario streams)", added=True),
+    Column("streams", int, None, help="concurrent request streams of the runtime, each its own session (more than 1 only in scenario streams)", fmt=".0f", added=True),
     Column("launcher", str, "", help="process: its own worker process (isolated); inline: all runtimes in one process", added=True),
     Column("warmup", int, unit="calls", help="untimed calls before the first round"),
     Column("rounds", int, help="timed rounds (single-stream: queries)"),

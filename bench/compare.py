@@ -22,7 +22,7 @@ import argparse
 import math
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -236,10 +236,12 @@ def _cells(
     return cells
 
 
-def _tabulate(cells: dict[str, list[str]], markdown: bool) -> str:
+def _tabulate(cells: dict[str, list[str]], markdown: bool, numeric: Collection[str] | None = None) -> str:
+    """``numeric``: the headings shown right-aligned (default ``_NUMERIC``, this module's tables)."""
     if markdown:
         cells = {h: [cell.replace("|", "\\|") for cell in column] for h, column in cells.items()}
-    align = ["right" if h in _NUMERIC else "left" for h in cells]
+    numeric = _NUMERIC if numeric is None else numeric
+    align = ["right" if h in numeric else "left" for h in cells]
     return tabulate(
         cells,
         headers="keys",

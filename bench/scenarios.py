@@ -1,17 +1,36 @@
 """Tables of the scenarios beyond the fixed-batch rounds (docs/scenarios.md): the full loop beside
-the preloaded-tensor timing. Input: a results frame (``bench.results.read_results``)."""
+the preloaded-tensor timing, the server sweep, threads x streams. Input: a results frame
+(``bench.results.read_results``). A cell of a CSV column takes its format and alignment from the
+column's record (``bench.columns``), as in ``bench.compare``'s tables."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pandas as pd
+
+from bench.columns import BY_NAME
+from bench.compare import _Cell, _column, _format, _ms_ci, _number, _tabulate, _title
 
 _SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
 
 
-def _fmt(value: float, spec: str) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+def _as(column: str, key: str) -> _Cell:
+    """The cell of ``key``, a value derived here from CSV column ``column``: shown in its format."""
+    fmt = _format(BY_NAME[column].fmt)
+    return _Cell(lambda line: fmt(line[key]), BY_NAME[column].numeric)
+
+
+def _ci(column: str) -> _Cell:
+    """``p99 ms [95% CI]``-style cell of a latency column with its ``_ci_low``/``_ci_high``."""
+    return _Cell(lambda line: _ms_ci(line[column], line[f"{column}_ci_low"], line[f"{column}_ci_high"]))
+
+
+def _table(lines: pd.DataFrame, shown: Mapping[str, _Cell], markdown: bool) -> str:
+    records = lines.to_dict("records")
+    cells = {heading: [cell(line) for line in records] for heading, cell in shown.items()}
+    return _tabulate(cells, markdown, {heading for heading, cell in shown.items() if cell.numeric})
 
 
 def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
@@ -25,26 +44,26 @@ def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
     return lines.sort_values(["device", "batch_size", "latency_ms_median_full"], kind="stable")
 
 
+_FULL_LOOP_SHOWN = {
+    "runtime": _column("runtime"),
+    "precision": _column("precision"),
+    "device": _column("device"),
+    "batch": _column("batch_size"),
+    "preloaded ms": _as("latency_ms_median", "latency_ms_median_pre"),
+    "full loop ms": _as("latency_ms_median", "latency_ms_median_full"),
+    "full / preloaded": _Cell(lambda line: _number(".2f", "x")(line["ratio"])),
+    "preloaded images/s": _as("throughput_ips", "throughput_ips_pre"),
+    "full loop images/s": _as("throughput_ips", "throughput_ips_full"),
+}
+
+
 def full_loop_table(df: pd.DataFrame, markdown: bool = False) -> str:
     """ "" when the frame has no full-loop rows."""
-    from bench.compare import _tabulate, _title
-
     lines = full_loop_lines(df)
     if lines.empty:
         return ""
-    cells = {
-        "runtime": lines["runtime"].tolist(),
-        "precision": lines["precision"].tolist(),
-        "device": lines["device"].tolist(),
-        "batch": [str(b) for b in lines["batch_size"]],
-        "preloaded ms": [_fmt(v, ".4g") for v in lines["latency_ms_median_pre"]],
-        "full loop ms": [_fmt(v, ".4g") for v in lines["latency_ms_median_full"]],
-        "full / preloaded": [_fmt(v, ".2f") + ("x" if not math.isnan(v) else "") for v in lines["ratio"]],
-        "preloaded images/s": [_fmt(v, ",.0f") for v in lines["throughput_ips_pre"]],
-        "full loop images/s": [_fmt(v, ",.0f") for v in lines["throughput_ips_full"]],
-    }
     title = "full loop vs preloaded tensor: model (new uint8 batch per call, /255, reshape, run, argmax)"
-    return _title(title, markdown) + "\n\n" + _tabulate(cells, markdown)
+    return _title(title, markdown) + "\n\n" + _table(lines, _FULL_LOOP_SHOWN, markdown)
 
 
 # ----------------------------------------------------------------------------- server
@@ -77,66 +96,51 @@ def server_best(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=columns).sort_values("best_qps", ascending=False, na_position="last")
 
 
+def _under_bound(line: Mapping[str, float]) -> str:
+    p99 = line["latency_ms_p99"]
+    return "" if math.isnan(p99) else "yes" if p99 < line["latency_bound_ms"] else "no"
+
+
 def server_tables(df: pd.DataFrame, markdown: bool = False) -> str:
     """The answer (highest rate under the bound per runtime), then every rate; "" without server rows."""
-    from bench.compare import _ms_ci, _tabulate, _title
-
     best = server_best(df)
     if best.empty:
         return ""
     bound = best["bound_ms"].iloc[0]
+    rate = _format(BY_NAME["target_qps"].fmt)
     answer = {
-        "runtime": best["runtime"].tolist(),
-        "precision": best["precision"].tolist(),
-        "device": best["device"].tolist(),
-        f"highest queries/s with p99 < {bound:g} ms": [_fmt(v, ",.0f") or "none" for v in best["best_qps"]],
-        "achieved queries/s": [_fmt(v, ",.0f") for v in best["achieved_qps"]],
-        "p99 ms there": [_fmt(v, ".3g") for v in best["p99_ms"]],
-        "rates run": [str(v) for v in best["rates"]],
-        "highest rate tried": [_fmt(v, ",.0f") for v in best["top_qps"]],
+        "runtime": _column("runtime"),
+        "precision": _column("precision"),
+        "device": _column("device"),
+        f"highest queries/s with p99 < {bound:g} ms": _Cell(lambda line: rate(line["best_qps"]) or "none"),
+        "achieved queries/s": _column("achieved_qps"),
+        "p99 ms there": _as("latency_ms_p99", "p99_ms"),
+        "rates run": _Cell(lambda line: str(line["rates"])),
+        "highest rate tried": _as("target_qps", "top_qps"),
     }
     rows = df[(df["status"] == "ok") & (df["scenario"] == "server")].sort_values(
         ["device", "runtime", "target_qps"], kind="stable"
     )
     detail = {
-        "runtime": rows["runtime"].tolist(),
-        "device": rows["device"].tolist(),
-        "target q/s": [_fmt(v, ",.0f") for v in rows["target_qps"]],
-        "achieved q/s": [_fmt(v, ",.0f") for v in rows["achieved_qps"]],
-        "queries": [str(v) for v in rows["rounds"]],
-        "p50 ms": [_fmt(v, ".3g") for v in rows["latency_ms_median"]],
-        "p99 ms [95% CI]": [
-            _ms_ci(*v)
-            for v in zip(
-                rows["latency_ms_p99"],
-                rows["latency_ms_p99_ci_low"],
-                rows["latency_ms_p99_ci_high"],
-                strict=True,
-            )
-        ],
-        "p99.9 ms [95% CI]": [
-            _ms_ci(*v)
-            for v in zip(
-                rows["latency_ms_p999"],
-                rows["latency_ms_p999_ci_low"],
-                rows["latency_ms_p999_ci_high"],
-                strict=True,
-            )
-        ],
-        f"p99 < {bound:g} ms": [
-            "" if math.isnan(p) else "yes" if p < b else "no"
-            for p, b in zip(rows["latency_ms_p99"], rows["latency_bound_ms"], strict=True)
-        ],
-        "note": rows["note"].fillna("").tolist(),
+        "runtime": _column("runtime"),
+        "device": _column("device"),
+        "target q/s": _column("target_qps"),
+        "achieved q/s": _column("achieved_qps"),
+        "queries": _column("rounds"),
+        "p50 ms": _column("latency_ms_median"),
+        "p99 ms [95% CI]": _ci("latency_ms_p99"),
+        "p99.9 ms [95% CI]": _ci("latency_ms_p999"),
+        f"p99 < {bound:g} ms": _Cell(_under_bound, numeric=False),
+        "note": _column("note"),
     }
     return "\n\n".join(
         [
             _title(
                 f"server: highest arrival rate whose p99 stays under {bound:g} ms (batch-1 queries)", markdown
             ),
-            _tabulate(answer, markdown),
+            _table(best, answer, markdown),
             _title("server: every rate (latency from scheduled arrival to result)", markdown),
-            _tabulate(detail, markdown),
+            _table(rows, detail, markdown),
         ]
     )
 
@@ -189,64 +193,45 @@ def settings_answer(df: pd.DataFrame) -> pd.DataFrame:
 
 def settings_tables(df: pd.DataFrame, markdown: bool = False) -> str:
     """Which threads x streams setting is fastest, per runtime, then every setting; "" without rows."""
-    from bench.compare import _ms_ci, _tabulate, _title
-
     answer = settings_answer(df)
     if answer.empty:
         return ""
-    cells = {
-        "runtime": answer["runtime"].tolist(),
-        "precision": answer["precision"].tolist(),
-        "device": answer["device"].tolist(),
-        "settings tried": [str(v) for v in answer["settings"]],
-        "lowest batch-1 latency: threads x streams": [
-            f"{t} x {s}" for t, s in zip(answer["latency_threads"], answer["latency_streams"], strict=True)
-        ],
-        "p50 ms": [_fmt(v, ".3g") for v in answer["latency_ms"]],
-        "highest throughput: threads x streams": [
-            f"{t} x {s}"
-            for t, s in zip(answer["throughput_threads"], answer["throughput_streams"], strict=True)
-        ],
-        "queries/s": [_fmt(v, ",.0f") for v in answer["throughput_qps"]],
+    shown = {
+        "runtime": _column("runtime"),
+        "precision": _column("precision"),
+        "device": _column("device"),
+        "settings tried": _Cell(lambda line: str(line["settings"])),
+        "lowest batch-1 latency: threads x streams": _Cell(
+            lambda line: f"{line['latency_threads']} x {line['latency_streams']}", numeric=False
+        ),
+        "p50 ms": _as("latency_ms_median", "latency_ms"),
+        "highest throughput: threads x streams": _Cell(
+            lambda line: f"{line['throughput_threads']} x {line['throughput_streams']}", numeric=False
+        ),
+        "queries/s": _as("throughput_ips", "throughput_qps"),
     }
     rows = df[(df["status"] == "ok") & (df["scenario"] == "streams")].sort_values(
         ["device", "runtime", "threads", "streams"], kind="stable"
     )
     detail = {
-        "runtime": rows["runtime"].tolist(),
-        "device": rows["device"].tolist(),
-        "threads": [str(v) for v in rows["threads"]],
-        "streams": [str(int(v)) for v in rows["streams"]],
-        "queries": [str(v) for v in rows["rounds"]],
-        "queries/s": [_fmt(v, ",.0f") for v in rows["throughput_ips"]],
-        "p50 ms [95% CI]": [
-            _ms_ci(*v)
-            for v in zip(
-                rows["latency_ms_median"],
-                rows["latency_ms_median_ci_low"],
-                rows["latency_ms_median_ci_high"],
-                strict=True,
-            )
-        ],
-        "p99 ms [95% CI]": [
-            _ms_ci(*v)
-            for v in zip(
-                rows["latency_ms_p99"],
-                rows["latency_ms_p99_ci_low"],
-                rows["latency_ms_p99_ci_high"],
-                strict=True,
-            )
-        ],
-        "CPU ms / query": [_fmt(v, ".3g") for v in rows["cpu_ms_per_call"]],
-        "note": rows["note"].fillna("").tolist(),
+        "runtime": _column("runtime"),
+        "device": _column("device"),
+        "threads": _column("threads"),
+        "streams": _column("streams"),
+        "queries": _column("rounds"),
+        "queries/s": _column("throughput_ips"),
+        "p50 ms [95% CI]": _ci("latency_ms_median"),
+        "p99 ms [95% CI]": _ci("latency_ms_p99"),
+        "CPU ms / query": _column("cpu_ms_per_call"),
+        "note": _column("note"),
     }
     return "\n\n".join(
         [
             _title(
                 "threads x streams: the fastest setting per runtime (whole model, batch-1 queries)", markdown
             ),
-            _tabulate(cells, markdown),
+            _table(answer, shown, markdown),
             _title("threads x streams: every setting", markdown),
-            _tabulate(detail, markdown),
+            _table(rows, detail, markdown),
         ]
     )

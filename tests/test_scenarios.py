@@ -101,6 +101,11 @@ def _row(runtime, timing, ms, batch=64, **kw):
     return row.with_latency(Latency.from_values([ms / 1e3] * 3), None)
 
 
+def _cells(line: str) -> list[str]:
+    """The cells of one Markdown table line, stripped."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
     from bench.compare import render
     from bench.results import frame_from_rows, read_results, write_results
@@ -112,7 +117,7 @@ def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
     text = render(frame, markdown=True)
     assert "full loop vs preloaded tensor" in text
     (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and "1.50x" in ln]
-    assert "| 2 " in line and "| 3 " in line  # preloaded 2 ms, full loop 3 ms
+    assert _cells(line)[4:7] == ["2.000", "3.000", "1.50x"]  # preloaded 2 ms, full loop 3 ms
     assert "full loop vs preloaded" not in render(frame_from_rows(rows[::2]), markdown=True)
 
 
@@ -214,8 +219,8 @@ def test_server_table_answers_the_highest_rate_under_the_bound_and_the_chart_is_
     assert np.isnan(best.loc["b", "best_qps"])  # never under 10 ms
     text = render(frame, markdown=True)
     assert "highest arrival rate whose p99 stays under 10 ms" in text
-    assert any(ln.startswith("| a ") and "| 200 " in ln for ln in text.splitlines())
-    assert any(ln.startswith("| b ") and "| none " in ln for ln in text.splitlines())
+    assert any(ln.startswith("| a ") and _cells(ln)[3] == "200" for ln in text.splitlines())
+    assert any(ln.startswith("| b ") and _cells(ln)[3] == "none" for ln in text.splitlines())
     paths = write_plots(frame, tmp_path / "run")
     assert [p.name for p in paths] == ["run-server.png"] and paths[0].stat().st_size > 10_000
 
@@ -363,9 +368,8 @@ def test_settings_table_answers_fastest_latency_and_throughput(tmp_path):
     frame = read_results(write_results(rows, tmp_path, {"host": "h"}, {}))
     text = render(frame, markdown=True)
     assert "threads x streams: the fastest setting per runtime" in text
-    (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and "| 4 " in ln]
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[4:] == ["2 x 1", "0.4", "1 x 2", "2,800"]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and _cells(ln)[3] == "4"]
+    assert _cells(line)[4:] == ["2 x 1", "0.4000", "1 x 2", "2,800"]
 
 
 def test_two_runs_with_server_rows_still_compare(tmp_path, capsys):
