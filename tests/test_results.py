@@ -229,7 +229,9 @@ def test_bad_cells_are_refused(tmp_path: Path) -> None:
     good = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
     lines = good.read_text().splitlines(keepends=True)
     bad = tmp_path / "bad.csv"
-    bad.write_text(lines[0] + lines[1].replace(",64,2,,5,10,20,", ",sixty-four,2,,5,10,20,", 1))
+    bad.write_text(
+        lines[0] + lines[1].replace(",64,2,,,5,10,20,", ",sixty-four,2,,,5,10,20,", 1)
+    )  # streams empty
     with pytest.raises(
         ResultsError, match=r"bad\.csv, line 2, column batch_size: 'sixty-four' is not an integer"
     ):
