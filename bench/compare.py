@@ -22,7 +22,7 @@ import argparse
 import math
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -237,10 +237,12 @@ def _cells(
     return cells
 
 
-def _tabulate(cells: dict[str, list[str]], markdown: bool) -> str:
+def _tabulate(cells: dict[str, list[str]], markdown: bool, numeric: Collection[str] | None = None) -> str:
+    """``numeric``: the headings shown right-aligned (default ``_NUMERIC``, this module's tables)."""
     if markdown:
         cells = {h: [cell.replace("|", "\\|") for cell in column] for h, column in cells.items()}
-    align = ["right" if h in _NUMERIC else "left" for h in cells]
+    numeric = _NUMERIC if numeric is None else numeric
+    align = ["right" if h in numeric else "left" for h in cells]
     return tabulate(
         cells,
         headers="keys",
@@ -287,10 +289,19 @@ _SINGLE_STREAM_SHOWN = {
     "queries": _column("rounds"),
     "p50 ms [95% CI]": _SHOWN["median ms [95% CI]"],
     "p90 ms": _column("latency_ms_p90"),
-    "p99 ms": _column("latency_ms_p99"),
-    "p99.9 ms": _column("latency_ms_p999"),
+    "p99 ms [95% CI]": _Cell(
+        lambda line: _ms_ci(
+            line["latency_ms_p99"], line["latency_ms_p99_ci_low"], line["latency_ms_p99_ci_high"]
+        )
+    ),
+    "p99.9 ms [95% CI]": _Cell(
+        lambda line: _ms_ci(
+            line["latency_ms_p999"], line["latency_ms_p999_ci_low"], line["latency_ms_p999_ci_high"]
+        )
+    ),
     "vs fastest": _SHOWN["vs fastest"],
     "accuracy %": _SHOWN["accuracy %"],
+    "note": _column("note"),  # "" in older files (read_results fills the default)
 }
 _COLD_SHOWN = {
     **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
@@ -326,7 +337,7 @@ _ISOLATION_SHOWN = {
     "runtime passes": _Cell(lambda line: {1: "yes", 0: "no"}.get(line["isolation_ok"], ""), numeric=False),
 }
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
-                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB")  # fmt: skip
+                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
 
 def _simple_table(
@@ -392,6 +403,7 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     heading per target and batch size, where the time goes (profile), cold start, memory, and last
     "not run, and why": each skipped runtime x device once, with its reason (``not_run``).
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
+    _frame = df  # the results frame (the scenario tables read its own columns)
     if "latency_ms_median" in df.columns:
         df = comparison_tables(df)
     skipped = df[df["status"] == "skipped"]
@@ -409,6 +421,18 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
         parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+    if "latency_ms_median" in _frame.columns and "full_loop" in set(_frame["timing"]):
+        from bench.scenarios import full_loop_table
+
+        parts.append(full_loop_table(_frame, markdown))
+    if "latency_ms_median" in _frame.columns and "streams" in set(_frame["scenario"]):
+        from bench.scenarios import settings_tables
+
+        parts.append(settings_tables(_frame, markdown))
+    if "latency_ms_median" in _frame.columns and "server" in set(_frame["scenario"]):
+        from bench.scenarios import server_tables
+
+        parts.append(server_tables(_frame, markdown))
     profile = _profile_table(df, markdown)
     if profile:
         parts.append(profile.rstrip("\n"))
@@ -482,6 +506,7 @@ def change_table(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 # the whole model down under a profiler (the layers are timed alone in ``batch``): gating them too
 # listed one slowdown two or three times.
 GATED_SCENARIOS = ("batch", "single-stream")
+UNCOMPARED_SCENARIOS = ("server", "streams")  # left out of the two-file change table
 
 
 def regressions(changes: pd.DataFrame, threshold_pct: float) -> pd.DataFrame:
@@ -715,6 +740,9 @@ def _cmd_changes(
     args: argparse.Namespace, old: pd.DataFrame, new: pd.DataFrame, threshold: float | None
 ) -> int:
     old_path, new_path = args.results
+    # server rows (one per measured rate) and streams rows (one per stream count) repeat the key;
+    # their own tables compare them (docs/scenarios.md), not this one
+    old, new = (frame[~frame["scenario"].isin(UNCOMPARED_SCENARIOS)] for frame in (old, new))
     old, new = _unique_keys(old, old_path), _unique_keys(new, new_path)
     old_machine, new_machine, machines, reasons = _machine_lines(args, old, new)
     notes = []

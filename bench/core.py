@@ -11,7 +11,7 @@ The clock is chosen by device (``bench.clock``). Loading, session creation and i
 Scenarios (after MLPerf LoadGen): ``batch`` (fixed batch size, rounds of calls), ``single-stream``
 (batch 1, queries one after another, each timed alone), ``offline`` (derived at the end: the batch
 size with the highest throughput), ``profile`` (the whole model under the runtime's profiler, split
-into its layers).
+into its layers), ``server`` (``--server``: Poisson arrivals at a swept rate, ``bench.server``).
 """
 
 from __future__ import annotations
@@ -41,39 +41,64 @@ class Case:
     runtime: str
     device: str
     batch_size: int
-    timing: str = "compute"  # "end_to_end": host input, copies to and from the device included
-    scenario: str = "batch"  # or "single-stream"
+    # "compute": the input tensor preloaded on the device; "end_to_end": host input, copies to and
+    # from the device included; "full_loop": a new batch of uint8 images per call, converted, run,
+    # argmax taken (what an app does)
+    timing: str = "compute"
+    scenario: str = "batch"  # or "single-stream", "server", "streams"
+    threads: int = 0  # intra-op threads; 0: the config's only count (--threads with one value)
+    streams: int = 1  # concurrent request streams (scenario "streams")
 
     @property
     def id(self) -> str:
-        suffix = "" if self.timing == "compute" else "-e2e"
+        suffix = {"compute": "", "end_to_end": "-e2e"}.get(self.timing, f"-{self.timing}")
         scenario = "" if self.scenario == "batch" else f"-{self.scenario}"
-        return f"{self.target}-b{self.batch_size}-{self.runtime}-{self.device}{suffix}{scenario}"
+        threads = f"-t{self.threads}" if self.threads else ""
+        streams = f"-s{self.streams}" if self.streams != 1 else ""
+        return f"{self.target}-b{self.batch_size}-{self.runtime}-{self.device}{suffix}{scenario}{threads}{streams}"
 
     @property
     def group(self) -> str:
         """The comparison group: the runtimes timed together, in interleaved rounds."""
         scenario = "" if self.scenario == "batch" else f" {self.scenario}"
-        timing = "" if self.timing == "compute" else " end_to_end"
+        timing = "" if self.timing == "compute" else f" {self.timing}"
         return f"{self.target} batch={self.batch_size} {self.device}{timing}{scenario}"
 
 
 def cases(config: BenchConfig) -> Iterator[Case]:
     """Every combination (runtimes innermost, so a group's cases are adjacent); CUDA ones also with
     end-to-end timing. On CPU the input already lives in host memory, so compute timing is end to
-    end there. Then the single-stream scenario: whole model, batch 1, per runtime x device."""
+    end there. Then (``--full-loop``) the whole model with timing full_loop, then the single-stream
+    scenario: whole model, batch 1, per runtime x device."""
     timings = ("compute", "end_to_end") if config.end_to_end else ("compute",)
+    counts = config.thread_counts
+    # one count: threads 0 (the config's; case ids as before); several: each case names its count
+    per_runtime = [(r, t if len(counts) > 1 else 0) for t in counts for r in config.runtimes]
     for target in config.targets:
         for batch in config.batch_sizes:
             for device in config.devices:
                 for timing in timings if device == "cuda" else ("compute",):
-                    for runtime in config.runtimes:
-                        yield Case(target, runtime, device, batch, timing)
+                    for runtime, threads in per_runtime:
+                        yield Case(target, runtime, device, batch, timing, threads=threads)
+    if config.full_loop and "model" in config.targets:
+        for batch in config.batch_sizes:
+            for device in config.devices:
+                for runtime, threads in per_runtime:
+                    yield Case("model", runtime, device, batch, "full_loop", threads=threads)
     if config.single_stream and "model" in config.targets:
         for device in config.devices:
             for timing in timings if device == "cuda" else ("compute",):
-                for runtime in config.runtimes:
-                    yield Case("model", runtime, device, 1, timing, "single-stream")
+                for runtime, threads in per_runtime:
+                    yield Case("model", runtime, device, 1, timing, "single-stream", threads=threads)
+    if config.streams and "model" in config.targets:
+        for device in config.devices:
+            for streams in config.streams:
+                for runtime, threads in per_runtime:
+                    yield Case("model", runtime, device, 1, "end_to_end", "streams", threads, streams)
+    if config.server and "model" in config.targets:
+        for device in config.devices:
+            for runtime in config.runtimes:
+                yield Case("model", runtime, device, 1, "end_to_end", "server")
 
 
 def skip_reason(case: Case) -> str | None:

@@ -105,6 +105,26 @@ class ProcessWorker:
         self._suspend()
         return reply
 
+    def stream(self, message: dict[str, Any], talk: Any, timeout: float) -> tuple[Any, dict[str, Any]]:
+        """Send ``message``, then let ``talk(conn)`` exchange messages with the worker (the server
+        scenario's load generator), then read the worker's closing answer; (talk's result, answer)."""
+        if not self.alive:
+            raise RuntimeError("call on a worker that is gone")
+        self._resume()
+        try:
+            self.conn.send(message)
+            result = talk(self.conn)
+        except (EOFError, OSError):
+            self._receive(timeout, message["op"])  # raises WorkerGone with the exit status
+            raise
+        except Exception as e:  # mid-protocol (the worker failed, results late): it cannot go on
+            self._kill()
+            status = "timeout" if isinstance(e, TimeoutError) else "failed"
+            raise WorkerGone(status, f"{message['op']}: {type(e).__name__}: {e}; worker killed") from None
+        reply = self._receive(timeout, message["op"])
+        self._suspend()
+        return result, reply
+
     def _receive(self, timeout: float, what: str) -> dict[str, Any]:
         if not self.conn.poll(timeout):
             self._kill()
@@ -169,19 +189,20 @@ class ProcessWorker:
 
 
 class Launcher:
-    """Starts and ends the workers of one run: one per (runtime, device), started when first needed,
-    one at a time (the others suspended), so each cold start is measured alone."""
+    """Starts and ends the workers of one run: one per (runtime, device, thread count), started when
+    first needed, one at a time (the others suspended), so each cold start is measured alone.
+    ``threads`` 0 is the run's only thread count (``--threads`` with one value)."""
 
     def __init__(self, kind: str, make_inline: Any = None, spec: Any = None) -> None:
         self.kind = kind
         self.make_inline, self.spec = make_inline, spec  # (runtime, device) -> Worker / spec dict
-        self.workers: dict[tuple[str, str], InlineWorker | ProcessWorker] = {}
-        self.gone: dict[tuple[str, str], WorkerGone] = {}
+        self.workers: dict[tuple[str, str, int], InlineWorker | ProcessWorker] = {}
+        self.gone: dict[tuple[str, str, int], WorkerGone] = {}
         self._logs = tempfile.TemporaryDirectory(prefix="deepmnist-workers-") if kind == "process" else None
 
-    def worker(self, runtime: str, device: str) -> InlineWorker | ProcessWorker:
-        """The live worker of (runtime, device), started now if new; WorkerGone if it died before."""
-        key = (runtime, device)
+    def worker(self, runtime: str, device: str, threads: int = 0) -> InlineWorker | ProcessWorker:
+        """The live worker of (runtime, device, threads), started now if new; WorkerGone if it died."""
+        key = (runtime, device, threads)
         if key in self.gone:
             raise self.gone[key]
         if key not in self.workers:
@@ -198,11 +219,28 @@ class Launcher:
                 raise
         return self.workers[key]
 
-    def call(self, runtime: str, device: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        key = (runtime, device)
-        worker = self.worker(runtime, device)
+    def call(
+        self, runtime: str, device: str, message: dict[str, Any], timeout: float, threads: int = 0
+    ) -> dict[str, Any]:
+        key = (runtime, device, threads)
+        worker = self.worker(runtime, device, threads)
         try:
             return worker.call(message, timeout)
+        except WorkerGone as e:
+            self.gone[key] = e
+            del self.workers[key]
+            raise
+
+    def stream(
+        self, runtime: str, device: str, message: dict[str, Any], talk: Any, timeout: float, threads: int = 0
+    ) -> tuple[Any, dict[str, Any]]:
+        """``ProcessWorker.stream`` on the worker of (runtime, device, threads); process workers only."""
+        key = (runtime, device, threads)
+        worker = self.worker(runtime, device, threads)
+        if not isinstance(worker, ProcessWorker):
+            raise TypeError("streaming needs a worker process (--launcher process)")
+        try:
+            return worker.stream(message, talk, timeout)
         except WorkerGone as e:
             self.gone[key] = e
             del self.workers[key]

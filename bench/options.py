@@ -27,6 +27,7 @@ from models.layers import TARGETS
 from models.paths import REPO_ROOT
 
 LAUNCHERS = ("process", "inline")
+FULL_PRESET = ("tails", "full_loop", "server")  # the BenchConfig switches that --full turns on
 
 
 def option(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None):
@@ -66,7 +67,16 @@ class BenchConfig:
     )
     targets: tuple[str, ...] = option(TARGETS, f"comma-separated targets: {','.join(TARGETS)} (default: all)")
     batch_sizes: tuple[int, ...] = option((1, 64, 256), "comma-separated batch sizes (default: 1,64,256)")
-    threads: int = option(0, "intra-op threads per runtime (default 0: all cores)")
+    threads: tuple[int, ...] = option(
+        (0,),
+        "comma-separated intra-op thread counts per runtime, e.g. 1,2: each count gets its own worker "
+        "process and rows (default 0: all cores)",
+    )
+    streams: tuple[int, ...] = option(
+        (),
+        "comma-separated numbers of concurrent batch-1 request streams per runtime, e.g. 1,2: adds "
+        "scenario=streams rows, each stream with its own session (default: none; docs/scenarios.md)",
+    )
     warmup: int = option(10, "untimed calls per case before calibration and timing (default 10)")
     rounds: int = option(0, "timed rounds per case (default 0: as many as fit in --max-time)")
     iterations: int = option(
@@ -87,9 +97,46 @@ class BenchConfig:
     end_to_end: bool = option(True, "skip the CUDA timings that include host<->device copies")
     accuracy: bool = option(True, "skip the full-test-set accuracy run per runtime and device")
     single_stream: bool = option(True, "skip the single-stream scenario (whole model, batch 1)")
-    single_stream_queries: int = option(1000, "single-stream queries per runtime, at least (default 1000)")
+    single_stream_queries: int = option(
+        1000,
+        "single-stream queries per runtime, at least, unless --single-stream-max-time ends them first "
+        "(default 1000: what p99 needs, see bench.stats.min_samples; --tails: 10000)",
+    )
     single_stream_max_time: float = option(
         10.0, "seconds the single-stream queries of one runtime may take, at most (default 10)"
+    )
+    full_loop: bool = option(
+        False,
+        "add timing=full_loop rows of the whole model: each call takes the next batch of uint8 test "
+        "images, converts it (/255, reshape), runs it and takes the argmax (docs/scenarios.md)",
+    )
+    server: bool = option(
+        False,
+        "add the server scenario (after MLPerf LoadGen): Poisson arrivals at rates up to each runtime's "
+        "batch-1 throughput, latency from scheduled arrival to result (docs/scenarios.md)",
+    )
+    latency_bound: float = option(
+        10.0, "server: the p99 latency a rate must stay under to count as sustained, ms (default 10)"
+    )
+    server_rates: tuple[float, ...] = option(
+        (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        "server: target rates as fractions of the runtime's batch-1 throughput (default 0.1,0.2,...,1.0)",
+    )
+    server_queries: int = option(
+        1000, "server: queries per rate, at least (default 1000: what p99 needs, bench.stats.min_samples)"
+    )
+    server_min_time: float = option(1.0, "server: seconds of arrivals per rate, at least (default 1)")
+    server_max_time: float = option(
+        20.0, "server: seconds of arrivals per rate, at most; fewer queries then (default 20)"
+    )
+    server_seed: int = option(0, "server: seed of the arrival gaps (default 0)")
+    tails: bool = option(
+        False,
+        "single-stream aims at the queries p99.9 needs (10000, bench.stats.min_samples) instead of "
+        "--single-stream-queries, within --single-stream-max-time (docs/scenarios.md)",
+    )
+    full: bool = option(
+        False, "the full matrix: the default one plus --tails, --full-loop and --server (docs/scenarios.md)"
     )
     profile: bool = option(True, "skip the per-layer profile of the whole model")
     profile_batch: int = option(0, "batch size of the per-layer profile (default 0: the largest)")
@@ -119,6 +166,14 @@ class BenchConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.full:  # the preset switches its scenarios on (and the sidecar's config shows them on)
+            for name in FULL_PRESET:
+                object.__setattr__(self, name, True)
+        if self.tails:  # kept out of the default matrix: it adds up to --single-stream-max-time per runtime
+            from bench.stats import min_samples
+
+            queries = max(self.single_stream_queries, min_samples(99.9))
+            object.__setattr__(self, "single_stream_queries", queries)
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise ValueError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
@@ -131,7 +186,6 @@ class BenchConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         counts = (
-            "threads",
             "warmup",
             "rounds",
             "iterations",
@@ -158,7 +212,21 @@ class BenchConfig:
         check_number("--single-stream-max-time", self.single_stream_max_time, above=0)
         check_number("--round-warmup", self.round_warmup, minimum=0)
         check_number("--min-round-time", self.min_round_time, minimum=0)
-        check_number("--threads", self.threads, minimum=0, maximum=max_threads())
+        if not self.threads:
+            raise OptionError("--threads: give at least one thread count")
+        for count in self.threads:
+            check_number("--threads", count, minimum=0, maximum=max_threads())
+        for count in self.streams:
+            check_number("--streams", count, minimum=1, maximum=64)
+        check_number("--latency-bound", self.latency_bound, above=0)
+        check_number("--server-min-time", self.server_min_time, above=0)
+        check_number("--server-max-time", self.server_max_time, minimum=self.server_min_time)
+        check_number("--server-queries", self.server_queries, minimum=1, maximum=1 << 20)
+        check_number("--server-seed", self.server_seed, minimum=0, maximum=2**32 - 1)
+        if not self.server_rates:
+            raise OptionError("--server-rates: give at least one fraction")
+        for rate in self.server_rates:
+            check_number("--server-rates", rate, above=0, maximum=10)
         big = 1 << 20  # more calls, rounds or images than anyone times; beyond it a typo
         for option_name, value in (("--warmup", self.warmup), ("--rounds", self.rounds),
                                    ("--iterations", self.iterations), ("--min-rounds", self.min_rounds),
@@ -170,7 +238,13 @@ class BenchConfig:
 
     @property
     def resolved_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        """The first thread count, 0 resolved to every core (the roofline and self-check use it)."""
+        return self.thread_counts[0]
+
+    @property
+    def thread_counts(self) -> tuple[int, ...]:
+        """Each ``--threads`` count, 0 resolved to every core, without repeats."""
+        return tuple(dict.fromkeys(count or os.cpu_count() or 1 for count in self.threads))
 
     @property
     def resolved_profile_batch(self) -> int:

@@ -515,12 +515,13 @@ def _clean_samples(samples: Mapping[str, Sequence[float]] | None) -> dict[str, n
 
 
 def percentiles(ms: np.ndarray) -> dict[float, float | None]:
-    """p50, p90, p99, p99.9 of the samples; None where there are too few samples to tell
-    (p99.9 needs 1000: with fewer, it is only the slowest sample, interpolated)."""
+    """p50, p90, p99, p99.9 of the samples; None where there are too few samples to trust
+    (the rule of ``bench.stats.min_samples``: p99.9 needs 10,000)."""
+    from bench.stats import min_samples
+
     n = len(ms)
     values = np.percentile(ms, _PERCENTILES)
-    # at least one sample beyond the percentile (1e-6: 1000 * (1 - 0.999) is 0.99999... in floats)
-    resolved = [n * (1 - p / 100) >= 1 - 1e-6 for p in _PERCENTILES]
+    resolved = [n >= min_samples(p) for p in _PERCENTILES]
     return {p: float(v) if ok else None for p, v, ok in zip(_PERCENTILES, values, resolved, strict=True)}
 
 
@@ -664,6 +665,8 @@ def write_plots(
     Only ``status == "ok"`` rows are drawn; a chart without data is not written (no empty charts).
     ``samples``: per-query single-stream latencies (ms) keyed ``"runtime/device"``.
     """
+    from bench.scenarios import server_chart
+
     ok = ok_rows(df)
     stem = os.fspath(out_stem)
     names = [str(r) for r in df["runtime"].dropna()] + [_sample_runtime(s)[0] for s in (samples or {})]
@@ -674,6 +677,7 @@ def write_plots(
         roofline_chart(ok, Path(f"{stem}-roofline.png"), colours),
         memory_chart(ok, Path(f"{stem}-memory.png"), colours),
         single_stream_chart(ok, samples, Path(f"{stem}-single-stream.png"), colours),
+        server_chart(ok, Path(f"{stem}-server.png"), colours),
     ]
     return [p for p in written if p is not None]
 

@@ -35,11 +35,13 @@ from models.errors import UserError
 # (signal or exit code and the last lines of its stderr in the reason); timeout: its worker took
 # longer than --case-timeout for one step and was killed.
 STATUSES = ("ok", "skipped", "failed", "crashed", "timeout")
-TIMINGS = ("compute", "end_to_end")
+TIMINGS = ("compute", "end_to_end", "full_loop")  # full_loop: see bench.core.Case.timing
 # batch: fixed batch size, timed in interleaved rounds; single-stream: batch 1, one query after another,
 # each timed alone; offline: a copy of the batch row with the highest throughput over the batch sizes;
 # profile: one layer's share (ms per call) of the whole model run under the runtime's profiler.
-SCENARIOS = ("batch", "single-stream", "offline", "profile")
+# server: Poisson arrivals at target_qps, latency from scheduled arrival to result (bench.server).
+# streams: N concurrent batch-1 request streams, each its own session (bench.run _Driver.concurrent).
+SCENARIOS = ("batch", "single-stream", "offline", "profile", "server", "streams")
 ENV_COLUMNS = tuple(c.name for c in COLUMN_RECORDS if c.environment)  # from collect_environment()
 MEASURED_COLUMNS = tuple(c.name for c in COLUMN_RECORDS if c.measured)  # empty unless the row is ok
 # Columns added after the first published schema. A CSV whose header is the schema less some of these
@@ -95,6 +97,11 @@ class _Row:
             latency_ms_p999=latency.p999,
             latency_ms_median_ci_low=latency.median_ci_low,
             latency_ms_median_ci_high=latency.median_ci_high,
+            latency_ms_p99_ci_low=latency.p99_ci_low,
+            latency_ms_p99_ci_high=latency.p99_ci_high,
+            latency_ms_p999_ci_low=latency.p999_ci_low,
+            latency_ms_p999_ci_high=latency.p999_ci_high,
+            note="; ".join(part for part in (self.note, latency.note) if part),
             cv=latency.cv,
             noisy=int(latency.noisy),
             throughput_ips=throughput(self.batch_size, latency.median),

@@ -190,6 +190,30 @@ class Roofline:
         return min(self.peak_gflops, self.bandwidth_gbs * intensity)
 
 
+ROOF_SLACK = (
+    0.10  # a row may exceed its own roof by at most this fraction (timer noise) before it is an error
+)
+
+
+def rows_above_own_roof(rows: list[dict], rooflines: dict[str, dict]) -> list[str]:
+    """Rows (CSV records) whose GFLOP/s exceed the roof of their own precision by more than
+    ``ROOF_SLACK``, described; ``rooflines``: the sidecar's ``rooflines`` (device -> Roofline fields).
+    A row of a device without a roofline in the sidecar is not checked."""
+    bad = []
+    for row in rows:
+        roof = rooflines.get(row.get("device"))
+        gflops = row.get("gflops")
+        if roof is None or gflops is None or gflops != gflops:  # no roof, or no FLOP (NaN)
+            continue
+        own = Roofline(**{**roof, "device": row["device"]}).peak_for(row.get("precision", "fp32"))
+        if gflops > own * (1 + ROOF_SLACK):
+            bad.append(
+                f"{row.get('runtime')} {row.get('target')} b{row.get('batch_size')} {row.get('precision')} "
+                f"{row.get('scenario')}: {gflops:,.0f} GFLOP/s > {row.get('precision')} roof {own:,.0f}"
+            )
+    return bad
+
+
 # Reduced-precision roofs measured on CUDA (tensor-core products).
 CUDA_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

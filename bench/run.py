@@ -75,11 +75,14 @@ class Run:
     def row(self, case: Case, scenario: str | None = None) -> ResultRow | None:
         """The row of ``case`` (of ``scenario``, if given, else the case's own)."""
         want = scenario or case.scenario
+        threads = case.threads or self.config.resolved_threads
         for row in self.rows:
             if (row.target, row.runtime, row.device, row.batch_size, row.timing, row.scenario) == (
                 case.target, case.runtime, case.device, case.batch_size, case.timing, want,
+            ) and row.threads in (threads, 1 if want == "server" else threads) and row.streams in (
+                None, case.streams,
             ):  # fmt: skip
-                return row
+                return row  # server: the first rate's row
         return None
 
     @property
@@ -115,7 +118,8 @@ class _Driver:
 
     def row(self, case: Case, latency: Latency | None = None, **values: Any) -> ResultRow:
         defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
-        start_s = self.start_s.get((case.runtime, case.device))
+        threads = values.pop("threads", case.threads or self.config.resolved_threads)
+        start_s = self.start_s.get((case.runtime, case.device, case.threads))
         row = ResultRow.create(
             self.environment,
             run_id=self.run_id,
@@ -127,7 +131,8 @@ class _Driver:
             timing=case.timing,
             scenario=case.scenario,
             batch_size=case.batch_size,
-            threads=self.config.resolved_threads,
+            threads=threads,
+            streams=case.streams,
             launcher=self.config.launcher,
             start_s=start_s,
             **{**defaults, **values},
@@ -135,9 +140,12 @@ class _Driver:
         if row.load_s is not None and row.first_inference_ms is not None and start_s is not None:
             total = start_s + row.load_s + (row.compile_s or 0.0) + row.first_inference_ms / 1e3
             row = dataclasses.replace(row, time_to_first_result_s=total)
+        server = case.scenario == "server"  # its throughput is the rate achieved, not 1 / median
         if latency is not None:
-            row = row.with_latency(latency, flops(case.target) or None)
-            roof = self.result.rooflines.get(row.device)
+            row = row.with_latency(latency, None if server else flops(case.target) or None)
+            if server:
+                row = dataclasses.replace(row, throughput_ips=row.achieved_qps)
+            roof = None if server else self.result.rooflines.get(row.device)
             if roof is not None:
                 from bench.roofline import arithmetic_intensity
 
@@ -153,7 +161,7 @@ class _Driver:
     # ------------------------------------------------------------------------- one group
 
     def call(self, launcher: Launcher, case: Case, message: dict[str, Any]) -> dict[str, Any]:
-        return launcher.call(case.runtime, case.device, message, self.config.case_timeout)
+        return launcher.call(case.runtime, case.device, message, self.config.case_timeout, case.threads)
 
     def measure_group(self, launcher: Launcher, group: list[Case]) -> None:
         config = self.config
@@ -161,14 +169,17 @@ class _Driver:
         cold: dict[str, dict[str, Any]] = {}
         for case in group:
             try:
-                worker = launcher.worker(case.runtime, case.device)
-                self.start_s[(case.runtime, case.device)] = worker.start_s
+                worker = launcher.worker(case.runtime, case.device, case.threads)
+                self.start_s[(case.runtime, case.device, case.threads)] = worker.start_s
                 reply = self.call(launcher, case, {"op": "prepare", "case": case})
             except WorkerGone as e:
                 self.gone_row(case, e)
                 continue
             if "error" in reply:
                 self.row(case, status="failed", reason=reply["error"])
+                continue
+            if "skipped" in reply:
+                self.row(case, status="skipped", reason=reply["skipped"])
                 continue
             if "failed" in reply:
                 reason = reply.pop("failed")
@@ -179,6 +190,13 @@ class _Driver:
         if not entries:
             return
         scenario = entries[0].case.scenario
+        if scenario in ("server", "streams"):
+            for entry in entries:
+                measure = self.serve if scenario == "server" else self.concurrent
+                measure(launcher, entry.case, cold[entry.case.id])
+                with contextlib.suppress(WorkerGone):
+                    self.call(launcher, entry.case, {"op": "release", "case_id": entry.case.id})
+            return
         rounds = plan(entries, config, scenario)
         durations: dict[str, list[float]] = {e.case.id: [] for e in entries}
         alive = {e.case.id for e in entries}
@@ -233,14 +251,144 @@ class _Driver:
             key = f"{case.runtime}/{case.device}" + ("" if case.timing == "compute" else "/end_to_end")
             self.result.single_stream_samples[key] = [s * 1e3 for s in samples]
         self.result.measured[case.id] = Measured(case, durations, entry.iterations)
+        note = ""
+        if case.scenario == "single-stream" and len(samples) < self.config.single_stream_queries:
+            note = (
+                f"{len(samples):,} of {self.config.single_stream_queries:,} queries: the rest would "
+                f"take over --single-stream-max-time {self.config.single_stream_max_time:g} s"
+            )
         self.row(
             case,
+            note=note,
             latency=Latency.from_values(samples),
             rounds=len(durations),
             iterations=entry.iterations,
             **cold,
             **reply,
         )
+
+    def concurrent(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
+        """Scenario streams: ``case.streams`` threads in the worker, each with its own session,
+        send batch-1 queries back to back for --max-time s; one row: the latency of every query,
+        throughput = queries / wall time, CPU time per query."""
+        cold = _cold_columns(cold)
+        message = {"op": "streams", "case_id": case.id, "seconds": self.config.max_time}
+        try:
+            reply = self.call(launcher, case, message)
+        except WorkerGone as e:
+            self.gone_row(case, e, **cold)
+            return
+        if "error" in reply:
+            self.row(case, status="failed", reason=reply["error"], **cold)
+            return
+        queries = len(reply["latencies"])
+        per_stream = ", ".join(str(n) for n in reply["per_stream"])
+        row = self.row(
+            case,
+            latency=Latency.from_values(reply["latencies"]),
+            rounds=queries,
+            iterations=1,
+            cpu_ms_per_call=reply["cpu_s"] / queries * 1e3,
+            note=f"{case.streams} stream(s), queries per stream: {per_stream}",
+            **cold,
+        )
+        self.result.rows[-1] = dataclasses.replace(row, throughput_ips=queries / reply["wall"])
+
+    def serve(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
+        """The server scenario of one runtime (``bench.server``): pin, measure its batch-1 rate,
+        then one row per target rate, from the lowest, until two rates in a row miss the bound."""
+        import numpy as np
+
+        from bench import server
+
+        config, cold = self.config, _cold_columns(cold)
+        everywhere = server.cores()
+        pinned = len(everywhere) >= 2
+        generator_core, worker_core = everywhere[:2] if pinned else (None, None)
+        parent_before = None
+        try:
+            unpinned = self.call(launcher, case, {"op": "alone", "case_id": case.id, "seconds": 0.5})[
+                "median"
+            ]
+            if pinned:
+                self.call(launcher, case, {"op": "pin", "cpus": [worker_core]})
+                parent_before = server.pin([generator_core])
+            per_call = self.call(launcher, case, {"op": "alone", "case_id": case.id, "seconds": 0.5})[
+                "median"
+            ]
+        except WorkerGone as e:
+            self.gone_row(case, e, **cold)
+            return
+        except KeyError:  # an "error" answer
+            self.row(case, status="failed", reason="could not time its batch-1 call", **cold)
+            return
+        capacity = 1.0 / per_call  # queries/s one pinned worker answers back to back
+        if pinned:
+            how = (
+                f"worker on core {worker_core}, load generator on core {generator_core}: batch-1 call "
+                f"{per_call * 1e3:.3g} ms pinned vs {unpinned * 1e3:.3g} ms unpinned "
+                f"({(per_call / unpinned - 1) * 100:+.0f}%)"
+            )
+        else:
+            how = f"not pinned (one core available); batch-1 call {per_call * 1e3:.3g} ms"
+        self.say(f"  server {case.runtime}/{case.device}: {capacity:,.0f} queries/s back to back; {how}")
+        over = 0
+        try:
+            for k, fraction in enumerate(config.server_rates):
+                rate = fraction * capacity
+                n = server.queries_for(
+                    rate, config.server_queries, config.server_min_time, config.server_max_time
+                )
+                arrivals = server.schedule(rate, n, config.server_seed + k)
+
+                # results all back within twice the time to answer every query back to back (>= 60 s)
+                wait = min(config.case_timeout, max(60.0, 2 * n * per_call))
+
+                def talk(conn, arrivals=arrivals, wait=wait):
+                    ready = conn.recv()
+                    if not ready.get("ready"):
+                        raise RuntimeError(ready.get("error", "the worker did not start serving"))
+                    return server.drive(conn, arrivals, wait)
+
+                message = {"op": "serve", "case_id": case.id, "queries": n}
+                try:
+                    (latencies, lag), reply = launcher.stream(
+                        case.runtime, case.device, message, talk, config.case_timeout, case.threads
+                    )
+                except WorkerGone as e:
+                    self.gone_row(case, e, **cold)
+                    return
+                notes = [f"{fraction:g} x {capacity:,.0f}/s", how]
+                notes.append(f"load generator late by {np.percentile(lag, 99) * 1e6:,.0f} us at p99")
+                if n < config.server_queries:
+                    notes.append(
+                        f"{n:,} queries: --server-max-time {config.server_max_time:g} s at this rate"
+                    )
+                row = self.row(
+                    case,
+                    latency=Latency.from_values(latencies),
+                    target_qps=rate,
+                    achieved_qps=server.achieved_qps(arrivals, latencies),
+                    latency_bound_ms=config.latency_bound,
+                    threads=1,
+                    rounds=n,
+                    iterations=1,
+                    note="; ".join(notes),
+                    **cold,
+                    **reply,
+                )
+                p99 = row.latency_ms_p99
+                over = over + 1 if p99 is None or p99 >= config.latency_bound else 0
+                if over >= server.STOP_AFTER and k + 1 < len(config.server_rates):
+                    self.result.rows[-1] = dataclasses.replace(
+                        row, note=f"{row.note}; sweep stopped: {over} rates in a row over the bound"
+                    )
+                    break
+        finally:
+            if parent_before is not None:
+                server.pin(parent_before)
+                with contextlib.suppress(WorkerGone):
+                    self.call(launcher, case, {"op": "pin", "cpus": everywhere})
 
     def profiled(self, case: Case) -> bool:
         return (
@@ -346,6 +494,8 @@ def run(
     runnable = []
     for case in selected:
         reason = skip_reason(case)
+        if case.scenario == "server" and config.launcher != "process":
+            reason = "the server scenario needs worker processes (--launcher process)"
         if reason:
             driver.row(case, status="skipped", reason=reason)
         else:

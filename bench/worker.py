@@ -55,6 +55,7 @@ class Entry:
     calls: int = 0  # timed calls so far
     durations: list[float] = field(default_factory=list)  # s, one per sample
     x: Any = None  # the device-resident input (what a SelfTimed runtime times itself on)
+    streams: list[Callable[[], Any]] = field(default_factory=list)  # scenario streams: one call each
 
     def run_round(self, iterations: int, block: int, warm: float) -> list[float]:
         """``block`` samples of ``iterations`` calls each, after at least ``warm`` s of untimed calls
@@ -144,9 +145,13 @@ class Worker:
         x_host, expected = self.reference(case.target, case.batch_size)
         loaded = len(LOADED_FILES)
         start = time.perf_counter()
-        prepared = RUNTIMES[case.runtime].prepare(
-            case.target, case.device, self.artifacts, config.resolved_threads
-        )
+        threads = (
+            1 if case.scenario == "server" else case.threads or config.resolved_threads
+        )  # server: one core
+        prepared = RUNTIMES[case.runtime].prepare(case.target, case.device, self.artifacts, threads)
+        # streams: one more session per further stream, each answering its own requests
+        others = [RUNTIMES[case.runtime].prepare(case.target, case.device, self.artifacts, threads)
+                  for _ in range(case.streams - 1)]  # fmt: skip
         prepared.sync()
         load_s = time.perf_counter() - start
         rss = memory.rss_mb()
@@ -159,12 +164,21 @@ class Worker:
             compile_s = clock() - start
         if case.timing == "compute":
             fn: Callable[[], Any] = lambda: prepared.run(x_dev)  # noqa: E731 - input stays on the device
+        elif case.timing == "full_loop" or case.scenario in ("server", "streams"):
+            if isinstance(prepared, SelfTimed):
+                return {"skipped": f"{case.runtime} runs in another process and times its own calls: "
+                        "a Python loop around it would time the inter-process call"}  # fmt: skip
+            fn = full_loop(prepared, self.mnist.test_images, case.batch_size)
+            if case.scenario in ("server", "streams"):  # one query: host input to host output
+                fn = lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))  # noqa: E731
         else:
             fn = lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))  # noqa: E731
         start = clock()
         out = fn()
         first_ms = (clock() - start) * 1e3
-        got = out if case.timing == "end_to_end" else prepared.to_host(out)
+        if case.timing == "full_loop":  # parity on the reference batch, through the same conversion
+            out = prepared.to_host(prepared.run(prepared.to_device(x_host)))
+        got = out if case.timing != "compute" else prepared.to_host(out)
         diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else math.inf
         limit = tolerance(case.runtime, case.device)
         cold = {
@@ -187,6 +201,7 @@ class Worker:
         else:
             per_call = max(_median_call(fn, clock), 1e-7)
         self.entries[case.id] = Entry(case, prepared, fn, clock, x=x_dev)
+        self.entries[case.id].streams = [fn] + [_query(p, x_host) for p in others]
         # the case's peaks cover its rounds only
         self._peak_reset[case.id] = memory.reset_peak_rss()
         memory.reset_cuda_peak(case.device)
@@ -256,6 +271,66 @@ class Worker:
             times.append((entry.clock() - start) / calls)
         return {"median": float(np.median(times)), "samples": len(times)}
 
+    def streams(self, case_id: str, seconds: float) -> dict[str, Any]:
+        """Every stream of the case (a thread each, its own session) sends batch-1 queries back to
+        back for ``seconds``; answers each query's latency (s), the wall time from the common start
+        to the last stream's end (s) and the CPU time of this process over it (s)."""
+        import threading
+
+        entry = self.entries[case_id]
+        barrier = threading.Barrier(len(entry.streams) + 1)
+        times: list[list[float]] = [[] for _ in entry.streams]
+        ends = [0.0] * len(entry.streams)
+
+        def stream(k: int, fn: Callable[[], Any]) -> None:
+            barrier.wait()
+            end = time.perf_counter() + seconds
+            out = times[k]
+            while True:
+                start = time.perf_counter()
+                fn()
+                now = time.perf_counter()
+                out.append(now - start)
+                if now >= end:
+                    break
+            ends[k] = now
+
+        threads = [threading.Thread(target=stream, args=(k, fn)) for k, fn in enumerate(entry.streams)]
+        for thread in threads:
+            thread.start()
+        cpu = time.process_time()
+        start = time.perf_counter()
+        barrier.wait()
+        for thread in threads:
+            thread.join()
+        return {
+            "latencies": [t for each in times for t in each],
+            "per_stream": [len(each) for each in times],
+            "wall": max(ends) - start,
+            "cpu_s": time.process_time() - cpu,
+        }
+
+    def pin(self, cpus: list[int]) -> dict[str, Any]:
+        """Pin every thread of this worker to ``cpus``; answers the cores it had before."""
+        from bench.server import pin
+
+        return {"before": pin(cpus)}
+
+    def serve(self, conn: Any, case_id: str, queries: int) -> None:
+        """The server scenario's worker side (``bench.server``): answer ``queries`` queries read from
+        ``conn`` one at a time, in arrival order, each with its index and the time its result was
+        back; then a dict with the CPU time per query."""
+        from bench.server import QUERY, RESULT
+
+        fn = self.entries[case_id].fn
+        conn.send({"ready": True})
+        cpu = time.process_time()
+        for _ in range(queries):
+            (index,) = QUERY.unpack(conn.recv_bytes())
+            fn()
+            conn.send_bytes(RESULT.pack(index, time.perf_counter()))
+        conn.send({"cpu_ms_per_call": (time.process_time() - cpu) / queries * 1e3})
+
     def release(self, case_id: str) -> dict[str, Any]:
         import gc
 
@@ -266,8 +341,27 @@ class Worker:
 
 _OPS: dict[str, Callable[..., dict[str, Any]]] = {
     name: getattr(Worker, name)
-    for name in ("ping", "prepare", "round", "finish", "profile", "alone", "release")
+    for name in ("ping", "prepare", "round", "finish", "profile", "alone", "pin", "streams", "release")
 }
+
+
+def _query(prepared: Prepared, x_host: np.ndarray) -> Callable[[], Any]:
+    return lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))
+
+
+def full_loop(prepared: Prepared, images: np.ndarray, batch: int) -> Callable[[], np.ndarray]:
+    """One call as an app makes it: the next ``batch`` uint8 test images (N, 28, 28) (wrapping at
+    the end of the set), converted to float32 (N, 1, 28, 28) in [0, 1], copied to the device, run,
+    copied back, argmax taken: the (N,) predicted classes."""
+    start = [0]
+
+    def call() -> np.ndarray:
+        first = start[0] if start[0] + batch <= len(images) else 0
+        start[0] = first + batch
+        x = (images[first : first + batch].astype(np.float32) / 255.0).reshape(batch, 1, 28, 28)
+        return prepared.to_host(prepared.run(prepared.to_device(x))).argmax(1)
+
+    return call
 
 
 def _size(path: Any) -> int:
@@ -345,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if message["op"] == "exit":
             return 0
+        if message["op"] == "serve":  # streams on the connection itself (bench.server)
+            try:
+                worker.serve(conn, message["case_id"], message["queries"])
+            except Exception as e:
+                conn.send({"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]})
+            continue
         conn.send(worker.handle(message))
 
 

@@ -323,7 +323,7 @@ BENCH_CASES = [
     Case("max-time-negative", f"bench {BENCH} --max-time=-5", 2, "--max-time -5.0: must be greater than 0"),
     Case("max-time-nan", f"bench {BENCH} --max-time nan", 2, "--max-time nan: must be a finite number"),
     Case("threads-huge", f"bench {BENCH} --threads 100000", 2, "--threads 100000: must be at most"),
-    Case("threads-text", f"bench {BENCH} --threads many", 2, "invalid int value: 'many'"),
+    Case("threads-text", f"bench {BENCH} --threads many", 2, "invalid comma-separated int value: 'many'"),
     Case("warmup-negative", f"bench {BENCH} --warmup -1", 2, "warmup must not be negative"),
     Case("runtime-unknown", f"bench {BENCH} --runtimes nope", 2, "unknown runtime(s) nope"),
     Case("results-dir-file", f"bench {BENCH} --results-dir {{file}}", 2, "a-file.txt: is a file", ("file",)),

@@ -90,8 +90,10 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     single = ok[ok.scenario == "single-stream"]
     assert sorted(single.runtime) == ["onnxruntime", "torch-eager"]
     assert (single.batch_size == 1).all() and (single.rounds == 40).all() and (single.iterations == 1).all()
-    assert (single.latency_ms_median <= single.latency_ms_p90).all()
-    assert (single.latency_ms_p99 <= single.latency_ms_p999).all()
+    # 40 queries: no tail percentile has 10 samples beyond it (bench.stats.min_samples); empty, and why
+    tails = ["latency_ms_p90", "latency_ms_p99", "latency_ms_p999", "latency_ms_p99_ci_low"]
+    assert single[tails].isna().all().all()
+    assert all(note.startswith("p90/p99/p99.9 not reported: 40 samples") for note in single.note)
     offline = ok[ok.scenario == "offline"]
     for _, row in offline.iterrows():  # the batch size with the highest throughput, as measured
         same = batch[batch.runtime == row.runtime]

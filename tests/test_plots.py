@@ -303,11 +303,13 @@ def test_long_single_stream_runs_are_drawn_from_the_samples_alone(
 
 
 def test_percentiles_are_given_only_where_the_samples_resolve_them() -> None:
-    ms = np.arange(1, 1001, dtype=float)  # 1..1000 ms
-    assert plots.percentiles(ms) == pytest.approx({50.0: 500.5, 90.0: 900.1, 99.0: 990.01, 99.9: 999.001})
-    assert plots.percentiles(ms[:300])[99.9] is None  # 300 queries cannot show a 1-in-1000 tail
-    assert plots.percentiles(ms[:300])[99.0] == pytest.approx(297.01)
-    assert list(plots.percentiles(ms[:50]).values())[2:] == [None, None]
+    # bench.stats.min_samples: 10 samples beyond a percentile, so p90 100, p99 1,000, p99.9 10,000
+    ms = np.arange(1, 10_001, dtype=float)  # 1..10,000 ms
+    assert plots.percentiles(ms)[99.9] == pytest.approx(9990.001)
+    assert plots.percentiles(ms[:1000]) == pytest.approx({50.0: 500.5, 90.0: 900.1, 99.0: 990.01, 99.9: None})
+    assert plots.percentiles(ms[:999])[99.0] is None  # 999 queries: 9.99 beyond p99, one short
+    assert plots.percentiles(ms[:300])[90.0] == pytest.approx(270.1)  # rank 0.9 * 299
+    assert list(plots.percentiles(ms[:99]).values())[1:] == [None, None, None]
 
 
 def test_runtime_colours_are_stable_and_distinct() -> None:

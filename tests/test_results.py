@@ -69,14 +69,16 @@ def test_fields_are_the_schema_in_order() -> None:
         *("run_id", "timestamp_utc", "git_commit", "host", "cpu_model", "gpu_name", "os", "python"),
         *("torch_version", "onnxruntime_version", "onnx_version"),
         *("target", "runtime", "device", "execution_provider", "precision", "timing", "scenario"),
-        *("batch_size", "threads", "launcher", "warmup", "rounds", "iterations", "start_s", "load_s"),
-        *("compile_s", "first_inference_ms", "time_to_first_result_s", "latency_ms_mean"),
+        *("batch_size", "threads", "streams", "launcher", "warmup", "rounds", "iterations", "start_s"),
+        *("load_s", "compile_s", "first_inference_ms", "time_to_first_result_s", "latency_ms_mean"),
         *("latency_ms_median", "latency_ms_min", "latency_ms_max"),
         *("latency_ms_stddev", "latency_ms_p90", "latency_ms_p99", "latency_ms_p999"),
-        *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "cv", "noisy", "throughput_ips", "gflops"),
+        *("latency_ms_median_ci_low", "latency_ms_median_ci_high", "latency_ms_p99_ci_low"),
+        *("latency_ms_p99_ci_high", "latency_ms_p999_ci_low", "latency_ms_p999_ci_high"),
+        *("cv", "noisy", "throughput_ips", "target_qps", "achieved_qps", "latency_bound_ms", "gflops"),
         *("pct_of_peak", "arithmetic_intensity", "peak_gflops", "bandwidth_gbs", "rss_after_load_mb"),
         *("peak_rss_mb", "cuda_peak_allocated_mb", "cpu_ms_per_call", "model_bytes"),
-        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "isolation_ok", "status", "reason"),
+        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "isolation_ok", "status", "reason", "note"),
     )
 
 
@@ -89,6 +91,11 @@ def test_with_latency_fills_the_measured_columns() -> None:
     assert row.latency_ms_median_ci_low == pytest.approx(1.0) and row.latency_ms_median_ci_high == 3.0
     assert row.cv == pytest.approx(0.5) and row.noisy == 1
     assert row.pct_of_peak is None
+    # 3 samples: no tail percentile is reported; the note says why
+    assert (row.latency_ms_p90, row.latency_ms_p99, row.latency_ms_p999, row.latency_ms_p99_ci_low) == (
+        None,
+    ) * 4
+    assert row.note.startswith("p90/p99/p99.9 not reported: 3 samples")
     roofed = row.with_roofline(peak_gflops=2000.0, bandwidth_gbs=50.0, arithmetic_intensity=12.5)
     assert roofed.pct_of_peak == pytest.approx(row.gflops / 2000.0 * 100)
     assert (roofed.peak_gflops, roofed.bandwidth_gbs, roofed.arithmetic_intensity) == (2000.0, 50.0, 12.5)
@@ -185,7 +192,7 @@ def test_older_csv_without_the_added_columns_is_read_with_defaults(tmp_path: Pat
         for name in ADDED_COLUMNS:
             if name == "scenario":
                 assert (df[name] == "batch").all()
-            elif name == "launcher":  # a string column: empty, not NaN
+            elif name in ("launcher", "note"):  # a string column: empty, not NaN
                 assert (df[name] == "").all()
             elif name not in columns:
                 assert df[name].isna().all(), name
@@ -222,7 +229,9 @@ def test_bad_cells_are_refused(tmp_path: Path) -> None:
     good = write_results(_rows(), tmp_path, ENV, {}, now=NOW)
     lines = good.read_text().splitlines(keepends=True)
     bad = tmp_path / "bad.csv"
-    bad.write_text(lines[0] + lines[1].replace(",64,2,,5,10,20,", ",sixty-four,2,,5,10,20,", 1))
+    bad.write_text(
+        lines[0] + lines[1].replace(",64,2,,,5,10,20,", ",sixty-four,2,,,5,10,20,", 1)
+    )  # streams empty
     with pytest.raises(
         ResultsError, match=r"bad\.csv, line 2, column batch_size: 'sixty-four' is not an integer"
     ):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import NOISY_CV, Latency, gflops, median_ci, throughput
+from bench.stats import NOISY_CV, Latency, bootstrap_intervals, gflops, median_ci, min_samples, throughput
 
 ONE_TO_TEN_S = [k / 1000 for k in (7, 1, 10, 4, 2, 9, 3, 8, 6, 5)]  # 1..10 ms, unsorted
 
@@ -20,12 +20,12 @@ def test_latency_one_to_ten_ms() -> None:
         "min": 1.0,
         "max": 10.0,
         "stddev": math.sqrt(82.5 / 9),  # sum of squared deviations 82.5, ddof=1
-        "p90": 9.1,  # rank 0.9 * 9 = 8.1: 9 + 0.1 * (10 - 9)
-        "p99": 9.91,  # rank 0.99 * 9 = 8.91
-        "p999": 9.991,  # rank 0.999 * 9 = 8.991
+        "p90": None,  # 10 samples: none of the tails has 10 samples beyond it
+        "p99": None,
+        "p999": None,
     }
     for name, value in expected.items():
-        assert getattr(lat, name) == pytest.approx(value, rel=1e-12), name
+        assert getattr(lat, name) == (value if value is None else pytest.approx(value, rel=1e-12)), name
     assert lat.n == 10
     assert lat.stddev == pytest.approx(3.0276503540974917, rel=1e-12)
 
@@ -43,9 +43,9 @@ def test_latency_single_sample() -> None:
         min=2.5,
         max=2.5,
         stddev=0.0,
-        p90=2.5,
-        p99=2.5,
-        p999=2.5,
+        p90=None,
+        p99=None,
+        p999=None,
         n=1,
         median_ci_low=2.5,
         median_ci_high=2.5,
@@ -55,9 +55,36 @@ def test_latency_single_sample() -> None:
 
 
 def test_percentiles_of_one_to_thousand_ms() -> None:
-    """Single-stream sized sample: 1..1000 ms; numpy's linear interpolation at rank q * 999."""
+    """1..1000 ms; numpy's linear interpolation at rank q * 999; p99.9 needs 10,000 samples."""
     lat = Latency.from_values([k / 1000 for k in range(1000, 0, -1)])
-    assert (lat.median, lat.p90, lat.p99, lat.p999) == pytest.approx((500.5, 900.1, 990.01, 999.001))
+    assert (lat.median, lat.p90, lat.p99) == pytest.approx((500.5, 900.1, 990.01))
+    assert lat.p999 is None and lat.p999_ci_low is None
+    assert lat.note == "p99.9 not reported: 1,000 samples, a percentile needs 10 beyond it (p99.9 10,000)"
+    assert lat.p99_ci_low <= lat.p99 <= lat.p99_ci_high
+
+
+def test_minimum_samples_per_percentile_and_boundaries() -> None:
+    assert (min_samples(90), min_samples(99), min_samples(99.9)) == (100, 1000, 10000)
+    ms = _lognormal_s(999)
+    assert Latency.from_values(ms).p99 is None and Latency.from_values(ms[:99]).p90 is None
+    assert Latency.from_values(_lognormal_s(1000)).p99 is not None
+    assert Latency.from_values(_lognormal_s(100)).p90 is not None
+
+
+def test_tail_intervals_match_resampled_percentiles_and_hold_the_estimate() -> None:
+    values = _lognormal_s(10_000) * 1e3
+    lat = Latency.from_values(values / 1e3)
+    assert lat.note == "" and lat.p999 is not None
+    for q, est, low, high in ((99, lat.p99, lat.p99_ci_low, lat.p99_ci_high),
+                              (99.9, lat.p999, lat.p999_ci_low, lat.p999_ci_high)):  # fmt: skip
+        assert low <= est <= high and low < high
+        assert bootstrap_intervals(values, [q])[q] == (low, high)
+    # the index trick equals np.percentile of each resample (a small sample, all draws in memory)
+    few = values[:300]
+    picks = np.random.default_rng(0).integers(0, few.size, size=(2000, few.size), dtype=np.int32)
+    expected = np.percentile(np.percentile(np.sort(few)[picks], 99, axis=1), [2.5, 97.5])
+    assert bootstrap_intervals(few, [99])[99] == pytest.approx(tuple(expected), rel=1e-12)
+    assert lat.p999_ci_high - lat.p999_ci_low > lat.p99_ci_high - lat.p99_ci_low  # rarer: wider
 
 
 def test_latency_is_frozen() -> None:

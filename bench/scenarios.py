@@ -1,0 +1,237 @@
+"""Tables of the scenarios beyond the fixed-batch rounds (docs/scenarios.md): the full loop beside
+the preloaded-tensor timing, the server sweep, threads x streams. Input: a results frame
+(``bench.results.read_results``). A cell of a CSV column takes its format and alignment from the
+column's record (``bench.columns``), as in ``bench.compare``'s tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+from bench.columns import BY_NAME
+from bench.compare import _Cell, _column, _format, _ms_ci, _number, _tabulate, _title
+
+_SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
+
+
+def _as(column: str, key: str) -> _Cell:
+    """The cell of ``key``, a value derived here from CSV column ``column``: shown in its format."""
+    fmt = _format(BY_NAME[column].fmt)
+    return _Cell(lambda line: fmt(line[key]), BY_NAME[column].numeric)
+
+
+def _ci(column: str) -> _Cell:
+    """``p99 ms [95% CI]``-style cell of a latency column with its ``_ci_low``/``_ci_high``."""
+    return _Cell(lambda line: _ms_ci(line[column], line[f"{column}_ci_low"], line[f"{column}_ci_high"]))
+
+
+def _table(lines: pd.DataFrame, shown: Mapping[str, _Cell], markdown: bool) -> str:
+    records = lines.to_dict("records")
+    cells = {heading: [cell(line) for line in records] for heading, cell in shown.items()}
+    return _tabulate(cells, markdown, {heading for heading, cell in shown.items() if cell.numeric})
+
+
+def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device x batch size with an ok full_loop row: the preloaded-tensor median
+    (timing compute), the full-loop median (ms) and full loop / preloaded."""
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "batch") & (df["target"] == "model")]
+    full = ok[ok["timing"] == "full_loop"][[*_SERIES, "latency_ms_median", "throughput_ips"]]
+    pre = ok[ok["timing"] == "compute"][[*_SERIES, "latency_ms_median", "throughput_ips"]]
+    lines = full.merge(pre, on=_SERIES, how="left", suffixes=("_full", "_pre"))
+    lines["ratio"] = lines["latency_ms_median_full"] / lines["latency_ms_median_pre"]
+    return lines.sort_values(["device", "batch_size", "latency_ms_median_full"], kind="stable")
+
+
+_FULL_LOOP_SHOWN = {
+    "runtime": _column("runtime"),
+    "precision": _column("precision"),
+    "device": _column("device"),
+    "batch": _column("batch_size"),
+    "preloaded ms": _as("latency_ms_median", "latency_ms_median_pre"),
+    "full loop ms": _as("latency_ms_median", "latency_ms_median_full"),
+    "full / preloaded": _Cell(lambda line: _number(".2f", "x")(line["ratio"])),
+    "preloaded images/s": _as("throughput_ips", "throughput_ips_pre"),
+    "full loop images/s": _as("throughput_ips", "throughput_ips_full"),
+}
+
+
+def full_loop_table(df: pd.DataFrame, markdown: bool = False) -> str:
+    """ "" when the frame has no full-loop rows."""
+    lines = full_loop_lines(df)
+    if lines.empty:
+        return ""
+    title = "full loop vs preloaded tensor: model (new uint8 batch per call, /255, reshape, run, argmax)"
+    return _title(title, markdown) + "\n\n" + _table(lines, _FULL_LOOP_SHOWN, markdown)
+
+
+# ----------------------------------------------------------------------------- server
+
+_SERVER_SERIES = ["host", "runtime", "precision", "device"]
+
+
+def server_best(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device of the server scenario: the highest target rate whose p99 stays under
+    the run's bound (NaN when none does), its p99 and achieved rate, and how many rates ran."""
+    from bench.server import highest_under_bound
+
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "server")]
+    lines = []
+    for key, group in ok.groupby(_SERVER_SERIES, sort=False):
+        bound = float(group["latency_bound_ms"].iloc[0])
+        best = highest_under_bound(zip(group["target_qps"], group["latency_ms_p99"], strict=True), bound)
+        line = dict(zip(_SERVER_SERIES, key, strict=True))
+        at = group[group["target_qps"] == best].iloc[0] if best is not None else None
+        line.update(
+            bound_ms=bound,
+            best_qps=best if best is not None else math.nan,
+            p99_ms=at["latency_ms_p99"] if at is not None else math.nan,
+            achieved_qps=at["achieved_qps"] if at is not None else math.nan,
+            rates=len(group),
+            top_qps=float(group["target_qps"].max()),
+        )
+        lines.append(line)
+    columns = [*_SERVER_SERIES, "bound_ms", "best_qps", "p99_ms", "achieved_qps", "rates", "top_qps"]
+    return pd.DataFrame(lines, columns=columns).sort_values("best_qps", ascending=False, na_position="last")
+
+
+def _under_bound(line: Mapping[str, float]) -> str:
+    p99 = line["latency_ms_p99"]
+    return "" if math.isnan(p99) else "yes" if p99 < line["latency_bound_ms"] else "no"
+
+
+def server_tables(df: pd.DataFrame, markdown: bool = False) -> str:
+    """The answer (highest rate under the bound per runtime), then every rate; "" without server rows."""
+    best = server_best(df)
+    if best.empty:
+        return ""
+    bound = best["bound_ms"].iloc[0]
+    rate = _format(BY_NAME["target_qps"].fmt)
+    answer = {
+        "runtime": _column("runtime"),
+        "precision": _column("precision"),
+        "device": _column("device"),
+        f"highest queries/s with p99 < {bound:g} ms": _Cell(lambda line: rate(line["best_qps"]) or "none"),
+        "achieved queries/s": _column("achieved_qps"),
+        "p99 ms there": _as("latency_ms_p99", "p99_ms"),
+        "rates run": _Cell(lambda line: str(line["rates"])),
+        "highest rate tried": _as("target_qps", "top_qps"),
+    }
+    rows = df[(df["status"] == "ok") & (df["scenario"] == "server")].sort_values(
+        ["device", "runtime", "target_qps"], kind="stable"
+    )
+    detail = {
+        "runtime": _column("runtime"),
+        "device": _column("device"),
+        "target q/s": _column("target_qps"),
+        "achieved q/s": _column("achieved_qps"),
+        "queries": _column("rounds"),
+        "p50 ms": _column("latency_ms_median"),
+        "p99 ms [95% CI]": _ci("latency_ms_p99"),
+        "p99.9 ms [95% CI]": _ci("latency_ms_p999"),
+        f"p99 < {bound:g} ms": _Cell(_under_bound, numeric=False),
+        "note": _column("note"),
+    }
+    return "\n\n".join(
+        [
+            _title(
+                f"server: highest arrival rate whose p99 stays under {bound:g} ms (batch-1 queries)", markdown
+            ),
+            _table(best, answer, markdown),
+            _title("server: every rate (latency from scheduled arrival to result)", markdown),
+            _table(rows, detail, markdown),
+        ]
+    )
+
+
+def server_chart(ok: pd.DataFrame, path, colours) -> object | None:
+    """p99 latency against achieved queries/s, one line per runtime x device, the bound dashed."""
+    from bench.plots import _OTHER_COLOUR, _figure, _save, _where
+
+    if not {"latency_ms_p99", "achieved_qps", "latency_bound_ms"} <= set(ok.columns):
+        return None  # a file written before the server scenario existed
+    data = ok[(ok["scenario"] == "server") & ok["latency_ms_p99"].notna()]
+    if data.empty:
+        return None
+    fig = _figure()
+    ax = fig.subplots()
+    for (runtime, device), line in data.sort_values("target_qps").groupby(["runtime", "device"], sort=False):
+        ax.plot(line["achieved_qps"], line["latency_ms_p99"], marker="o", color=colours.get(runtime, _OTHER_COLOUR),
+                label=f"{runtime} ({device})")  # fmt: skip
+    bound = float(data["latency_bound_ms"].iloc[0])
+    ax.axhline(bound, color="black", linestyle="--", linewidth=1, label=f"bound {bound:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved queries/s (Poisson arrivals, batch 1)")
+    ax.set_ylabel("p99 latency, ms (scheduled arrival to result)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Deep MNIST server scenario: {_where(data)}", fontsize=10)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- threads x streams
+
+
+def settings_answer(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device of scenario streams: the threads x streams setting with the lowest
+    median batch-1 latency and the one with the highest throughput (queries/s over all streams)."""
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "streams")]
+    lines = []
+    for (runtime, precision, device), group in ok.groupby(["runtime", "precision", "device"], sort=False):
+        fast = group.loc[group["latency_ms_median"].idxmin()]
+        busy = group.loc[group["throughput_ips"].idxmax()]
+        lines.append({
+            "runtime": runtime, "precision": precision, "device": device, "settings": len(group),
+            "latency_threads": int(fast["threads"]), "latency_streams": int(fast["streams"]),
+            "latency_ms": float(fast["latency_ms_median"]),
+            "throughput_threads": int(busy["threads"]), "throughput_streams": int(busy["streams"]),
+            "throughput_qps": float(busy["throughput_ips"]),
+        })  # fmt: skip
+    return pd.DataFrame(lines)
+
+
+def settings_tables(df: pd.DataFrame, markdown: bool = False) -> str:
+    """Which threads x streams setting is fastest, per runtime, then every setting; "" without rows."""
+    answer = settings_answer(df)
+    if answer.empty:
+        return ""
+    shown = {
+        "runtime": _column("runtime"),
+        "precision": _column("precision"),
+        "device": _column("device"),
+        "settings tried": _Cell(lambda line: str(line["settings"])),
+        "lowest batch-1 latency: threads x streams": _Cell(
+            lambda line: f"{line['latency_threads']} x {line['latency_streams']}", numeric=False
+        ),
+        "p50 ms": _as("latency_ms_median", "latency_ms"),
+        "highest throughput: threads x streams": _Cell(
+            lambda line: f"{line['throughput_threads']} x {line['throughput_streams']}", numeric=False
+        ),
+        "queries/s": _as("throughput_ips", "throughput_qps"),
+    }
+    rows = df[(df["status"] == "ok") & (df["scenario"] == "streams")].sort_values(
+        ["device", "runtime", "threads", "streams"], kind="stable"
+    )
+    detail = {
+        "runtime": _column("runtime"),
+        "device": _column("device"),
+        "threads": _column("threads"),
+        "streams": _column("streams"),
+        "queries": _column("rounds"),
+        "queries/s": _column("throughput_ips"),
+        "p50 ms [95% CI]": _ci("latency_ms_median"),
+        "p99 ms [95% CI]": _ci("latency_ms_p99"),
+        "CPU ms / query": _column("cpu_ms_per_call"),
+        "note": _column("note"),
+    }
+    return "\n\n".join(
+        [
+            _title(
+                "threads x streams: the fastest setting per runtime (whole model, batch-1 queries)", markdown
+            ),
+            _table(answer, shown, markdown),
+            _title("threads x streams: every setting", markdown),
+            _table(rows, detail, markdown),
+        ]
+    )
