@@ -10,8 +10,11 @@ multiply-add counts as 2 FLOP (as ``models.network.LAYERS``).
   peak, and each product is timed with CUDA events. On the CPU the same product is also timed
   through onnxruntime's MatMul (MLAS) and the higher of the two is the peak: torch's CPU sgemm
   (MKL) does not reach this AMD CPU's AVX-512 rate (the reference run's sidecar holds both, see
-  docs/reference-results.md), and a peak that a runtime beats on a whole CNN is no ceiling. Both
-  values are kept (``Roofline.peaks``).
+  docs/reference-results.md), and a peak that a runtime beats on a whole CNN is no ceiling. A
+  third candidate is a 3x3 convolution through torch (oneDNN's direct convolution,
+  ``CPU_CONV_SHAPE``, not a layer of this network): on the 2-core EPYC VM of the 2026-12-02 runs
+  torch's conv2 at batch 256 ran above both matrix products. All values are kept
+  (``Roofline.peaks``).
 - A roof per precision, so a row's ``pct_of_peak`` is read against the roof of its own precision
   (``Roofline.precision_peaks``; ``peak_for(precision)``; a precision without a measured roof
   falls back to the float32 peak): on CUDA the same product in float16 and bfloat16 (tensor
@@ -47,6 +50,9 @@ from models.network import IMAGE_SHAPE, MODEL_FLOPS, MODEL_PARAMS, NUM_CLASSES, 
 CPU_MATMUL_SIZE = 1536
 CPU_MATMUL_REPEATS = 8
 CUDA_MATMUL_SIZE = 8192
+# (batch, channels in = out, height = width) of the float32 3x3 convolution candidate: a
+# ResNet-like layer, 7.4 GFLOP per call, large enough for oneDNN's blocked kernels.
+CPU_CONV_SHAPE = (8, 256, 28)
 # Copy buffers far beyond the last-level cache (32 MiB L3 here; GPU L2 caches are <= ~100 MiB).
 CPU_COPY_BYTES = 256 << 20
 CUDA_COPY_BYTES = 2 << 30
@@ -89,6 +95,22 @@ def measure_peak_gflops(
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * n**3 / seconds / 1e9
+
+
+def measure_peak_gflops_conv(
+    shape: tuple[int, int, int] = CPU_CONV_SHAPE, repeats: int = CPU_MATMUL_REPEATS
+) -> float:
+    """Float32 peak of a 3x3 convolution on the CPU in GFLOP/s (torch, oneDNN): best of ``repeats``
+    timed calls on a ``(batch, channels, size, size)`` input, ``channels`` filters, padding 1."""
+    batch, channels, size = shape
+    if min(batch, channels, size, repeats) < 1:
+        raise ValueError(f"shape and repeats must be >= 1, got {shape}, {repeats}")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, channels, size, size, generator=gen)
+    w = torch.rand(channels, channels, 3, 3, generator=gen)
+    with torch.inference_mode():
+        seconds = _best_seconds(lambda: torch.conv2d(x, w, padding=1), torch.device("cpu"), repeats)
+    return 2 * batch * channels * size * size * channels * 9 / seconds / 1e9
 
 
 def measure_bandwidth_gbs(device: str, nbytes: int | None = None, repeats: int = 5) -> float:
@@ -226,6 +248,7 @@ def measure_roofline(device: str) -> Roofline:
         from bench.runtimes.base import cpu_bf16_reason
 
         peaks["onnxruntime MatMul"] = measure_peak_gflops_onnxruntime()
+        peaks["torch conv2d"] = measure_peak_gflops_conv()
         int8 = measure_peak_gops_int8()
         peaks.update({f"int8 {how}": value for how, value in int8.items()})
         precision_peaks["int8"] = max(int8.values())
@@ -236,7 +259,7 @@ def measure_roofline(device: str) -> Roofline:
     else:
         for name, dtype in CUDA_PRECISIONS.items():
             precision_peaks[name] = measure_peak_gflops(device, dtype=dtype)
-    fp32 = max(v for how, v in peaks.items() if how in ("torch.mm", "onnxruntime MatMul"))
+    fp32 = max(v for how, v in peaks.items() if how in ("torch.mm", "onnxruntime MatMul", "torch conv2d"))
     return Roofline(device, fp32, measure_bandwidth_gbs(device), peaks, precision_peaks)
 
 
