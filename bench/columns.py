@@ -34,6 +34,8 @@ class Column:
     environment: bool = False  # copied from collect_environment() into every row
     measured: bool = False  # set only on an ok row (a skipped or failed row has no timings)
     signed: bool = False  # a difference that may be negative (every other number must not be)
+    positive: bool = False  # must be > 0 where set (a zero latency or batch is a broken file)
+    fraction: bool = False  # a share: from 0 to 1
 
     @property
     def nullable(self) -> bool:
@@ -71,7 +73,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("precision", str, "fp32", help="arithmetic the runtime computes in: fp32, int8, fp16 or bf16"),
     Column("timing", str, "compute", help="compute: inputs already on the device; end_to_end: with host<->device copies; full_loop: a new uint8 batch per call, /255, reshape, run, argmax"),
     Column("scenario", str, "batch", help="batch, single-stream, offline, profile, server or streams (bench.results.SCENARIOS)", added=True),
-    Column("batch_size", int, unit="images", help="images per call"),
+    Column("batch_size", int, unit="images", help="images per call", positive=True),
     Column("threads", int, help="intra-op threads the runtime was given", fmt="d"),
     Column("streams", int, None, help="concurrent request streams of the runtime, each its own session (more than 1 only in scenario streams)", fmt=".0f", added=True),
     Column("launcher", str, "", help="process: its own worker process (isolated); inline: all runtimes in one process", added=True),
@@ -83,8 +85,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("compile_s", float, None, "s", "cold: building for this input shape (torch.compile, TensorRT)", ".2f", added=True),
     Column("first_inference_ms", float, None, "ms", "cold: the first call after preparing (and compiling)", "ms", added=True),
     Column("time_to_first_result_s", float, None, "s", "start_s + load_s + compile_s + first_inference_ms: what a command-line app's user waits", ".2f", added=True),
-    _timing("latency_ms_mean", "mean latency of one call", fmt="ms"),
-    _timing("latency_ms_median", "median latency of one call", fmt="ms"),
+    _timing("latency_ms_mean", "mean latency of one call", fmt="ms", positive=True),
+    _timing("latency_ms_median", "median latency of one call", fmt="ms", positive=True),
     _timing("latency_ms_min", "fastest call", fmt="ms"),
     _timing("latency_ms_max", "slowest call", fmt="ms"),
     _timing("latency_ms_stddev", "standard deviation of the latency", fmt="ms"),
@@ -99,7 +101,7 @@ COLUMNS: tuple[Column, ...] = (
     _timing("latency_ms_p999_ci_high", "bootstrap 95% confidence interval of p99.9, high end", fmt="ms", added=True),
     _timing("cv", "coefficient of variation, stddev / mean", unit="", added=True),
     Column("noisy", int, None, help="1 if cv > bench.stats.NOISY_CV, else 0", measured=True, added=True),
-    _timing("throughput_ips", "images per second, from the median (server: achieved_qps; streams: queries / wall time)", unit="images/s", fmt=",.0f"),
+    _timing("throughput_ips", "images per second, from the median (server: achieved_qps; streams: queries / wall time)", unit="images/s", fmt=",.0f", positive=True),
     Column("target_qps", float, None, "queries/s", "server: the Poisson arrival rate asked for", ",.0f", added=True),
     _timing("achieved_qps", "server: queries completed / (last result - first arrival)", unit="queries/s", fmt=",.0f", added=True),
     Column("latency_bound_ms", float, None, "ms", "server: the p99 bound of the run (--latency-bound)", "ms", added=True),
@@ -113,8 +115,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("cuda_peak_allocated_mb", float, None, "MiB", "CUDA: peak memory torch's allocator held in the rounds", ",.0f", added=True),
     Column("cpu_ms_per_call", float, None, "ms", "the worker's user + sys CPU time over the timed calls / calls", "ms", added=True),
     Column("model_bytes", int, None, "bytes", "size on disk of the model file(s) the runtime loaded", added=True),
-    Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only"),
-    Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only"),
+    Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only", fraction=True),
+    Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True),
     Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)"),
     Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True),
     Column("isolation_ok", int, None, help="self-check: 1 if every vs_alone of this runtime is within 7%, else 0 (also 0 when it could not be timed alone)", added=True),
@@ -128,7 +130,10 @@ NAMES = tuple(BY_NAME)
 
 def _line(c: Column) -> str:
     """One column's line of the docs table."""
-    kind = {str: "text", int: "integer", float: "number"}[c.dtype] + (", may be empty" if c.nullable else "")
+    kind = {str: "text", int: "integer", float: "number"}[c.dtype]
+    if c.numeric:
+        kind += ", > 0" if c.positive else ", 0 to 1" if c.fraction else "" if c.signed else ", >= 0"
+    kind += ", may be empty" if c.nullable else ""
     meaning = c.help.replace("|", "\\|") + (" (added after the first schema)" if c.added else "")
     return f"| `{c.name}` | {kind} | {c.unit} | {meaning} |"
 

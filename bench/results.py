@@ -224,8 +224,8 @@ def _parse_cell(text: str, name: str, where: str) -> object:
 
 
 # Checked on reading: what no run writes (a hand-edited or damaged file) is refused, naming the cell.
-_POSITIVE = frozenset({"latency_ms_mean", "latency_ms_median", "throughput_ips", "batch_size"})
-_FRACTIONS = frozenset({"accuracy", "agreement"})
+_POSITIVE = frozenset(c.name for c in COLUMN_RECORDS if c.positive)
+_FRACTIONS = frozenset(c.name for c in COLUMN_RECORDS if c.fraction)
 _SIGNED = frozenset(c.name for c in COLUMN_RECORDS if c.signed)
 # columns that become table labels and keys: a control character would break a table's layout
 _LABELS = (

@@ -564,7 +564,8 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
 
 
 def measure_rooflines(config: BenchConfig, out: TextIO | None = None) -> dict:
-    """Each available device's float32 matmul peak and copy bandwidth, measured now (same run)."""
+    """Each available device's float32 peak (the best of its candidate kernels, bench.roofline), the
+    roof of each other precision and the copy bandwidth, measured now (same run)."""
     from bench.device import check_device
     from bench.roofline import measure_roofline
     from bench.runtimes.base import set_threads
@@ -575,9 +576,10 @@ def measure_rooflines(config: BenchConfig, out: TextIO | None = None) -> dict:
         if check_device(device) is None:
             roof = rooflines[device] = measure_roofline(device)
             others = "".join(f", {p} {v:,.0f}" for p, v in roof.precision_peaks.items())
+            best = max((v, how) for how, v in roof.peaks.items() if v == roof.peak_gflops)[1]
             if out is not None:
                 print(
-                    f"roofline {device}: peak {roof.peak_gflops:,.0f} GFLOP/s (float32 matmul{others}), "
+                    f"roofline {device}: peak {roof.peak_gflops:,.0f} GFLOP/s (float32, {best}{others}), "
                     f"bandwidth {roof.bandwidth_gbs:,.1f} GB/s (copy)",
                     file=out,
                 )
