@@ -41,4 +41,6 @@ def test_an_extra_record_becomes_a_field_with_its_default() -> None:
     row = row_type(run_id="r", timestamp_utc="t", target="model", runtime="x", device="cpu", batch_size=1,
                    threads=1, warmup=1, rounds=1, iterations=1)  # fmt: skip
     assert row.joules_per_image is None and row.status == "ok"
-    assert columns._line(record) == "| `joules_per_image` | number, >= 0, may be empty | J | energy per image |"
+    assert (
+        columns._line(record) == "| `joules_per_image` | number, >= 0, may be empty | J | energy per image |"
+    )
