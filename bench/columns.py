@@ -54,6 +54,10 @@ def _timing(name: str, help: str, unit: str = "ms", **kw: Any) -> Column:
     return Column(name, float, None, unit=unit, help=help, measured=True, **kw)
 
 
+# The self-check's isolation rule (bench.selfcheck): |vs_alone| at most this; here because the
+# isolation_ok record states it and the torch-free tables (bench.compare) check rows against it.
+ISOLATION_TOLERANCE = 0.07
+
 COLUMNS: tuple[Column, ...] = (
     Column("run_id", str, help="unique id of the run, e.g. 20261128T093000Z-3f9c2a1b"),
     Column("timestamp_utc", str, help="when the run started, ISO 8601 UTC, e.g. 2026-11-28T09:30:00Z"),
@@ -119,7 +123,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True),
     Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)"),
     Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True),
-    Column("isolation_ok", int, None, help="self-check: 1 if every vs_alone of this runtime is within 7%, else 0 (also 0 when it could not be timed alone)", added=True),
+    Column("isolation_ok", int, None, help=f"self-check: 1 if every vs_alone of this runtime is within {ISOLATION_TOLERANCE:.0%}, else 0 (also 0 when it could not be timed alone)", added=True),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),
     Column("reason", str, "", help='why skipped or failed; "" when ok'),
     Column("note", str, "", help="about an ok row's numbers: which tail percentiles are empty and why, queries short of the aim, pinning, ...", added=True),

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.columns import BY_NAME, NAMES
-from bench.selfcheck import ISOLATION_TOLERANCE
+from bench.columns import BY_NAME, ISOLATION_TOLERANCE, NAMES
 from models.errors import UserError
 from models.layers import LAYER_NAMES, PROFILE_SEGMENTS
 

@@ -28,10 +28,10 @@ import sys
 import time
 from typing import TextIO
 
+from bench.columns import ISOLATION_TOLERANCE
 from bench.core import Case, skip_reason
 from bench.options import BenchConfig
 
-ISOLATION_TOLERANCE = 0.07  # |isolated median / alone median - 1|
 ISOLATION_BATCHES = (1, 64)
 # s of untimed calls before the alone loop: a fresh process's first calls (thread pools waking,
 # allocator growth, TorchScript's profiling runs) are slower than the steady state the rounds see
