@@ -73,7 +73,7 @@ def torch_timer_ratio(config: BenchConfig, seconds: float = 2.0, turns: int = 4)
     inline = make_launcher(dataclasses.replace(config, launcher="inline"), artifacts, mnist)
     case = Case("model", "torch-eager", "cpu", 64)
     reply = inline.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
-    worker = inline.workers[(case.runtime, case.device)].worker
+    worker = inline.worker(case.runtime, case.device).worker
     entry = worker.entries[case.id]
     iterations = max(1, round(config.min_round_time / reply["per_call"]))
     timer = tb.Timer(stmt="fn()", globals={"fn": entry.fn}, num_threads=config.resolved_threads)
