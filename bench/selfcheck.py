@@ -26,7 +26,7 @@ import dataclasses
 import statistics
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from bench.columns import ISOLATION_TOLERANCE
 from bench.core import Case, skip_reason
@@ -108,13 +108,12 @@ def ipc_round_trip(config: BenchConfig, runtime: str = "torch-eager", calls: int
         launcher.close()
 
 
-def timed_alone(config: BenchConfig, case: Case, seconds: float) -> float:
-    """Median s per call of ``case`` in a fresh worker process with no other worker alive."""
+def timed_alone(config: BenchConfig, case: Case, seconds: float, artifacts: Any, mnist: Any) -> float:
+    """Median s per call of ``case`` in a fresh worker process with no other worker alive
+    (``artifacts``, ``mnist``: from ``ensure_artifacts``, verified once for all the cases)."""
     from bench.launch import Launcher
-    from bench.prepare import ensure_artifacts
     from bench.run import make_launcher
 
-    artifacts, mnist = ensure_artifacts(config.artifacts)
     launcher: Launcher = make_launcher(dataclasses.replace(config, launcher="process"), artifacts, mnist)
     try:
         reply = launcher.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
@@ -159,10 +158,13 @@ def alone_range(isolated: float, before: float, after: float) -> float:
 
 def _time_all_alone(checked: BenchConfig, cases: list[Case], seconds: float) -> dict[str, float]:
     """Median s per call of each case timed alone (one fresh worker at a time); failures left out."""
+    from bench.prepare import ensure_artifacts
+
+    artifacts, mnist = ensure_artifacts(checked.artifacts)
     alone = {}
     for case in cases:
         try:
-            alone[case.id] = timed_alone(checked, case, seconds)
+            alone[case.id] = timed_alone(checked, case, seconds, artifacts, mnist)
         except Exception as e:  # a runtime that cannot run is reported by the interleaved run
             print(
                 f"{case.id}: not timed alone: {type(e).__name__}: {e}".splitlines()[0][:300], file=sys.stderr
