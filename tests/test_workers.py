@@ -4,6 +4,7 @@ or hangs, Ctrl-C, the isolation self-check on a tiny matrix, the generated optio
 from __future__ import annotations
 
 import argparse
+import mmap
 import signal
 import subprocess
 import sys
@@ -255,8 +256,11 @@ def test_peak_rss_resets_per_case():
     if not memory.reset_peak_rss():
         pytest.skip("/proc/self/clear_refs cannot be written here: peak_rss_mb stays empty")
     base = memory.rss_mb()
-    block = np.ones(64 * memory.MIB, dtype=np.uint8)  # 64 MiB, touched
-    del block  # freed: the resident set shrinks, its peak stays
+    # New anonymous pages (a numpy array may reuse pages that a long test process already holds
+    # resident: CI's run saw no growth at all), touched, then unmapped: the resident set shrinks,
+    # its peak stays.
+    with mmap.mmap(-1, 64 * memory.MIB) as block:  # 64 MiB
+        block.write(b"\x01" * (64 * memory.MIB))
     high = memory.peak_rss_mb()
     assert high >= base + 60 and memory.rss_mb() < high - 32
     assert memory.reset_peak_rss()
