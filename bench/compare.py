@@ -793,6 +793,8 @@ def _cmd_changes(
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.durations import read_durations, render_durations
+
     threshold = parse_threshold(args.fail_slower) if args.fail_slower is not None else None
     _check_arguments(args.results, args.merge, threshold)
     pair_only = [
@@ -813,6 +815,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text = render(shown, markdown=args.markdown) if not shown.empty else ""
     if args.hide_skipped and (df["status"] == "skipped").any():
         text += ("\n" if text else "") + skipped_summary(df) + "\n"
+    durations = read_durations(args.results[0]) if len(args.results) == 1 else None
+    if durations is not None:  # the whole run's, whatever the selection
+        text += ("\n" if text else "") + render_durations(durations, markdown=args.markdown)
     print(text, end="")
     return 0
 

@@ -40,6 +40,8 @@ from bench.core import (
     schedule,
     skip_reason,
 )
+from bench.durations import KEY as DURATIONS_KEY
+from bench.durations import Durations, render_durations
 from bench.launch import Launcher, WorkerGone
 from bench.options import BenchConfig, config_dict
 from bench.results import ResultRow
@@ -71,6 +73,7 @@ class Run:
     environment: dict[str, str] = field(default_factory=dict)
     artifacts: Any = None  # bench.runtimes.Artifacts the run measured
     fallback: str | None = None  # the results went to the temporary folder instead: why, and where
+    durations: Durations = field(default_factory=Durations)  # s per step (the sidecar's durations_s)
 
     def row(self, case: Case, scenario: str | None = None) -> ResultRow | None:
         """The row of ``case`` (of ``scenario``, if given, else the case's own)."""
@@ -488,9 +491,15 @@ def run(
     from bench.results import new_run_id, utc_timestamp
 
     selected = list(cases(config) if selected is None else selected)
+    durations = Durations()
+    started = time.perf_counter()
     artifacts, mnist = ensure_artifacts(config.artifacts)
+    durations.artifacts = time.perf_counter() - started
+    started = time.perf_counter()
     rooflines = measure_rooflines(config, out) if config.roofline else {}
+    durations.roofline = time.perf_counter() - started
     driver = _Driver(config, out, collect_environment(), new_run_id(), utc_timestamp(), rooflines)
+    driver.result.durations = durations
     runnable = []
     for case in selected:
         reason = skip_reason(case)
@@ -506,7 +515,9 @@ def run(
     try:
         for number, group in enumerate(groups, 1):
             driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
+            group_started = time.perf_counter()
             driver.measure_group(launcher, group)
+            driver.say(f"  {durations.group(group[0].group, len(group), group_started):.1f} s")
         launcher.close()
     except KeyboardInterrupt:
         launcher.close(kill=True)
@@ -514,7 +525,8 @@ def run(
     except BaseException:
         launcher.close(kill=True)
         raise
-    driver.say(f"measured {len(groups)} groups in {time.perf_counter() - started:.1f} s")
+    durations.measured = time.perf_counter() - started
+    driver.say(f"measured {len(groups)} groups in {durations.measured:.1f} s")
     result = driver.result
     result.artifacts = artifacts
     if write and result.rows:
@@ -544,9 +556,11 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
         "rooflines": {d: dataclasses.asdict(r) for d, r in result.rooflines.items()},
         "single_stream_samples_ms": result.single_stream_samples,
         "interrupted": result.interrupted,
+        DURATIONS_KEY: result.durations.as_dict(),
     }
     try:
         markdown = render(frame_from_rows(rows), markdown=True)
+        markdown += "\n" + render_durations(extra[DURATIONS_KEY], markdown=True)
     except Exception as e:  # the CSV must be written even if a table cannot be drawn
         markdown = f"tables not rendered: {type(e).__name__}: {e}"
     # a results folder that fails now (a full disk, made read-only during the run) must not lose

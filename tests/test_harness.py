@@ -112,6 +112,13 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     samples = sidecar["single_stream_samples_ms"]
     assert sorted(samples) == ["onnxruntime/cpu", "torch-eager/cpu"]
     assert all(len(v) == 40 and min(v) > 0 for v in samples.values())
+    # how long each step took: one entry per comparison group, in run order, as the console said
+    durations = sidecar["durations_s"]
+    groups = [g["group"] for g in durations["groups"]]
+    assert groups == ["model batch=2 cpu", "model batch=8 cpu", "model batch=1 cpu single-stream"]
+    assert [g["cases"] for g in durations["groups"]] == [2, 2, 2]
+    assert all(g["seconds"] > 0 for g in durations["groups"]) and durations["roofline"] > 0
+    assert durations["measured"] >= sum(g["seconds"] for g in durations["groups"]) - 0.2
     stem = str(csv)[:-4]
     for kind in ("throughput", "layers", "roofline", "single-stream", "memory"):
         png = Path(f"{stem}-{kind}.png")
@@ -125,8 +132,16 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         "to first result s",
         "memory and CPU time",
         "peak RSS MiB",
+        "run time: seconds per step",
+        "model batch=1 cpu single-stream",
     ):
         assert heading in tables, heading
+    # compare prints the run time again, from the sidecar
+    shown = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(csv)], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and "run time: seconds per step" in shown.stdout, shown.stderr
+    assert f"{durations['groups'][0]['seconds']:,.1f}" in shown.stdout.split("run time")[1]
 
 
 def test_wrong_runtime_fails_and_reports_no_timing(tmp_path, exported):
