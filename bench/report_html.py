@@ -5,8 +5,8 @@ inline: no CDN, no server, no network (open it with ``file://``). Sections:
 
 - machines: each run's fingerprint (``bench.machine``), unknown parts of older runs said so;
 - per run: its charts (the PNGs beside its CSV, else drawn now by ``bench.plots``) and the
-  comparison tables of ``deepmnist compare`` (the same cells, ``bench.tables``), every table sortable by clicking a
-  column header (numbers sort as numbers, empty cells last);
+  comparison tables of ``deepmnist compare`` (the same cells, ``bench.tables``), every table
+  sortable by clicking a column header (numbers sort as numbers, empty cells last);
 - history and steps (``bench.history``), when a machine has two runs or more;
 - the portability table(s), ``portability-*.csv`` in a RESULTS folder or named, shown as they are;
 - cold start, and memory where a run has memory columns.
