@@ -127,9 +127,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.selfcheck import self_check
 
         return self_check(config)
-    from bench.compare import render
     from bench.results import frame_from_rows
     from bench.run import run
+    from bench.tables import render
 
     result = run(config)
     print(render(frame_from_rows(result.rows)), end="")

@@ -2,7 +2,7 @@
 
 A record says everything the code needs about its column: the CSV writer and reader
 (``bench.results``: the ``ResultRow`` fields, their types and defaults, which columns CSVs of older
-schemas lack), the tables (``bench.compare``: display format and alignment), the charts
+schemas lack), the tables (``bench.tables``: display format and alignment), the charts
 (``bench.plots``: which columns are numbers) and the generated column list ``docs/columns.md``
 (``python -m bench.columns > docs/columns.md``). Adding a column is adding one record here.
 """
@@ -55,7 +55,7 @@ def _timing(name: str, help: str, unit: str = "ms", **kw: Any) -> Column:
 
 
 # The self-check's isolation rule (bench.selfcheck): |vs_alone| at most this; here because the
-# isolation_ok record states it and the torch-free tables (bench.compare) check rows against it.
+# isolation_ok record states it and the torch-free tables (bench.tables) check rows against it.
 ISOLATION_TOLERANCE = 0.07
 
 COLUMNS: tuple[Column, ...] = (

@@ -5,8 +5,8 @@ inline: no CDN, no server, no network (open it with ``file://``). Sections:
 
 - machines: each run's fingerprint (``bench.machine``), unknown parts of older runs said so;
 - per run: its charts (the PNGs beside its CSV, else drawn now by ``bench.plots``) and the
-  comparison tables of ``deepmnist compare`` (the same cells), every table sortable by clicking a
-  column header (numbers sort as numbers, empty cells last);
+  comparison tables of ``deepmnist compare`` (the same cells, ``bench.tables``), every table
+  sortable by clicking a column header (numbers sort as numbers, empty cells last);
 - history and steps (``bench.history``), when a machine has two runs or more;
 - the portability table(s), ``portability-*.csv`` in a RESULTS folder or named, shown as they are;
 - cold start, and memory where a run has memory columns.
@@ -111,28 +111,29 @@ def html_table(cells: Mapping[str, Sequence[str]], numeric: set[str] | frozenset
 def _run_tables(run: Run) -> str:
     """The run's ``compare`` tables: offline, model per batch size and scenario, cold start (open),
     then the layers and the profile (folded)."""
-    from bench import compare
+    from bench import tables
+    from bench.analysis import comparison_tables
 
-    table = compare.comparison_tables(run.frame)
+    table = comparison_tables(run.frame)
     table = table[table["status"] != "skipped"]
     parts, folded = [], []
 
     def add(title: str, group: pd.DataFrame, shown: Mapping[str, Callable], into: list[str]) -> None:
-        cells = compare._with_status(compare._cells(group, shown), group)
-        into.append(f"<h3>{_e(title)}</h3>" + html_table(cells, compare._NUMERIC))
+        cells = tables._with_status(tables._cells(group, shown), group)
+        into.append(f"<h3>{_e(title)}</h3>" + html_table(cells, tables._NUMERIC))
 
     offline = table[table["scenario"] == "offline"].sort_values("throughput_ips", ascending=False)
     if not offline.empty:
         add(
             "offline: best throughput over the batch sizes (whole model)",
             offline,
-            compare._OFFLINE_SHOWN,
+            tables._OFFLINE_SHOWN,
             parts,
         )
     for (scenario, target, batch), group in table.groupby(["scenario", "target", "batch_size"], sort=False):
         if scenario in ("offline", "profile"):
             continue
-        shown = compare._SINGLE_STREAM_SHOWN if scenario == "single-stream" else compare._SHOWN
+        shown = tables._SINGLE_STREAM_SHOWN if scenario == "single-stream" else tables._SHOWN
         title = f"{target}, batch {batch}" + ("" if scenario == "batch" else f", {scenario}")
         add(title, group, shown, parts if target == "model" else folded)
     text = "".join(parts)
@@ -143,11 +144,12 @@ def _run_tables(run: Run) -> str:
 
 def summary_table(runs: Sequence[Run]) -> str:
     """Every run's best throughput per runtime (its ``offline`` rows), one table across the runs."""
-    from bench import compare
+    from bench import tables
+    from bench.analysis import comparison_tables
 
     lines = []
     for run in runs:
-        table = compare.comparison_tables(run.frame)
+        table = comparison_tables(run.frame)
         offline = table[(table["scenario"] == "offline") & (table["status"] == "ok")]
         lines.append(offline.assign(run=run.path.name, machine=run.machine.machine_id))
     offline = pd.concat(lines, ignore_index=True).sort_values("throughput_ips", ascending=False)
@@ -156,30 +158,31 @@ def summary_table(runs: Sequence[Run]) -> str:
     shown = {
         "run": lambda line: line["run"],
         "machine": lambda line: line["machine"],
-        **{h: f for h, f in compare._OFFLINE_SHOWN.items() if h != "host"},
+        **{h: f for h, f in tables._OFFLINE_SHOWN.items() if h != "host"},
     }
-    cells = compare._cells(offline, shown)
+    cells = tables._cells(offline, shown)
     return (
         "<p class=note>The whole model at each runtime's best batch size (the <code>offline</code> "
         "rows), all runs in one table; compare runs of different machines by % of peak, not by "
-        "time.</p>" + html_table(cells, compare._NUMERIC)
+        "time.</p>" + html_table(cells, tables._NUMERIC)
     )
 
 
 def cold_start_table(run: Run) -> str:
-    from bench import compare
+    from bench import tables
+    from bench.analysis import comparison_tables
 
-    table = compare.comparison_tables(run.frame)
+    table = comparison_tables(run.frame)
     cold = table[(table["scenario"] == "batch") & (table["target"] == "model") & (table["status"] == "ok")]
     if cold.empty or not cold["load_s"].notna().any():
         return ""
     smallest = cold[cold["batch_size"] == cold["batch_size"].min()]
-    cells = compare._cells(smallest, compare._COLD_SHOWN)
-    for heading in compare._EMPTY_DROPPED:  # e.g. compile s, or start s in runs made before workers
+    cells = tables._cells(smallest, tables._COLD_SHOWN)
+    for heading in tables._EMPTY_DROPPED:  # e.g. compile s, or start s in runs made before workers
         if not any(cells.get(heading, [])):
             cells.pop(heading, None)
     batch = smallest["batch_size"].iloc[0]
-    return f"<h3>{_e(run.path.name)}: model, batch {batch}</h3>" + html_table(cells, compare._NUMERIC)
+    return f"<h3>{_e(run.path.name)}: model, batch {batch}</h3>" + html_table(cells, tables._NUMERIC)
 
 
 def memory_table(run: Run) -> str:

@@ -9,7 +9,7 @@
    and drives them interleaved across the workers (A B C, B C A, ...), each worker sending back
    its samples; then each worker reports CPU time, memory and accuracy, and the profiled group
    runs under the profilers;
-4. rows -> CSV, Markdown, JSON sidecar and plots (``bench.results``, ``bench.compare``,
+4. rows -> CSV, Markdown, JSON sidecar and plots (``bench.results``, ``bench.tables``,
    ``bench.plots``).
 
 A worker that crashes or exceeds ``case_timeout`` gives its remaining cases ``crashed`` or
@@ -540,9 +540,9 @@ def run(
 def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]:
     """CSV, JSON sidecar, Markdown tables and plots of a run (the CSV first: nothing else can lose it)."""
     artifacts = result.artifacts
-    from bench.compare import render
     from bench.plots import write_plots
     from bench.results import frame_from_rows, read_results, write_results_or_fallback
+    from bench.tables import render
 
     settings = config_dict(result.config)
     settings["artifacts"] = {

@@ -1,7 +1,7 @@
 """Tables of the scenarios beyond the fixed-batch rounds (docs/scenarios.md): the full loop beside
 the preloaded-tensor timing, the server sweep, threads x streams. Input: a results frame
 (``bench.results.read_results``). A cell of a CSV column takes its format and alignment from the
-column's record (``bench.columns``), as in ``bench.compare``'s tables."""
+column's record (``bench.columns``), as in ``bench.tables``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from bench.columns import BY_NAME
-from bench.compare import _Cell, _column, _format, _ms_ci, _number, _tabulate, _title
+from bench.tables import _Cell, _column, _format, _ms_ci, _number, _tabulate, _title
 
 _SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bench import columns, compare, plots, results
+from bench import analysis, columns, plots, results, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,10 +27,10 @@ def test_every_consumer_reads_the_records() -> None:
     assert set(results.ADDED_COLUMNS) == {c.name for c in columns.COLUMNS if c.added}
     renamed = {"latency_ms_median": "median_ms", "latency_ms_median_ci_low": "ci_low_ms"}
     renamed["latency_ms_median_ci_high"] = "ci_high_ms"
-    assert [renamed.get(n, n) for n in columns.NAMES] == compare.TABLE_COLUMNS[: len(columns.NAMES)]
+    assert [renamed.get(n, n) for n in columns.NAMES] == analysis.TABLE_COLUMNS[: len(columns.NAMES)]
     # a number column is right-aligned in every table that shows it
-    assert compare._column("throughput_ips").numeric and not compare._column("runtime").numeric
-    assert compare._column("load_s")({"load_s": 0.12345}) == "0.123"  # the record's format ".3f"
+    assert tables._column("throughput_ips").numeric and not tables._column("runtime").numeric
+    assert tables._column("load_s")({"load_s": 0.12345}) == "0.123"  # the record's format ".3f"
     assert plots.ok_rows.__doc__ and "read_results" in plots.ok_rows.__doc__
 
 

@@ -1,4 +1,5 @@
-"""bench.compare: speedups, skipped rows, rendering and the ``compare`` subcommand."""
+"""bench.analysis, bench.tables and bench.compare: speedups, skipped rows, rendering and the
+``compare`` subcommand."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import CompareError, add_parser, comparison_tables, render
+from bench.analysis import comparison_tables
+from bench.compare import CompareError, add_parser
 from bench.machine import collect_machine
 from bench.results import ResultRow, ResultsError, frame_from_rows, read_results, write_results
+from bench.tables import render
 from models.errors import UserError
 
 

@@ -213,9 +213,10 @@ def test_docs_show_what_the_gates_print(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_normalization_uses_the_peak_of_each_precision_where_both_runs_measured_one() -> None:
-    from bench.compare import normalize_by_peak
+    from bench.analysis import normalize_by_peak, peak_precisions
     from bench.machine import Machine
     from bench.results import frame_from_rows
+    from bench.tables import peak_note
     from tests.test_compare import _timed
 
     rows = [_timed("onnxruntime", 1.0, 0.01), _timed("torch-eager-bf16", 1.0, 0.01, precision="bf16")]
@@ -223,7 +224,10 @@ def test_normalization_uses_the_peak_of_each_precision_where_both_runs_measured_
     frame = frame_from_rows(rows)
     old = Machine("a", {}, {"cpu": (100.0, 10.0)}, precision_peaks={"cpu": {"bf16": 400.0}})
     new = Machine("b", {}, {"cpu": (200.0, 10.0)}, precision_peaks={"cpu": {"bf16": 400.0}})
-    scaled, note = normalize_by_peak(frame, frame, old, new, "NEW")
+    used = peak_precisions(frame, frame, old, new)
+    assert used == {("cpu", "bf16"): "bf16", ("cpu", "fp32"): "fp32", ("cpu", "int8"): "fp32"}
+    scaled = normalize_by_peak(frame, old, new, used)
+    note = peak_note(used, old, new, "NEW")
     assert list(scaled["latency_ms_median"]) == pytest.approx([2.0, 1.0, 2.0])  # fp32 x2, bf16 x1, int8 x2
     assert "cpu x2 (200 / 100 GFLOP/s), cpu bf16 x1 (400 / 400 GFLOP/s)" in note
     assert "cpu int8 lines by the float32 peak" in note

@@ -1,6 +1,6 @@
 """The committed reference runs (results/*.csv) read, write and render as they did.
 
-The Markdown snapshots under tests/reference/ were rendered by ``bench.compare.render`` before the
+The Markdown snapshots under tests/reference/ were rendered by ``render`` (now ``bench.tables.render``) before the
 column records (bench/columns.py) replaced the lists in results, compare and plots; a refactor that
 changes a cell, a heading or a row order fails here.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.compare import render
 from bench.results import read_results, read_rows, write_results
+from bench.tables import render
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ("20261128T161345Z-cuda-h200", "20261128T124047Z-vm")

@@ -107,8 +107,8 @@ def _cells(line: str) -> list[str]:
 
 
 def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
-    from bench.compare import render
     from bench.results import frame_from_rows, read_results, write_results
+    from bench.tables import render
 
     rows = [_row("a", "compute", 2.0), _row("a", "full_loop", 3.0), _row("b", "compute", 1.0)]
     path = write_results(rows, tmp_path, {"host": "h"}, {})
@@ -206,10 +206,10 @@ def _server_row(runtime, qps, p99_ms, n=1000):
 
 
 def test_server_table_answers_the_highest_rate_under_the_bound_and_the_chart_is_drawn(tmp_path):
-    from bench.compare import render
     from bench.plots import write_plots
     from bench.results import read_results, write_results
     from bench.scenarios import server_best
+    from bench.tables import render
 
     rows = [_server_row("a", 100, 2.0), _server_row("a", 200, 4.0), _server_row("a", 300, 30.0),
             _server_row("b", 50, 12.0), _server_row("b", 100, 40.0)]  # fmt: skip
@@ -352,9 +352,9 @@ def test_streams_run_concurrently_each_with_its_own_session(worker):
 def test_settings_table_answers_fastest_latency_and_throughput(tmp_path):
     import dataclasses
 
-    from bench.compare import render
     from bench.results import ResultRow, read_results, write_results
     from bench.stats import Latency
+    from bench.tables import render
 
     def row(threads, streams, ms, qps):
         base = ResultRow(run_id="r", timestamp_utc="t", host="h", target="model", runtime="a", device="cpu",
