@@ -200,7 +200,7 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.canvas.draw()  # runs the constrained layout too
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]  # the background is opaque: alpha adds nothing
     # A chart is a few dozen colours plus their anti-aliased edges: a 256-colour palette keeps them
-    # and makes the file about 3x smaller than RGBA (a busy chart: ~90 KB instead of ~300 KB).
+    # and makes the file several times smaller than RGBA.
     image = Image.fromarray(rgb).quantize(
         colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     )

@@ -42,7 +42,7 @@ DEVICES = ("cpu", "cuda")
 # Max |output - eager PyTorch on CPU| accepted before a combination is timed, per runtime and device:
 # the one place tolerances live. Unlisted pairs get DEFAULT_TOLERANCE (fp32 on the CPU). Each is a
 # margin over the max |diff| seen over the first 256 test images (the parity gate's largest default
-# batch); those figures are in docs/runtimes.md ("Parity tolerances").
+# batch) when it was set; each run's differences are its CSV's max_abs_diff (docs/runtimes.md).
 TOLERANCES: dict[tuple[str, str], float] = {
     # fp32 on the CPU: the same arithmetic in another order or another library (oneDNN, MLAS,
     # Inductor C++, OpenVINO): well under the 1e-4 default.

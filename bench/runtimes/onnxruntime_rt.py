@@ -6,7 +6,7 @@ on the GPU and the output stays there, so ``run`` times the inference alone. ORT
 torch's current CUDA stream, so the CUDA-event clock measures its kernels.
 
 Variants (``VARIANTS``), each one more registered runtime, the same adapter with one change
-(what each one measured when it was chosen: docs/runtimes.md, "Measurements behind the choices"):
+(what each one measured when it was chosen: docs/runtimes.md, "The choices behind the variants"):
 
 - ``onnxruntime-trt``: TensorrtExecutionProvider (CUDA fallback for unsupported nodes), fp32 (no
   ``trt_fp16_enable``), no engine or timing cache, so ``compile(x)`` builds the engine cold.

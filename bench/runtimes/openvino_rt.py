@@ -67,7 +67,7 @@ class OpenVinoPrepared:
 class OpenVino:
     name = "openvino"
     precision = "fp32"
-    targets: tuple[str, ...] | None = None  # the model and every layer: compiling takes ~0.05 s
+    targets: tuple[str, ...] | None = None  # the model and every layer: compiling one is cheap
 
     def supports(self, device: str) -> str | None:
         if device == "cuda":

@@ -28,8 +28,8 @@ pays once per process and device by compiling a tiny conv/pool/linear net, so ev
 ``compile_s`` is the cost of its own graph; ``load_s`` of a run's first torch-compile case
 carries the start-up.
 
-Per-layer cold compile times: ``compile_s`` of every row; the figures behind the choices below
-are in docs/runtimes.md ("Measurements behind the choices").
+Per-layer cold compile times: ``compile_s`` of every row; the choices below are explained in
+docs/runtimes.md ("The choices behind the variants").
 
 Targets: ``("model", "conv2")``: every layer would be 15 more cases in a sweep already over its
 time budget; conv2 holds 72% of the FLOPs and is where the compiler can matter (the pools are

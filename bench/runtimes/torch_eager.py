@@ -4,7 +4,7 @@
 ``torch.channels_last`` (NHWC strides), so oneDNN convolutions run in its native blocked/NHWC
 layout without reordering the activations on every call; whole model only (the layer inputs of
 fc1/fc2 are 2-D). Kept because it was faster than plain eager at every batch size on the CPU
-(docs/runtimes.md, "Measurements behind the choices").
+(docs/runtimes.md, "The choices behind the variants").
 """
 
 from __future__ import annotations

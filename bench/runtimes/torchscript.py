@@ -4,7 +4,7 @@
 fusions; on the CPU convolution weights are converted to oneDNN's blocked layout once, at
 prepare time, with ``to_mkldnn``/``to_dense`` conversions around the convolution chain). Whole
 model only. Kept because it was faster than plain torchscript at every batch size on the CPU
-(docs/runtimes.md, "Measurements behind the choices").
+(docs/runtimes.md, "The choices behind the variants").
 """
 
 from __future__ import annotations
