@@ -49,7 +49,7 @@ def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
 
 def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> str:
     """The "run time" section: one line per step, seconds and share of the whole."""
-    from bench.compare import _tabulate, _title
+    from bench.tables import _tabulate, _title
 
     steps = [
         ("artifacts (data, checkpoint, export: checked or built)", "", durations.get("artifacts", 0.0)),
