@@ -517,7 +517,8 @@ def run(
             driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
             group_started = time.perf_counter()
             driver.measure_group(launcher, group)
-            driver.say(f"  {durations.group(group[0].group, len(group), group_started):.1f} s")
+            seconds = durations.group(group, group_started, config.single_stream_queries)
+            driver.say(f"  {seconds:.1f} s")
         launcher.close()
     except KeyboardInterrupt:
         launcher.close(kill=True)
