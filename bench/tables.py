@@ -3,7 +3,8 @@ tables (and the HTML report's cells, ``bench.report_html``).
 
 ``render``: one results frame as the tables of a run, in this order: offline (best throughput per
 runtime), single-stream latency, then a heading per target and batch size with one line per runtime
-x device (x timing, x execution provider, x threads), fastest first, the scenario tables
+x device (x timing, x execution provider, x threads), fastest first, parity (the whole model's
+worst max |diff|, agreement and accuracy per runtime x device x precision), the scenario tables
 (``bench.scenarios``), where the time goes (profile), cold start, memory, isolation and last "not
 run, and why". Speedup is throughput relative to ``torch-eager`` on the same host, device, timing
 kind and thread count. ``vs fastest`` ranks each ok line against the fastest ok line of its table on
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.analysis import BASELINE, comparison_tables, profile_breakdown
+from bench.analysis import BASELINE, comparison_tables, parity_summary, profile_breakdown
 from bench.columns import BY_NAME, ISOLATION_TOLERANCE
 from models.layers import PROFILE_SEGMENTS
 
@@ -243,6 +244,14 @@ _ISOLATION_SHOWN = {
     ),
     "runtime passes": _Cell(lambda line: {1: "yes", 0: "no"}.get(line["isolation_ok"], ""), numeric=False),
 }
+_PARITY_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "provider")},
+    "max abs diff": _column("max_abs_diff"),
+    "agreement %": _SHOWN["agreement %"],
+    "accuracy %": _SHOWN["accuracy %"],
+    "batch sizes": _Cell(lambda line: line["batch_sizes"], numeric=False),
+}
+PARITY_TITLE = "parity: whole model vs eager PyTorch on the CPU (worst over the batch sizes)"
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
                   "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
@@ -287,9 +296,21 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
     return "\n\n".join(parts) + "\n" if parts else ""
 
 
+def _parity_table(comparison: pd.DataFrame, markdown: bool) -> str:
+    """One line per runtime x device x precision of the whole model (``parity_summary``): the
+    largest max |diff| over its ok lines, the lowest agreement and accuracy; "" if no ok line has
+    any of them."""
+    summary = parity_summary(comparison)
+    if summary.empty:
+        return ""
+    cells = _cells(summary, _PARITY_SHOWN)
+    return f"{_title(PARITY_TITLE, markdown)}\n\n{_tabulate(cells, markdown)}"
+
+
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
     """Text of the tables: offline (best throughput per runtime), single-stream latency, then a
-    heading per target and batch size, where the time goes (profile), cold start, memory, and last
+    heading per target and batch size, parity (``parity_summary``), the scenario tables, where the
+    time goes (profile), cold start, memory, isolation, and last
     "not run, and why": each skipped runtime x device once, with its reason (``not_run``).
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
     _frame = df  # the results frame (the scenario tables read its own columns)
@@ -310,6 +331,9 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
         parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+    parity = _parity_table(df, markdown)
+    if parity:
+        parts.append(parity)
     if "latency_ms_median" in _frame.columns and "full_loop" in set(_frame["timing"]):
         from bench.scenarios import full_loop_table
 
@@ -405,6 +429,7 @@ _NUMERIC = frozenset(
         _COLD_SHOWN,
         _MEMORY_SHOWN,
         _ISOLATION_SHOWN,
+        _PARITY_SHOWN,
         _CHANGE_SHOWN,
     )
     for heading, cell in shown.items()
