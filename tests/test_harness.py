@@ -108,6 +108,14 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         assert layers.latency_ms_median.sum() == pytest.approx(total)
     sidecar = json.loads(csv.with_suffix(".json").read_text())
     assert sidecar["rooflines"]["cpu"]["peak_gflops"] == batch.peak_gflops.iloc[0]
+    # measured before and after the groups; each roof is the higher of the two passes
+    before, after = (p["cpu"] for p in sidecar["roofline_passes"])
+    assert sidecar["rooflines"]["cpu"]["peak_gflops"] == max(before["peak_gflops"], after["peak_gflops"])
+    assert sidecar["rooflines"]["cpu"]["bandwidth_gbs"] == max(
+        before["bandwidth_gbs"], after["bandwidth_gbs"]
+    )
+    for precision, peak in sidecar["rooflines"]["cpu"]["precision_peaks"].items():
+        assert peak == max(before["precision_peaks"][precision], after["precision_peaks"][precision])
     assert sidecar["environment"]["machine"]["machine_id"] == collect_machine()["machine_id"]
     samples = sidecar["single_stream_samples_ms"]
     assert sorted(samples) == ["onnxruntime/cpu", "torch-eager/cpu"]
