@@ -238,7 +238,8 @@ class BenchConfig:
 
     @property
     def resolved_threads(self) -> int:
-        """The first thread count, 0 resolved to every core (the roofline and self-check use it)."""
+        """The first thread count, 0 resolved to every core: the count of a case that names none
+        (one ``--threads`` value), and the self-check's."""
         return self.thread_counts[0]
 
     @property

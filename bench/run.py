@@ -603,7 +603,7 @@ def measure_rooflines(config: BenchConfig, out: TextIO | None = None) -> dict:
     from bench.roofline import measure_roofline
     from bench.runtimes.base import set_threads
 
-    set_threads(config.resolved_threads)
+    set_threads(max(config.thread_counts))  # the roof of the rows with the most threads (--threads 1,2: 2)
     rooflines = {}
     for device in config.devices:
         if check_device(device) is None:

@@ -186,3 +186,26 @@ def test_no_committed_row_exceeds_its_own_roof(path, rooflines):
     assert not (frame.pct_of_peak > 100 * (1 + ROOF_SLACK)).any(), frame[
         frame.pct_of_peak > 110
     ].runtime.tolist()
+
+
+def test_rooflines_use_the_most_threads_of_the_run():
+    """With ``--threads 1,2`` the roof is that of the 2-thread rows: a roof measured on one thread
+    sat at half the machine's, below what onnxruntime reached on two (a threads x streams run)."""
+    from bench.options import BenchConfig
+    from bench.run import measure_rooflines
+
+    before = torch.get_num_threads()
+    try:
+        roofs = measure_rooflines(BenchConfig(devices=("cpu",), threads=(1, 2)))
+        assert torch.get_num_threads() == 2 and roofs["cpu"].peak_gflops > 0
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_higher_roofline_takes_each_ceiling_from_either_pass():
+    first = Roofline("cpu", 100.0, 20.0, {"torch.mm": 100.0, "conv": 90.0}, {"bf16": 50.0})
+    second = Roofline("cpu", 95.0, 25.0, {"torch.mm": 95.0, "conv": 99.0}, {"bf16": 60.0, "int8": 7.0})
+    both = first.higher(second)
+    assert (both.peak_gflops, both.bandwidth_gbs) == (100.0, 25.0)
+    assert both.peaks == {"torch.mm": 100.0, "conv": 99.0}
+    assert both.precision_peaks == {"bf16": 60.0, "int8": 7.0}
