@@ -2,8 +2,9 @@
 
 ``deepmnist bench`` records them in the run's ``.json`` sidecar under ``durations_s`` and prints
 them under "run time" in the Markdown; ``deepmnist compare RUN.csv`` prints them again from the
-sidecar (runs written before the record existed have none, and no such table). Wall-clock seconds
-of this run on this machine: they move with the machine's speed (docs/machines-and-history.md).
+sidecar, and ``deepmnist report`` shows them in the run's section (runs written before the record
+existed have none, and no such table). Wall-clock seconds of this run on this machine: they move
+with the machine's speed (docs/machines-and-history.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.tables import Table
 
 KEY = "durations_s"  # the sidecar's key
 
@@ -47,9 +51,9 @@ def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
     return found if isinstance(found, Mapping) and isinstance(found.get("groups"), list) else None
 
 
-def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> str:
-    """The "run time" section: one line per step, seconds and share of the whole."""
-    from bench.tables import _tabulate, _title
+def durations_table(durations: Mapping[str, Any]) -> Table:
+    """The "run time" table: one line per step, seconds and share of the whole, then the total."""
+    from bench.tables import Table
 
     steps = [
         ("artifacts (data, checkpoint, export: checked or built)", "", durations.get("artifacts", 0.0)),
@@ -64,4 +68,9 @@ def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> st
         "share": [f"{100 * seconds / total:.0f}%" if total else "" for _, _, seconds in steps] + ["100%"],
     }
     title = "run time: seconds per step of this run (wall clock, this machine)"
-    return f"{_title(title, markdown)}\n\n{_tabulate(cells, markdown, {'cases', 'seconds', 'share'})}\n"
+    return Table(title, cells, frozenset({"cases", "seconds", "share"}))
+
+
+def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> str:
+    """The "run time" section (``durations_table``) as text."""
+    return durations_table(durations).text(markdown) + "\n"
