@@ -7,6 +7,8 @@
   new median, the change and whether it is beyond noise; the lines a ``--fail-slower`` gate fails.
 - ``normalize_by_peak``: times scaled by the ratio of the two runs' measured peaks.
 - ``profile_breakdown``: the profiled ms of each layer beside the standalone and whole-model medians.
+- ``parity_summary``: per runtime x device x precision, the whole model's worst difference from
+  eager PyTorch, argmax agreement and accuracy over its ok lines.
 - ``select``, ``repeated_keys``: the selection and the check of the command's input.
 
 The text of these frames (tables, notes) is ``bench.tables``; the command is ``bench.compare``.
@@ -152,6 +154,34 @@ def profile_breakdown(comparison: pd.DataFrame) -> pd.DataFrame:
     numbers = [*PROFILE_SEGMENTS, "profiled_sum", "standalone_sum", "whole_model"]
     columns = ["host", "batch_size", "runtime", "device", *numbers, "status", "reason"]
     return pd.DataFrame(lines, columns=columns).astype(dict.fromkeys(numbers, float))
+
+
+PARITY_KEY = ["host", "runtime", "device", "precision", "execution_provider"]
+
+
+def parity_summary(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per ``PARITY_KEY`` of the ok whole-model lines of a ``comparison_tables`` frame (every
+    scenario, timing, batch size and thread count): the largest ``max_abs_diff`` (each line's is
+    over its own batch of test images, against eager PyTorch on the CPU), the lowest
+    ``agreement_pct`` and ``accuracy_pct`` (each over all 10,000 test images) and the
+    ``batch_sizes`` those lines ran, as text ("1, 64, 256"). Lines with none of the three figures
+    (profile rows) are left out. Sorted by that largest difference, then runtime."""
+    figures = ["max_abs_diff", "agreement_pct", "accuracy_pct"]
+    model = comparison[(comparison["target"] == "model") & (comparison["status"] == "ok")]
+    model = model[model[figures].notna().any(axis=1)]
+    summary = (
+        model.groupby(PARITY_KEY, sort=False)
+        .agg(
+            max_abs_diff=("max_abs_diff", "max"),
+            agreement_pct=("agreement_pct", "min"),
+            accuracy_pct=("accuracy_pct", "min"),
+            batch_sizes=("batch_size", lambda b: ", ".join(str(n) for n in sorted(set(b)))),
+        )
+        .reset_index()
+    )
+    return summary.sort_values(["max_abs_diff", "runtime"], na_position="last", kind="stable").reset_index(
+        drop=True
+    )
 
 
 # ----------------------------------------------------------------------------- two files: changes

@@ -121,7 +121,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("model_bytes", int, None, "bytes", "size on disk of the model file(s) the runtime loaded", added=True),
     Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only", fraction=True),
     Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True),
-    Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)"),
+    Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)", fmt=".2e"),
     Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True),
     Column("isolation_ok", int, None, help=f"self-check: 1 if every vs_alone of this runtime is within {ISOLATION_TOLERANCE:.0%}, else 0 (also 0 when it could not be timed alone)", added=True),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),

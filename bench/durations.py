@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.stats import min_samples
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bench.core import Case
     from bench.tables import Table
 
 KEY = "durations_s"  # the sidecar's key
@@ -26,18 +31,37 @@ KEY = "durations_s"  # the sidecar's key
 class Durations:
     artifacts: float = 0.0  # s: checking (or building) the data, checkpoint and export
     roofline: float = 0.0  # s: measuring each device's peaks and bandwidth
-    groups: list[dict[str, Any]] = field(default_factory=list)  # {group, cases, seconds}, in run order
+    groups: list[dict[str, Any]] = field(default_factory=list)  # {group, kind, cases, seconds}, in order
     measured: float = 0.0  # s: from the first group's start to the last group's end
 
-    def group(self, name: str, cases: int, started: float) -> float:
-        """Record the group ``name`` that began at ``started`` (``time.perf_counter``); its seconds."""
+    def group(self, group: Sequence[Case], started: float, single_stream_queries: int) -> float:
+        """Record the comparison group ``group`` that began at ``started`` (``time.perf_counter``);
+        its seconds."""
         seconds = time.perf_counter() - started
-        self.groups.append({"group": name, "cases": cases, "seconds": round(seconds, 1)})
+        kind = kind_of(group[0], single_stream_queries)
+        self.groups.append(
+            {"group": group[0].group, "kind": kind, "cases": len(group), "seconds": round(seconds, 1)}
+        )
         return seconds
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
         return {k: round(v, 1) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def kind_of(case: Case, single_stream_queries: int) -> str:
+    """What a group measures, and the option that adds it to a run (docs/scenarios.md)."""
+    if case.scenario == "server":
+        return "server sweep (--server)"
+    if case.scenario == "streams":
+        return "threads x streams (--streams)"
+    if case.scenario == "single-stream":
+        return f"single-stream, {single_stream_queries:,} queries per runtime" + (
+            " (--tails)" if single_stream_queries >= min_samples(99.9) else ""
+        )
+    if case.timing == "full_loop":
+        return "whole model, full loop (--full-loop)"
+    return "whole model, fixed batch" if case.target == "model" else "layers, fixed batch"
 
 
 def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
@@ -51,8 +75,9 @@ def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
     return found if isinstance(found, Mapping) and isinstance(found.get("groups"), list) else None
 
 
-def durations_table(durations: Mapping[str, Any]) -> Table:
-    """The "run time" table: one line per step, seconds and share of the whole, then the total."""
+def durations_tables(durations: Mapping[str, Any]) -> list[Table]:
+    """The "run time" tables: seconds and share of the whole by scenario, then one line per step
+    with the total."""
     from bench.tables import Table
 
     steps = [
@@ -67,10 +92,21 @@ def durations_table(durations: Mapping[str, Any]) -> Table:
         "seconds": [f"{seconds:,.1f}" for _, _, seconds in steps] + [f"{total:,.1f}"],
         "share": [f"{100 * seconds / total:.0f}%" if total else "" for _, _, seconds in steps] + ["100%"],
     }
+    kinds: dict[str, list[float]] = {"artifacts and rooflines": [steps[0][2], steps[1][2]]}
+    for g in durations["groups"]:
+        kinds.setdefault(g.get("kind", g["group"]), []).append(g["seconds"])
+    summary = {
+        "what (and the option that adds it)": list(kinds),
+        "groups": ["", *(str(len(v)) for v in list(kinds.values())[1:])],
+        "seconds": [f"{sum(v):,.1f}" for v in kinds.values()],
+        "share": [f"{100 * sum(v) / total:.0f}%" if total else "" for v in kinds.values()],
+    }
+    title = "run time by scenario: seconds (wall clock, this machine)"
+    by_kind = Table(title, summary, frozenset({"groups", "seconds", "share"}))
     title = "run time: seconds per step of this run (wall clock, this machine)"
-    return Table(title, cells, frozenset({"cases", "seconds", "share"}))
+    return [by_kind, Table(title, cells, frozenset({"cases", "seconds", "share"}))]
 
 
 def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> str:
-    """The "run time" section (``durations_table``) as text."""
-    return durations_table(durations).text(markdown) + "\n"
+    """The "run time" sections (``durations_tables``) as text."""
+    return "\n\n".join(table.text(markdown) for table in durations_tables(durations)) + "\n"

@@ -125,7 +125,7 @@ def _run_tables(run: Run) -> str:
     layers alone (folded). Cold start and memory have sections of their own."""
     from bench import tables
     from bench.analysis import comparison_tables
-    from bench.durations import durations_table, read_durations
+    from bench.durations import durations_tables, read_durations
     from bench.scenarios import scenario_sections
 
     table = comparison_tables(run.frame)
@@ -149,11 +149,12 @@ def _run_tables(run: Run) -> str:
             else:
                 cells = tables._with_status(tables._cells(group, tables._SHOWN), group)
             add(tables.group_title(scenario, target, batch), cells, parts if target == "model" else folded)
+    parts += [_table_html(section) for section in tables.parity_sections(table)]
     parts += [_table_html(section) for section in scenario_sections(run.frame)]
     parts += [_table_html(section) for section in tables.profile_sections(table)]
     durations = read_durations(run.path)
     if durations is not None:
-        parts.append(_table_html(durations_table(durations)))
+        parts += [_table_html(section) for section in durations_tables(durations)]
     text = "".join(parts)
     if folded:
         text += f"<details><summary>layers alone ({len(folded)} tables)</summary>{''.join(folded)}</details>"

@@ -198,6 +198,22 @@ class Roofline:
     peaks: dict[str, float] = field(default_factory=dict)  # how each roof was measured -> GFLOP/s
     precision_peaks: dict[str, float] = field(default_factory=dict)  # "fp16", "bf16" -> GFLOP/s
 
+    def higher(self, other: Roofline) -> Roofline:
+        """Each ceiling the higher of this pass and ``other`` (the same device measured again): on a
+        machine whose speed drifts, a roof measured once in a slow minute sits below what a runtime
+        reaches in a fast one."""
+
+        def best(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+            return {k: max(a.get(k, 0.0), b.get(k, 0.0)) for k in dict.fromkeys([*a, *b])}
+
+        return Roofline(
+            self.device,
+            max(self.peak_gflops, other.peak_gflops),
+            max(self.bandwidth_gbs, other.bandwidth_gbs),
+            best(self.peaks, other.peaks),
+            best(self.precision_peaks, other.precision_peaks),
+        )
+
     def peak_for(self, precision: str) -> float:
         """The roof of a row computing in ``precision``: its own measured peak, else float32's."""
         return self.precision_peaks.get(precision, self.peak_gflops)

@@ -69,7 +69,8 @@ class Run:
     plots: list[Path] = field(default_factory=list)
     interrupted: bool = False
     single_stream_samples: dict[str, list[float]] = field(default_factory=dict)  # "runtime/device" -> ms
-    rooflines: dict[str, Any] = field(default_factory=dict)
+    rooflines: dict[str, Any] = field(default_factory=dict)  # device -> Roofline, the higher of the passes
+    roofline_passes: list[dict[str, Any]] = field(default_factory=list)  # before and after the groups
     environment: dict[str, str] = field(default_factory=dict)
     artifacts: Any = None  # bench.runtimes.Artifacts the run measured
     fallback: str | None = None  # the results went to the temporary folder instead: why, and where
@@ -157,6 +158,15 @@ class _Driver:
                 row = row.with_roofline(roof.peak_for(row.precision), roof.bandwidth_gbs, intensity)
         self.result.rows.append(row)
         return row
+
+    def reroof(self, rooflines: dict[str, Any]) -> None:
+        """The run's roofs are now ``rooflines``: every row with a roof takes its device's new one."""
+        self.result.rooflines = rooflines
+        for i, row in enumerate(self.result.rows):
+            roof = rooflines.get(row.device)
+            if row.peak_gflops is not None and roof is not None:
+                peak = roof.peak_for(row.precision)
+                self.result.rows[i] = row.with_roofline(peak, roof.bandwidth_gbs, row.arithmetic_intensity)
 
     def gone_row(self, case: Case, gone: WorkerGone, **values: Any) -> None:
         self.row(case, status=gone.status, reason=gone.reason, **values)
@@ -517,7 +527,8 @@ def run(
             driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
             group_started = time.perf_counter()
             driver.measure_group(launcher, group)
-            driver.say(f"  {durations.group(group[0].group, len(group), group_started):.1f} s")
+            seconds = durations.group(group, group_started, config.single_stream_queries)
+            driver.say(f"  {seconds:.1f} s")
         launcher.close()
     except KeyboardInterrupt:
         launcher.close(kill=True)
@@ -527,6 +538,13 @@ def run(
         raise
     durations.measured = time.perf_counter() - started
     driver.say(f"measured {len(groups)} groups in {durations.measured:.1f} s")
+    if rooflines and not driver.result.interrupted:
+        started = time.perf_counter()
+        driver.say("rooflines again, after the groups (each roof: the higher of the two passes)")
+        again = measure_rooflines(config, out)
+        durations.roofline += time.perf_counter() - started
+        driver.result.roofline_passes = [rooflines, again]
+        driver.reroof({d: roof.higher(again[d]) if d in again else roof for d, roof in rooflines.items()})
     result = driver.result
     result.artifacts = artifacts
     if write and result.rows:
@@ -554,6 +572,7 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
     rows = [*result.rows, *offline_rows(result.rows)]
     extra = {
         "rooflines": {d: dataclasses.asdict(r) for d, r in result.rooflines.items()},
+        "roofline_passes": [{d: dataclasses.asdict(r) for d, r in p.items()} for p in result.roofline_passes],
         "single_stream_samples_ms": result.single_stream_samples,
         "interrupted": result.interrupted,
         DURATIONS_KEY: result.durations.as_dict(),

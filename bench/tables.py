@@ -3,7 +3,8 @@ tables (and the HTML report's cells, ``bench.report_html``).
 
 ``render``: one results frame as the tables of a run, in this order: offline (best throughput per
 runtime), single-stream latency, then a heading per target and batch size with one line per runtime
-x device (x timing, x execution provider, x threads), fastest first, the scenario tables
+x device (x timing, x execution provider, x threads), fastest first, parity (the whole model's
+worst max |diff|, agreement and accuracy per runtime x device x precision), the scenario tables
 (``bench.scenarios``), where the time goes (profile), cold start, memory, isolation and last "not
 run, and why". Speedup is throughput relative to ``torch-eager`` on the same host, device, timing
 kind and thread count. ``vs fastest`` ranks each ok line against the fastest ok line of its table on
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.analysis import BASELINE, comparison_tables, profile_breakdown
+from bench.analysis import BASELINE, comparison_tables, parity_summary, profile_breakdown
 from bench.columns import BY_NAME, ISOLATION_TOLERANCE
 from models.layers import PROFILE_SEGMENTS
 
@@ -269,6 +270,14 @@ _ISOLATION_SHOWN = {
     ),
     "runtime passes": _Cell(lambda line: {1: "yes", 0: "no"}.get(line["isolation_ok"], ""), numeric=False),
 }
+_PARITY_SHOWN = {
+    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "provider")},
+    "max abs diff": _column("max_abs_diff"),
+    "agreement %": _SHOWN["agreement %"],
+    "accuracy %": _SHOWN["accuracy %"],
+    "batch sizes": _Cell(lambda line: line["batch_sizes"], numeric=False),
+}
+PARITY_TITLE = "parity: whole model vs eager PyTorch on the CPU (worst over the batch sizes)"
 _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
                   "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
@@ -326,9 +335,21 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
     return "\n\n".join(table.text(markdown) for table in tables) + "\n" if tables else ""
 
 
+def parity_sections(comparison: pd.DataFrame) -> list[Table]:
+    """One line per runtime x device x precision of the whole model (``parity_summary``): the
+    largest max |diff| over its ok lines, the lowest agreement and accuracy; none if no ok line has
+    any of them."""
+    summary = parity_summary(comparison)
+    if summary.empty:
+        return []
+    cells = _cells(summary, _PARITY_SHOWN)
+    return [Table(PARITY_TITLE, cells, frozenset(_NUMERIC))]
+
+
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
     """Text of the tables: offline (best throughput per runtime), single-stream latency, then a
-    heading per target and batch size, where the time goes (profile), cold start, memory, and last
+    heading per target and batch size, parity (``parity_summary``), the scenario tables, where the
+    time goes (profile), cold start, memory, isolation, and last
     "not run, and why": each skipped runtime x device once, with its reason (``not_run``).
     ``df`` from ``comparison_tables`` (a results frame from ``read_results`` is converted first)."""
     _frame = df  # the results frame (the scenario tables read its own columns)
@@ -349,6 +370,7 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
         parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+    parts += [table.text(markdown) for table in parity_sections(df)]
     from bench.scenarios import scenario_sections
 
     parts += [table.text(markdown) for table in scenario_sections(_frame)]
@@ -435,6 +457,7 @@ _NUMERIC = frozenset(
         _COLD_SHOWN,
         _MEMORY_SHOWN,
         _ISOLATION_SHOWN,
+        _PARITY_SHOWN,
         _CHANGE_SHOWN,
     )
     for heading, cell in shown.items()

@@ -2,7 +2,9 @@
 
 ONNX: ``torch.onnx.export(..., dynamo=True)``, the exporter current PyTorch recommends, with its
 optimizer on (constant folding, dead-code removal: the simplification that is always safe), then
-``onnx.checker.check_model(full_check=True)`` and strict shape inference.
+``onnx.checker.check_model(full_check=True)`` and strict shape inference; the Python call stack
+torch.onnx stores on each node names its files relative to the repository and site-packages
+(``write_onnx``, which writes every ONNX file, the int8 and fp16 ones too).
 TorchScript: traced, frozen, saved; the archive's random ``serialization_id`` is replaced by one
 derived from the content so that the same weights give the same file.
 torch.export: ``torch.export.export`` with a dynamic batch dimension, saved with
@@ -26,11 +28,12 @@ import re
 import shutil
 import stat
 import subprocess
+import sysconfig
 import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import onnx
@@ -39,6 +42,7 @@ from torch import nn
 
 from models.atomic import atomic_path
 from models.errors import UserError, is_out_of_space
+from models.paths import REPO_ROOT
 
 OPSET = 18  # >= 17, and old enough for every onnxruntime of the last three years
 PT2_FOLDER = "deep_mnist"  # top folder inside every .pt2 zip we write (torch names it after the file)
@@ -87,7 +91,10 @@ def export_onnx(
 
 
 def write_onnx(model: onnx.ModelProto, path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """Replace the metadata, validate (full check, strict shape inference), write atomically."""
+    """Replace the metadata, make the stack traces portable (``portable_stack_traces``), validate
+    (full check, strict shape inference), write atomically. Every ONNX file of an export is
+    written here."""
+    portable_stack_traces(model)
     model.doc_string = metadata.get("description", "")
     del model.metadata_props[:]
     for key in sorted(metadata):
@@ -97,6 +104,74 @@ def write_onnx(model: onnx.ModelProto, path: str | os.PathLike, metadata: dict[s
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     with atomic_path(path) as tmp:
         tmp.write_bytes(model.SerializeToString())
+
+
+# Node metadata torch.onnx writes on every op: the Python call stack that made it, one
+# 'File "<path>", line N, in <function>' line per frame, with the exporting machine's paths.
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+_FRAME_FILE = re.compile(r'(File ")([^"]+)(")')
+
+
+def _source_roots() -> list[tuple[str, str]]:
+    """(folder, what a stack trace names it): the checkout, then Python's standard library; each
+    folder as given and resolved."""
+    paths = sysconfig.get_paths()
+    roots = [(str(REPO_ROOT), ""), (paths["stdlib"], "<stdlib>/"), (paths["platstdlib"], "<stdlib>/")]
+    found = []
+    for folder, name in roots:
+        for variant in (folder, os.path.realpath(folder)):
+            if (variant.rstrip(os.sep), name) not in found:
+                found.append((variant.rstrip(os.sep), name))
+    return found
+
+
+def portable_path(path: str, roots: list[tuple[str, str]] | None = None) -> str:
+    """A source file as an exported file's stack trace names it, the same on every checkout:
+    relative to site-packages (``<site-packages>/torch/nn/modules/conv.py``: any environment's
+    site-packages or dist-packages folder, so a virtual environment inside the checkout too),
+    to the repository (``models/network.py``) or to the standard library (``<stdlib>/...``); any
+    other absolute path is reduced to its file name (``<elsewhere>/x.py``). Names that are not
+    absolute paths (``<frozen importlib._bootstrap>``) stay as they are."""
+    if not os.path.isabs(path):
+        return path
+    parts = Path(path).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            at = len(parts) - 1 - parts[::-1].index(marker)  # the innermost one
+            return "<site-packages>/" + "/".join(parts[at + 1 :])
+    for folder, name in _source_roots() if roots is None else roots:
+        if path.startswith(folder + os.sep):
+            return name + Path(path[len(folder) + 1 :]).as_posix()
+    return "<elsewhere>/" + Path(path).name
+
+
+def _all_nodes(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.NodeProto]:
+    """``nodes`` and the nodes of their subgraphs (If, Loop, Scan bodies), depth first."""
+    for node in nodes:
+        yield node
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.HasField("g") else []
+            for graph in [*subgraphs, *attribute.graphs]:
+                yield from _all_nodes(graph.node)
+
+
+def portable_stack_traces(model: onnx.ModelProto) -> int:
+    """Rewrite the file paths in every node's ``STACK_TRACE`` (graph, subgraphs, functions) with
+    ``portable_path``, in place, so the file neither depends on nor reveals where the repository
+    and the Python environment were on the exporting machine; the traces stay useful (file, line,
+    function). Returns the number of traces rewritten."""
+    roots = _source_roots()
+
+    def portable(match: re.Match[str]) -> str:
+        return match[1] + portable_path(match[2], roots) + match[3]
+
+    count = 0
+    for node in _all_nodes([*model.graph.node, *(n for f in model.functions for n in f.node)]):
+        for entry in node.metadata_props:
+            if entry.key == STACK_TRACE:
+                entry.value = _FRAME_FILE.sub(portable, entry.value)
+                count += 1
+    return count
 
 
 def export_torchscript(

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench.analysis import comparison_tables
@@ -133,6 +134,42 @@ def test_compare_command_refuses_bad_files(tmp_path: Path) -> None:
     args = _parse(["compare", str(tmp_path)])
     with pytest.raises(UserError, match="cannot read"):
         args.func(args)
+
+
+REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "20261202T012129Z-vm.csv"
+
+
+def test_parity_section_lists_each_runtimes_worst_difference() -> None:
+    """The parity table of the committed reference run, after the per-batch tables: one line per
+    runtime (one host, device and precision each here) with the largest max |diff| of its ok
+    whole-model rows, the lowest agreement and accuracy, computed here from the CSV itself."""
+    text = render(read_results(REFERENCE_RUN), markdown=True)
+    title = "### parity: whole model vs eager PyTorch on the CPU (worst over the batch sizes)"
+    assert text.index("### model, batch 256") < text.index(title) < text.index("### where the time goes")
+    section = text.split(title)[1].split("\n### ")[0]
+    header, _, *lines = [line.strip("|").split("|") for line in section.strip().splitlines()]
+    header = [h.strip() for h in header]
+    table = {cells[0].strip(): dict(zip(header, (c.strip() for c in cells), strict=True)) for cells in lines}
+    csv = pd.read_csv(REFERENCE_RUN, keep_default_na=False, na_values=[""])
+    ok = csv[(csv["target"] == "model") & (csv["status"] == "ok") & csv["max_abs_diff"].notna()]
+    assert set(table) == set(ok["runtime"]) and len(table) == len(lines)
+    int8 = ok[ok["runtime"] == "onnxruntime-int8"]
+    assert int8["max_abs_diff"].nunique() > 1  # differs by batch size: the table shows the largest
+    for runtime, rows in ok.groupby("runtime"):
+        line = table[runtime]
+        assert line["max abs diff"] == f"{rows['max_abs_diff'].max():.2e}", runtime
+        assert line["agreement %"] == f"{rows['agreement'].min() * 100:.2f}", runtime
+        assert line["accuracy %"] == f"{rows['accuracy'].min() * 100:.2f}", runtime
+    assert table["onnxruntime-int8"]["precision"] == "int8"
+    assert (
+        float(table["onnxruntime-int8"]["max abs diff"]) > 1e-3 > float(table["onnxruntime"]["max abs diff"])
+    )
+    # no section where no ok whole-model row has a figure (failed and layer rows do not count)
+    failed = _row(
+        "onnxruntime", "cpu", None, status="failed", reason="differs", max_abs_diff=1.0, agreement=0.5
+    )
+    rows = [failed, *(r for r in ROWS if r.target != "model")]
+    assert "parity:" not in render(frame_from_rows(rows))
 
 
 def _timed(runtime: str, median_ms: float, half_ci_ms: float, **values: object) -> ResultRow:

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 
 import numpy as np
@@ -13,12 +14,14 @@ import pytest
 import torch
 
 from exporters.export import TOLERANCE, _metadata, _plan, check_parity
-from exporters.formats import Pt2Error, check_pt2_archive
+from exporters.formats import Pt2Error, check_pt2_archive, portable_path
 from exporters.manifest import ExportError, load_manifest
 from exporters.registry import FORMATS
+from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import to_input
 from models.network import DeepMNIST
+from models.paths import REPO_ROOT
 
 
 def _session(path):
@@ -193,8 +196,10 @@ def test_torchscript_archive_is_reproducible(exported):
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
-def test_reexport_gives_the_same_files(exported, tmp_path):
-    out = tmp_path / "again"
+@pytest.fixture(scope="module")
+def reexported(exported, tmp_path_factory):
+    """A second export of the default checkpoint by the real command, into a tmp folder."""
+    out = tmp_path_factory.mktemp("reexport") / "again"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "export", "--no-progress", "--out", str(out)],
         capture_output=True,
@@ -202,7 +207,11 @@ def test_reexport_gives_the_same_files(exported, tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
-    again = load_manifest(out)
+    return load_manifest(out)
+
+
+def test_reexport_gives_the_same_files(exported, reexported):
+    again, out = reexported, reexported.folder
     assert {a.file: a.sha256 for a in again.artifacts} == {a.file: a.sha256 for a in exported.artifacts}
     # And an up-to-date export is only verified, not rewritten.
     proc = subprocess.run(
@@ -212,6 +221,53 @@ def test_reexport_gives_the_same_files(exported, tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("up to date")
+
+
+def test_portable_paths_name_no_folder_of_this_machine():
+    site = sysconfig.get_paths()["purelib"]
+    assert portable_path(str(REPO_ROOT / "models" / "network.py")) == "models/network.py"
+    assert portable_path(f"{site}/torch/nn/modules/conv.py") == "<site-packages>/torch/nn/modules/conv.py"
+    assert portable_path("/usr/lib/python3/dist-packages/onnx/a.py") == "<site-packages>/onnx/a.py"
+    assert portable_path(f"{sysconfig.get_paths()['stdlib']}/contextlib.py") == "<stdlib>/contextlib.py"
+    assert portable_path("/home/someone/elsewhere/tool.py") == "<elsewhere>/tool.py"
+    assert portable_path("<frozen runpy>") == "<frozen runpy>"
+
+
+def test_exported_onnx_files_hold_no_local_paths(exported, reexported, mnist):
+    """torch.onnx stores each op's Python call stack in the file (node metadata); a fresh export
+    names its source files relative to the repository and site-packages, so no ONNX file holds
+    the checkout's or the environment's folder, the manifest's SHA-256 is that of the rewritten
+    file, and onnxruntime gives the same outputs as from the export the other tests use."""
+    local = {str(REPO_ROOT), os.path.realpath(REPO_ROOT), sys.prefix, os.path.realpath(sys.prefix)}
+    local |= {sysconfig.get_paths()["purelib"], sys.base_prefix}
+    local = {folder for folder in local if len(folder) > 4}  # "/usr" could occur in weight bytes
+    x = to_input(mnist.test_images[:256]).numpy()  # (256, 1, 28, 28)
+    onnx_files = [a for a in reexported.artifacts if FORMATS[a.format].onnx]
+    assert len(onnx_files) == 4 + 6  # float32, uint8, int8, fp16 and the six layers
+    for artifact in onnx_files:
+        path = reexported.verified_path(artifact.target, artifact.format)
+        data = path.read_bytes()
+        assert sha256_file(path) == artifact.sha256
+        for folder in local:
+            assert folder.encode() not in data, (artifact.file, folder)
+        assert b'File "/' not in data, artifact.file  # no absolute path in any stack trace
+        model = onnx.load_from_string(data)
+        traces = [
+            p.value
+            for n in model.graph.node
+            for p in n.metadata_props
+            if p.key == "pkg.torch.onnx.stack_trace"
+        ]
+        if artifact.format != "onnx-int8":  # the quantizer writes new nodes, without traces
+            assert traces, artifact.file
+        if artifact.file == "deep_mnist.onnx":  # the traces are kept, with portable paths
+            assert any('File "models/network.py", line' in t for t in traces)
+            assert any('File "<site-packages>/torch/nn/modules/' in t for t in traces)
+        if artifact.target.startswith("model"):
+            before = exported.verified_path(artifact.target, artifact.format)
+            inputs = mnist.test_images[:256] if artifact.inputs[0].dtype == "uint8" else x
+            for new, old in zip(_load(artifact, path)(inputs), _load(artifact, before)(inputs), strict=True):
+                assert np.array_equal(new, old), artifact.file
 
 
 def test_without_a_cpp_compiler_aoti_is_skipped_with_the_reason(exported, tmp_path):

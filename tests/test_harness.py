@@ -108,6 +108,14 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         assert layers.latency_ms_median.sum() == pytest.approx(total)
     sidecar = json.loads(csv.with_suffix(".json").read_text())
     assert sidecar["rooflines"]["cpu"]["peak_gflops"] == batch.peak_gflops.iloc[0]
+    # measured before and after the groups; each roof is the higher of the two passes
+    before, after = (p["cpu"] for p in sidecar["roofline_passes"])
+    assert sidecar["rooflines"]["cpu"]["peak_gflops"] == max(before["peak_gflops"], after["peak_gflops"])
+    assert sidecar["rooflines"]["cpu"]["bandwidth_gbs"] == max(
+        before["bandwidth_gbs"], after["bandwidth_gbs"]
+    )
+    for precision, peak in sidecar["rooflines"]["cpu"]["precision_peaks"].items():
+        assert peak == max(before["precision_peaks"][precision], after["precision_peaks"][precision])
     assert sidecar["environment"]["machine"]["machine_id"] == collect_machine()["machine_id"]
     samples = sidecar["single_stream_samples_ms"]
     assert sorted(samples) == ["onnxruntime/cpu", "torch-eager/cpu"]
@@ -117,6 +125,8 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     groups = [g["group"] for g in durations["groups"]]
     assert groups == ["model batch=2 cpu", "model batch=8 cpu", "model batch=1 cpu single-stream"]
     assert [g["cases"] for g in durations["groups"]] == [2, 2, 2]
+    kinds = ["whole model, fixed batch"] * 2 + ["single-stream, 40 queries per runtime"]
+    assert [g["kind"] for g in durations["groups"]] == kinds
     assert all(g["seconds"] > 0 for g in durations["groups"]) and durations["roofline"] > 0
     assert durations["measured"] >= sum(g["seconds"] for g in durations["groups"]) - 0.2
     stem = str(csv)[:-4]
@@ -134,6 +144,8 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         "peak RSS MiB",
         "run time: seconds per step",
         "model batch=1 cpu single-stream",
+        "run time by scenario",
+        "single-stream, 40 queries per runtime",
     ):
         assert heading in tables, heading
     # compare prints the run time again, from the sidecar
@@ -141,7 +153,7 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
         [sys.executable, "-m", "bench", "compare", str(csv)], capture_output=True, text=True, timeout=120
     )
     assert shown.returncode == 0 and "run time: seconds per step" in shown.stdout, shown.stderr
-    assert f"{durations['groups'][0]['seconds']:,.1f}" in shown.stdout.split("run time")[1]
+    assert f"{durations['groups'][0]['seconds']:,.1f}" in shown.stdout.split("run time: seconds per step")[1]
 
 
 def test_wrong_runtime_fails_and_reports_no_timing(tmp_path, exported):

@@ -19,7 +19,7 @@ from bench.cli import main
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 REFERENCE = RESULTS / "20261128T124630Z-vm.csv"
 OTHER = RESULTS / "20261128T152732Z-vm-other-machine.csv"
-FULL = "20261202T022559Z-vm-full"  # --full: full loop, server, single-stream at 10,000 queries
+FULL = "20261202T040311Z-vm-full"  # --full: full loop, server, single-stream at 10,000 queries
 DEFAULT = "20261202T012129Z-vm"  # the default matrix: none of those
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -267,17 +267,17 @@ def test_full_run_shows_full_loop_server_and_its_chart(scenario_site: Path) -> N
     full = _table(section, "full loop vs preloaded tensor")
     line = _line(full, runtime="onnxruntime-int8", batch="1")
     assert (line["preloaded ms"], line["full loop ms"], line["full / preloaded"]) == (
-        "0.1235",
-        "0.1180",
-        "0.96x",
+        "0.1433",
+        "0.1917",
+        "1.34x",
     )
     answer = _table(section, "server: highest arrival rate whose p99 stays under 10 ms")
     assert list(answer)[3] == "highest queries/s with p99 < 10 ms"
-    assert _line(answer, runtime="onnxruntime-int8")["highest queries/s with p99 < 10 ms"] == "3,977"
-    assert _line(answer, runtime="torch-export")["highest queries/s with p99 < 10 ms"] == "none"
+    assert _line(answer, runtime="onnxruntime-int8")["highest queries/s with p99 < 10 ms"] == "2,208"
+    assert _line(answer, runtime="torch-eager-bf16")["highest queries/s with p99 < 10 ms"] == "none"
     every = _table(section, "server: every rate")
-    line = _line(every, runtime="onnxruntime", **{"target q/s": "211"})
-    assert (line["p99 ms [95% CI]"], line["p99 < 10 ms"]) == ("3.738 [3.355, 4.243]", "yes")
+    line = _line(every, runtime="onnxruntime", **{"target q/s": "271"})
+    assert (line["p99 ms [95% CI]"], line["p99 < 10 ms"]) == ("5.718 [5.070, 6.403]", "yes")
     # the batch rounds only at batch 1: the server and single-stream rows have tables of their own
     frame = comparison_tables(read_results(RESULTS / f"{FULL}.csv"))
     rounds = frame[(frame.scenario == "batch") & (frame.batch_size == 1) & (frame.target == "model")]
