@@ -2,8 +2,9 @@
 
 ``deepmnist bench`` records them in the run's ``.json`` sidecar under ``durations_s`` and prints
 them under "run time" in the Markdown; ``deepmnist compare RUN.csv`` prints them again from the
-sidecar (runs written before the record existed have none, and no such table). Wall-clock seconds
-of this run on this machine: they move with the machine's speed (docs/machines-and-history.md).
+sidecar, and ``deepmnist report`` shows them in the run's section (runs written before the record
+existed have none, and no such table). Wall-clock seconds of this run on this machine: they move
+with the machine's speed (docs/machines-and-history.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from bench.core import Case
+    from bench.tables import Table
 
 KEY = "durations_s"  # the sidecar's key
 
@@ -73,9 +75,10 @@ def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
     return found if isinstance(found, Mapping) and isinstance(found.get("groups"), list) else None
 
 
-def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> str:
-    """The "run time" sections: seconds and share of the whole by scenario, then per step."""
-    from bench.tables import _tabulate, _title
+def durations_tables(durations: Mapping[str, Any]) -> list[Table]:
+    """The "run time" tables: seconds and share of the whole by scenario, then one line per step
+    with the total."""
+    from bench.tables import Table
 
     steps = [
         ("artifacts (data, checkpoint, export: checked or built)", "", durations.get("artifacts", 0.0)),
@@ -99,7 +102,11 @@ def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> st
         "share": [f"{100 * sum(v) / total:.0f}%" if total else "" for v in kinds.values()],
     }
     title = "run time by scenario: seconds (wall clock, this machine)"
-    parts = [_title(title, markdown), _tabulate(summary, markdown, {"groups", "seconds", "share"})]
+    by_kind = Table(title, summary, frozenset({"groups", "seconds", "share"}))
     title = "run time: seconds per step of this run (wall clock, this machine)"
-    parts += [_title(title, markdown), _tabulate(cells, markdown, {"cases", "seconds", "share"})]
-    return "\n\n".join(parts) + "\n"
+    return [by_kind, Table(title, cells, frozenset({"cases", "seconds", "share"}))]
+
+
+def render_durations(durations: Mapping[str, Any], markdown: bool = False) -> str:
+    """The "run time" sections (``durations_tables``) as text."""
+    return "\n\n".join(table.text(markdown) for table in durations_tables(durations)) + "\n"

@@ -1,7 +1,7 @@
 """PNG charts beside a results CSV: ``deepmnist plot RESULTS.csv`` (or ``python -m bench.plots``) or ``write_plots(df, stem)``.
 
-``write_plots`` draws, from the ok rows of a results frame, up to four charts named after a stem
-(the CSV path without ``.csv``), each written atomically and only when it has data:
+``write_plots`` draws, from the ok rows of a results frame, up to six charts (``CHARTS``) named after
+a stem (the CSV path without ``.csv``), each written atomically and only when it has data:
 
 - ``<stem>-throughput.png``: images/s against batch size (log-log), whole model, scenario
   ``batch``, compute timing; one line per runtime (x precision, ...), one panel per device.
@@ -14,6 +14,8 @@
   timed calls (whole model, largest batch size), and torch's CUDA peak where there is one.
 - ``<stem>-single-stream.png``: the distribution of per-query latency at batch 1 (empirical CDF
   and its tail), from the samples of the JSON sidecar's ``single_stream_samples_ms``.
+- ``<stem>-server.png``: p99 latency against achieved queries/s of the server scenario, the bound
+  dashed (``bench.scenarios.server_chart``).
 
 Only the object-oriented API (``Figure`` on an Agg canvas) is used, never pyplot's global state,
 so it runs without a display and from any thread. Each runtime keeps one colour in every chart.
@@ -26,7 +28,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -655,12 +657,16 @@ def memory_chart(ok: pd.DataFrame, path: Path, colours: Mapping[str, tuple]) -> 
 # ----------------------------------------------------------------------------- entry points
 
 
+CHARTS = ("throughput", "layers", "roofline", "memory", "single-stream", "server")  # <stem>-<chart>.png
+
+
 def write_plots(
     df: pd.DataFrame,
     out_stem: str | os.PathLike,
     samples: Mapping[str, Sequence[float]] | None = None,
+    charts: Collection[str] = CHARTS,
 ) -> list[Path]:
-    """Write the charts that have data as ``<out_stem>-<chart>.png``; return their paths.
+    """Write the charts (of ``charts``) that have data as ``<out_stem>-<chart>.png``; return their paths.
 
     Only ``status == "ok"`` rows are drawn; a chart without data is not written (no empty charts).
     ``samples``: per-query single-stream latencies (ms) keyed ``"runtime/device"``.
@@ -671,14 +677,15 @@ def write_plots(
     stem = os.fspath(out_stem)
     names = [str(r) for r in df["runtime"].dropna()] + [_sample_runtime(s)[0] for s in (samples or {})]
     colours = runtime_colours(names)  # from every row, so a runtime's colour does not depend on the chart
-    written = [
-        throughput_chart(ok, Path(f"{stem}-throughput.png"), colours),
-        layers_chart(ok, Path(f"{stem}-layers.png"), colours),
-        roofline_chart(ok, Path(f"{stem}-roofline.png"), colours),
-        memory_chart(ok, Path(f"{stem}-memory.png"), colours),
-        single_stream_chart(ok, samples, Path(f"{stem}-single-stream.png"), colours),
-        server_chart(ok, Path(f"{stem}-server.png"), colours),
-    ]
+    draw = {
+        "throughput": lambda path: throughput_chart(ok, path, colours),
+        "layers": lambda path: layers_chart(ok, path, colours),
+        "roofline": lambda path: roofline_chart(ok, path, colours),
+        "memory": lambda path: memory_chart(ok, path, colours),
+        "single-stream": lambda path: single_stream_chart(ok, samples, path, colours),
+        "server": lambda path: server_chart(ok, path, colours),
+    }
+    written = [draw[name](Path(f"{stem}-{name}.png")) for name in CHARTS if name in charts]
     return [p for p in written if p is not None]
 
 

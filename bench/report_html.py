@@ -4,9 +4,12 @@
 inline: no CDN, no server, no network (open it with ``file://``). Sections:
 
 - machines: each run's fingerprint (``bench.machine``), unknown parts of older runs said so;
-- per run: its charts (the PNGs beside its CSV, else drawn now by ``bench.plots``) and the
-  comparison tables of ``deepmnist compare`` (the same cells, ``bench.tables``), every table
-  sortable by clicking a column header (numbers sort as numbers, empty cells last);
+- per run: its charts (each PNG beside its CSV, else drawn now by ``bench.plots``: throughput,
+  layers, roofline, memory, single-stream, server) and the tables of ``deepmnist compare RUN.csv``
+  (the same cells, ``bench.tables`` and ``bench.scenarios``: offline, single-stream, each batch
+  size, full loop vs preloaded, threads x streams, server, where the time goes, the run time;
+  layers alone folded), every table sortable by clicking a column header (numbers sort as numbers, empty cells
+  last);
 - history and steps (``bench.history``), when a machine has two runs or more;
 - the portability table(s), ``portability-*.csv`` in a RESULTS folder or named, shown as they are;
 - cold start, and memory where a run has memory columns.
@@ -23,16 +26,19 @@ import html
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bench.history import HistoryError, Run, find_runs, histories_of, load_run
 from models.errors import UserError
 
+if TYPE_CHECKING:
+    from bench.tables import Table
+
 PORTABILITY = "portability-*.csv"
-CHARTS = ("throughput", "layers", "roofline", "single-stream")  # bench.plots' chart names
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -108,34 +114,47 @@ def html_table(cells: Mapping[str, Sequence[str]], numeric: set[str] | frozenset
     return f"<div class=wide>{table}</div>"
 
 
+def _table_html(table: Table) -> str:
+    return f"<h3>{_e(table.title)}</h3>" + html_table(table.cells, table.numeric)
+
+
 def _run_tables(run: Run) -> str:
-    """The run's ``compare`` tables: offline, model per batch size and scenario, cold start (open),
-    then the layers and the profile (folded)."""
+    """The run's tables, in the order of ``deepmnist compare RUN.csv``: offline, single-stream, model
+    per batch size, the scenario tables (full loop, threads x streams, server: ``bench.scenarios``),
+    where the time goes, the run time (``bench.durations``, when its sidecar has one), then the
+    layers alone (folded). Cold start and memory have sections of their own."""
     from bench import tables
     from bench.analysis import comparison_tables
+    from bench.durations import durations_tables, read_durations
+    from bench.scenarios import scenario_sections
 
     table = comparison_tables(run.frame)
     table = table[table["status"] != "skipped"]
     parts, folded = [], []
 
-    def add(title: str, group: pd.DataFrame, shown: Mapping[str, Callable], into: list[str]) -> None:
-        cells = tables._with_status(tables._cells(group, shown), group)
+    def add(title: str, cells: dict[str, list[str]], into: list[str]) -> None:
         into.append(f"<h3>{_e(title)}</h3>" + html_table(cells, tables._NUMERIC))
 
     offline = table[table["scenario"] == "offline"].sort_values("throughput_ips", ascending=False)
     if not offline.empty:
-        add(
-            "offline: best throughput over the batch sizes (whole model)",
-            offline,
-            tables._OFFLINE_SHOWN,
-            parts,
-        )
-    for (scenario, target, batch), group in table.groupby(["scenario", "target", "batch_size"], sort=False):
-        if scenario in ("offline", "profile"):
-            continue
-        shown = tables._SINGLE_STREAM_SHOWN if scenario == "single-stream" else tables._SHOWN
-        title = f"{target}, batch {batch}" + ("" if scenario == "batch" else f", {scenario}")
-        add(title, group, shown, parts if target == "model" else folded)
+        title = "offline: best throughput over the batch sizes (whole model)"
+        add(title, tables._simple_cells(offline, tables._OFFLINE_SHOWN), parts)
+    # server and streams rows have tables of their own (scenario_sections), profile rows theirs
+    # (profile_sections)
+    for scenario in ("single-stream", "batch"):
+        rows = table[table["scenario"] == scenario]
+        for (target, batch), group in rows.groupby(["target", "batch_size"], sort=False):
+            if scenario == "single-stream":
+                cells = tables._simple_cells(group, tables._SINGLE_STREAM_SHOWN)
+            else:
+                cells = tables._with_status(tables._cells(group, tables._SHOWN), group)
+            add(tables.group_title(scenario, target, batch), cells, parts if target == "model" else folded)
+    parts += [_table_html(section) for section in tables.parity_sections(table)]
+    parts += [_table_html(section) for section in scenario_sections(run.frame)]
+    parts += [_table_html(section) for section in tables.profile_sections(table)]
+    durations = read_durations(run.path)
+    if durations is not None:
+        parts += [_table_html(section) for section in durations_tables(durations)]
     text = "".join(parts)
     if folded:
         text += f"<details><summary>layers alone ({len(folded)} tables)</summary>{''.join(folded)}</details>"
@@ -177,10 +196,8 @@ def cold_start_table(run: Run) -> str:
     if cold.empty or not cold["load_s"].notna().any():
         return ""
     smallest = cold[cold["batch_size"] == cold["batch_size"].min()]
-    cells = tables._cells(smallest, tables._COLD_SHOWN)
-    for heading in tables._EMPTY_DROPPED:  # e.g. compile s, or start s in runs made before workers
-        if not any(cells.get(heading, [])):
-            cells.pop(heading, None)
+    # less the columns a run has no value in: compile s, or start s in runs made before workers
+    cells = tables._simple_cells(smallest, tables._COLD_SHOWN)
     batch = smallest["batch_size"].iloc[0]
     return f"<h3>{_e(run.path.name)}: model, batch {batch}</h3>" + html_table(cells, tables._NUMERIC)
 
@@ -245,25 +262,28 @@ def machines_table(runs: Sequence[Run]) -> str:
 
 
 def _charts(run: Run, out: Path) -> list[str]:
-    """The run's charts as paths relative to ``out``: copied from beside its CSV, else drawn."""
-    from bench.plots import PlotError, read_samples, write_plots
+    """The run's charts as paths relative to ``out``: each one copied from beside its CSV, else
+    drawn now (``bench.plots.write_plots``; a chart without data is not drawn)."""
+    from bench.plots import CHARTS, PlotError, read_samples, write_plots
 
     folder = out / "charts"
     folder.mkdir(exist_ok=True)
     stem = run.path.with_suffix("")
-    beside = [Path(f"{stem}-{name}.png") for name in CHARTS]
-    if any(p.exists() for p in beside):
-        written = []
-        for p in beside:
-            if p.exists():
-                shutil.copyfile(p, folder / p.name)
-                written.append(folder / p.name)
-    else:
+    beside = {name: Path(f"{stem}-{name}.png") for name in CHARTS}
+    written = {}
+    for name, path in beside.items():
+        if path.exists():
+            written[name] = folder / path.name
+            shutil.copyfile(path, written[name])
+    missing = [name for name in CHARTS if name not in written]
+    if missing:
         try:
-            written = write_plots(run.frame, folder / stem.name, read_samples(run.path.with_suffix(".json")))
+            samples = read_samples(run.path.with_suffix(".json"))
+            for path in write_plots(run.frame, folder / stem.name, samples, missing):
+                written[path.stem.removeprefix(f"{stem.name}-")] = path
         except PlotError:
-            written = []
-    return [str(p.relative_to(out)) for p in written]
+            pass
+    return [str(written[name].relative_to(out)) for name in CHARTS if name in written]
 
 
 def _history_section(runs: Sequence[Run], out: Path) -> str:

@@ -1,7 +1,12 @@
 """Tables of the scenarios beyond the fixed-batch rounds (docs/scenarios.md): the full loop beside
 the preloaded-tensor timing, the server sweep, threads x streams. Input: a results frame
 (``bench.results.read_results``). A cell of a CSV column takes its format and alignment from the
-column's record (``bench.columns``), as in ``bench.tables``."""
+column's record (``bench.columns``), as in ``bench.tables``.
+
+Each scenario's ``*_sections`` gives its tables as ``bench.tables.Table`` (title, cells): the text
+of ``deepmnist compare`` and the run's Markdown (``*_table(s)``, via ``bench.tables.render``) and
+the HTML report (``bench.report_html``) draw the same ones; ``scenario_sections`` lists them all,
+in the order the text shows them."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from bench.columns import BY_NAME
-from bench.tables import _Cell, _column, _format, _ms_ci, _number, _tabulate, _title
+from bench.tables import Table, _Cell, _column, _format, _ms_ci, _number
 
 _SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
 
@@ -27,10 +32,23 @@ def _ci(column: str) -> _Cell:
     return _Cell(lambda line: _ms_ci(line[column], line[f"{column}_ci_low"], line[f"{column}_ci_high"]))
 
 
-def _table(lines: pd.DataFrame, shown: Mapping[str, _Cell], markdown: bool) -> str:
-    records = lines.to_dict("records")
-    cells = {heading: [cell(line) for line in records] for heading, cell in shown.items()}
-    return _tabulate(cells, markdown, {heading for heading, cell in shown.items() if cell.numeric})
+def _text(tables: list[Table], markdown: bool) -> str:
+    return "\n\n".join(table.text(markdown) for table in tables)
+
+
+def scenario_sections(df: pd.DataFrame) -> list[Table]:
+    """Every scenario table of a results frame: full loop, threads x streams, server (each only
+    where the frame has its rows)."""
+    if "latency_ms_median" not in df.columns:  # a comparison frame, not a results frame
+        return []
+    tables = []
+    if "full_loop" in set(df["timing"]):
+        tables += full_loop_sections(df)
+    if "streams" in set(df["scenario"]):
+        tables += settings_sections(df)
+    if "server" in set(df["scenario"]):
+        tables += server_sections(df)
+    return tables
 
 
 def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
@@ -57,13 +75,18 @@ _FULL_LOOP_SHOWN = {
 }
 
 
-def full_loop_table(df: pd.DataFrame, markdown: bool = False) -> str:
-    """ "" when the frame has no full-loop rows."""
+def full_loop_sections(df: pd.DataFrame) -> list[Table]:
+    """[] when the frame has no full-loop rows."""
     lines = full_loop_lines(df)
     if lines.empty:
-        return ""
+        return []
     title = "full loop vs preloaded tensor: model (new uint8 batch per call, /255, reshape, run, argmax)"
-    return _title(title, markdown) + "\n\n" + _table(lines, _FULL_LOOP_SHOWN, markdown)
+    return [Table.of(title, lines, _FULL_LOOP_SHOWN)]
+
+
+def full_loop_table(df: pd.DataFrame, markdown: bool = False) -> str:
+    """ "" when the frame has no full-loop rows."""
+    return _text(full_loop_sections(df), markdown)
 
 
 # ----------------------------------------------------------------------------- server
@@ -101,11 +124,11 @@ def _under_bound(line: Mapping[str, float]) -> str:
     return "" if math.isnan(p99) else "yes" if p99 < line["latency_bound_ms"] else "no"
 
 
-def server_tables(df: pd.DataFrame, markdown: bool = False) -> str:
-    """The answer (highest rate under the bound per runtime), then every rate; "" without server rows."""
+def server_sections(df: pd.DataFrame) -> list[Table]:
+    """The answer (highest rate under the bound per runtime), then every rate; [] without server rows."""
     best = server_best(df)
     if best.empty:
-        return ""
+        return []
     bound = best["bound_ms"].iloc[0]
     rate = _format(BY_NAME["target_qps"].fmt)
     answer = {
@@ -133,16 +156,17 @@ def server_tables(df: pd.DataFrame, markdown: bool = False) -> str:
         f"p99 < {bound:g} ms": _Cell(_under_bound, numeric=False),
         "note": _column("note"),
     }
-    return "\n\n".join(
-        [
-            _title(
-                f"server: highest arrival rate whose p99 stays under {bound:g} ms (batch-1 queries)", markdown
-            ),
-            _table(best, answer, markdown),
-            _title("server: every rate (latency from scheduled arrival to result)", markdown),
-            _table(rows, detail, markdown),
-        ]
-    )
+    return [
+        Table.of(
+            f"server: highest arrival rate whose p99 stays under {bound:g} ms (batch-1 queries)", best, answer
+        ),
+        Table.of("server: every rate (latency from scheduled arrival to result)", rows, detail),
+    ]
+
+
+def server_tables(df: pd.DataFrame, markdown: bool = False) -> str:
+    """The answer (highest rate under the bound per runtime), then every rate; "" without server rows."""
+    return _text(server_sections(df), markdown)
 
 
 def server_chart(ok: pd.DataFrame, path, colours) -> object | None:
@@ -191,11 +215,11 @@ def settings_answer(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def settings_tables(df: pd.DataFrame, markdown: bool = False) -> str:
-    """Which threads x streams setting is fastest, per runtime, then every setting; "" without rows."""
+def settings_sections(df: pd.DataFrame) -> list[Table]:
+    """Which threads x streams setting is fastest, per runtime, then every setting; [] without rows."""
     answer = settings_answer(df)
     if answer.empty:
-        return ""
+        return []
     shown = {
         "runtime": _column("runtime"),
         "precision": _column("precision"),
@@ -225,13 +249,14 @@ def settings_tables(df: pd.DataFrame, markdown: bool = False) -> str:
         "CPU ms / query": _column("cpu_ms_per_call"),
         "note": _column("note"),
     }
-    return "\n\n".join(
-        [
-            _title(
-                "threads x streams: the fastest setting per runtime (whole model, batch-1 queries)", markdown
-            ),
-            _table(answer, shown, markdown),
-            _title("threads x streams: every setting", markdown),
-            _table(rows, detail, markdown),
-        ]
-    )
+    return [
+        Table.of(
+            "threads x streams: the fastest setting per runtime (whole model, batch-1 queries)", answer, shown
+        ),
+        Table.of("threads x streams: every setting", rows, detail),
+    ]
+
+
+def settings_tables(df: pd.DataFrame, markdown: bool = False) -> str:
+    """Which threads x streams setting is fastest, per runtime, then every setting; "" without rows."""
+    return _text(settings_sections(df), markdown)

@@ -18,13 +18,15 @@ new median with their CIs, the change and whether it is beyond noise; ``regressi
 
 A table is headings -> cells: each ``_Cell`` makes a line's text; a CSV column's cell takes its
 format and alignment from its record (``bench.columns``). The ``*_SHOWN`` dicts say which cells
-each table shows, in order.
+each table shows, in order. A ``Table`` is one titled table's cells, drawn as text here and as HTML
+by ``bench.report_html`` (the scenario tables, where the time goes, the run time).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -168,13 +170,37 @@ def _title(text: str, markdown: bool) -> str:
     return f"### {text}" if markdown else f"{text}\n{'=' * len(text)}"
 
 
+@dataclass(frozen=True)
+class Table:
+    """One titled table as cells (heading -> column of cell texts) and the headings that are
+    numbers: what the text (``text``) and the HTML report (``bench.report_html``) both draw."""
+
+    title: str
+    cells: dict[str, list[str]]
+    numeric: frozenset[str]
+
+    @classmethod
+    def of(cls, title: str, lines: pd.DataFrame, shown: Mapping[str, _Cell]) -> Table:
+        """Each line of ``lines`` through the cells of ``shown``."""
+        records = lines.to_dict("records")
+        cells = {heading: [cell(line) for line in records] for heading, cell in shown.items()}
+        return cls(title, cells, frozenset(heading for heading, cell in shown.items() if cell.numeric))
+
+    def text(self, markdown: bool) -> str:
+        return f"{_title(self.title, markdown)}\n\n{_tabulate(self.cells, markdown, self.numeric)}"
+
+
+def group_title(scenario: str, target: str, batch: int) -> str:
+    """The heading of one scenario x target x batch size table: ``model, batch 1, single-stream``."""
+    return f"{target}, batch {batch}" + ("" if scenario == "batch" else f", {scenario}")
+
+
 def _sections(df: pd.DataFrame, markdown: bool, table: Callable[[pd.DataFrame, bool], str]) -> str:
     """A heading per scenario, target and batch size (in the frame's order), each followed by
     ``table(group)``."""
     parts = []
     for (scenario, target, batch), group in df.groupby(["scenario", "target", "batch_size"], sort=False):
-        title = f"{target}, batch {batch}" + ("" if scenario == "batch" else f", {scenario}")
-        parts.append(_title(title, markdown))
+        parts.append(_title(group_title(scenario, target, batch), markdown))
         parts.append(table(group, markdown))
     return "\n\n".join(parts) + "\n"
 
@@ -256,15 +282,22 @@ _EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", 
                   "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
 
+def _simple_cells(
+    group: pd.DataFrame, shown: Mapping[str, Callable[[Mapping[str, Any]], str]]
+) -> dict[str, list[str]]:
+    """``_cells`` less the ``_EMPTY_DROPPED`` columns with no value, then each line's status."""
+    cells = _cells(group, shown)
+    for heading in _EMPTY_DROPPED:
+        if heading in cells and not any(cells[heading]):
+            del cells[heading]
+    return _with_status(cells, group)
+
+
 def _simple_table(
     shown: Mapping[str, Callable[[Mapping[str, Any]], str]],
 ) -> Callable[[pd.DataFrame, bool], str]:
     def table(group: pd.DataFrame, markdown: bool) -> str:
-        cells = _cells(group, shown)
-        for heading in _EMPTY_DROPPED:
-            if heading in cells and not any(cells[heading]):
-                del cells[heading]
-        return _tabulate(_with_status(cells, group), markdown)
+        return _tabulate(_simple_cells(group, shown), markdown)
 
     return table
 
@@ -279,11 +312,11 @@ _PROFILE_NUMBERS = {
 }
 
 
-def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
+def profile_sections(comparison: pd.DataFrame) -> list[Table]:
     """Per runtime x device: each layer's profiled ms per call inside the whole model, their sum,
     the sum of the standalone layer timings and the whole-model median, all at the profiled batch
-    (``profile_breakdown``)."""
-    parts = []
+    (``profile_breakdown``); one table per host x batch size."""
+    tables = []
     for (_, batch), group in profile_breakdown(comparison).groupby(["host", "batch_size"], sort=False):
         cells = {h: list(group[h]) for h in ("host", "runtime", "device")}
         for heading, column in _PROFILE_NUMBERS.items():
@@ -291,20 +324,26 @@ def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
         cells = _with_status(cells, group)
         if group["host"].nunique() <= 1:
             del cells["host"]
-        parts.append(_title(f"where the time goes: model, batch {batch}, ms per call by layer", markdown))
-        parts.append(_tabulate(cells, markdown))
-    return "\n\n".join(parts) + "\n" if parts else ""
+        title = f"where the time goes: model, batch {batch}, ms per call by layer"
+        tables.append(Table(title, cells, frozenset(_PROFILE_NUMBERS)))
+    return tables
 
 
-def _parity_table(comparison: pd.DataFrame, markdown: bool) -> str:
+def _profile_table(comparison: pd.DataFrame, markdown: bool) -> str:
+    """The text of ``profile_sections``; "" without profile rows."""
+    tables = profile_sections(comparison)
+    return "\n\n".join(table.text(markdown) for table in tables) + "\n" if tables else ""
+
+
+def parity_sections(comparison: pd.DataFrame) -> list[Table]:
     """One line per runtime x device x precision of the whole model (``parity_summary``): the
-    largest max |diff| over its ok lines, the lowest agreement and accuracy; "" if no ok line has
+    largest max |diff| over its ok lines, the lowest agreement and accuracy; none if no ok line has
     any of them."""
     summary = parity_summary(comparison)
     if summary.empty:
-        return ""
+        return []
     cells = _cells(summary, _PARITY_SHOWN)
-    return f"{_title(PARITY_TITLE, markdown)}\n\n{_tabulate(cells, markdown)}"
+    return [Table(PARITY_TITLE, cells, frozenset(_NUMERIC))]
 
 
 def render(df: pd.DataFrame, markdown: bool = False) -> str:
@@ -331,21 +370,10 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
         parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
-    parity = _parity_table(df, markdown)
-    if parity:
-        parts.append(parity)
-    if "latency_ms_median" in _frame.columns and "full_loop" in set(_frame["timing"]):
-        from bench.scenarios import full_loop_table
+    parts += [table.text(markdown) for table in parity_sections(df)]
+    from bench.scenarios import scenario_sections
 
-        parts.append(full_loop_table(_frame, markdown))
-    if "latency_ms_median" in _frame.columns and "streams" in set(_frame["scenario"]):
-        from bench.scenarios import settings_tables
-
-        parts.append(settings_tables(_frame, markdown))
-    if "latency_ms_median" in _frame.columns and "server" in set(_frame["scenario"]):
-        from bench.scenarios import server_tables
-
-        parts.append(server_tables(_frame, markdown))
+    parts += [table.text(markdown) for table in scenario_sections(_frame)]
     profile = _profile_table(df, markdown)
     if profile:
         parts.append(profile.rstrip("\n"))
