@@ -62,8 +62,6 @@ TABLE_COLUMNS = [
     "fastest",  # the fastest ok line of its peers
     "within_noise",  # its CI overlaps the fastest line's CI (False when either CI is unknown)
     "speedup",  # throughput / the baseline's throughput on the same host, device, timing, threads
-    "accuracy_pct",
-    "agreement_pct",
 ]
 
 
@@ -78,11 +76,7 @@ def comparison_tables(df: pd.DataFrame) -> pd.DataFrame:
     Columns ``TABLE_COLUMNS``; sorted by target ("model" first, then the order in the file),
     batch size, then median latency (fastest first; skipped and failed rows last).
     """
-    table = df.rename(columns=_RENAMED).assign(
-        accuracy_pct=df["accuracy"] * 100,
-        agreement_pct=df["agreement"] * 100,
-        _line=range(len(df)),
-    )
+    table = df.rename(columns=_RENAMED).assign(_line=range(len(df)))
     ok = table["status"] == "ok"
     baseline = (
         table.loc[ok & (table["runtime"] == BASELINE), [*_KEY, "throughput_ips"]]
@@ -163,18 +157,18 @@ def parity_summary(comparison: pd.DataFrame) -> pd.DataFrame:
     """Per ``PARITY_KEY`` of the ok whole-model lines of a ``comparison_tables`` frame (every
     scenario, timing, batch size and thread count): the largest ``max_abs_diff`` (each line's is
     over its own batch of test images, against eager PyTorch on the CPU), the lowest
-    ``agreement_pct`` and ``accuracy_pct`` (each over all 10,000 test images) and the
+    ``agreement`` and ``accuracy`` (each over all 10,000 test images) and the
     ``batch_sizes`` those lines ran, as text ("1, 64, 256"). Lines with none of the three figures
     (profile rows) are left out. Sorted by that largest difference, then runtime."""
-    figures = ["max_abs_diff", "agreement_pct", "accuracy_pct"]
+    figures = ["max_abs_diff", "agreement", "accuracy"]
     model = comparison[(comparison["target"] == "model") & (comparison["status"] == "ok")]
     model = model[model[figures].notna().any(axis=1)]
     summary = (
         model.groupby(PARITY_KEY, sort=False)
         .agg(
             max_abs_diff=("max_abs_diff", "max"),
-            agreement_pct=("agreement_pct", "min"),
-            accuracy_pct=("accuracy_pct", "min"),
+            agreement=("agreement", "min"),
+            accuracy=("accuracy", "min"),
             batch_sizes=("batch_size", lambda b: ", ".join(str(n) for n in sorted(set(b)))),
         )
         .reset_index()

@@ -10,7 +10,8 @@ schemas lack), the tables (``bench.tables``: display format and alignment), the 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -36,6 +37,10 @@ class Column:
     signed: bool = False  # a difference that may be negative (every other number must not be)
     positive: bool = False  # must be > 0 where set (a zero latency or batch is a broken file)
     fraction: bool = False  # a share: from 0 to 1
+    # the tables that show it (names of TABLES) -> its heading there, in CSV order among the table's
+    # CSV columns (bench.tables.layout places each table's computed cells among them)
+    shown: Mapping[str, str] = field(default_factory=dict)
+    optional: bool = False  # a table drops it when none of its lines has a value
 
     @property
     def nullable(self) -> bool:
@@ -46,8 +51,8 @@ class Column:
         return self.dtype in (int, float)
 
 
-def _env(name: str, help: str) -> Column:
-    return Column(name, str, "", help=help, environment=True)
+def _env(name: str, help: str, **kw: Any) -> Column:
+    return Column(name, str, "", help=help, environment=True, **kw)
 
 
 def _timing(name: str, help: str, unit: str = "ms", **kw: Any) -> Column:
@@ -58,11 +63,39 @@ def _timing(name: str, help: str, unit: str = "ms", **kw: Any) -> Column:
 # isolation_ok record states it and the torch-free tables (bench.tables) check rows against it.
 ISOLATION_TOLERANCE = 0.07
 
+# The tables that show CSV columns (drawn by bench.tables and bench.scenarios, as text and as HTML):
+# name -> what it lists. A record's ``shown`` names the ones that show its column.
+TABLES = {
+    "batch": "one table per scenario, target and batch size: a line per runtime x device (x timing, x provider, x threads)",
+    "offline": "the whole model's best throughput per runtime over the batch sizes",
+    "single-stream": "batch-1 queries one at a time: latency percentiles per runtime",
+    "parity": "per runtime x device x precision: the worst output difference, agreement and accuracy",
+    "full loop": "the full loop (uint8 batch in, argmax out) beside the preloaded-tensor timing",
+    "streams best": "threads x streams: the fastest setting per runtime",
+    "streams": "threads x streams: every setting",
+    "server best": "server: the highest arrival rate whose p99 stays under the bound, per runtime",
+    "server": "server: every arrival rate",
+    "profile": "where the time goes: ms per call of each layer inside the whole model, per runtime",
+    "cold start": "process start, prepare, compile and first call, per runtime",
+    "memory": "resident memory, CPU time and model size per worker process",
+    "isolation": "the self-check: isolated interleaved median against the runtime timed alone",
+    "changes": "deepmnist compare OLD NEW: old and new median per measurement",
+}
+
+
+def _in(heading: str, *tables: str) -> dict[str, str]:
+    """``shown``: the column under ``heading`` in each of ``tables``."""
+    return dict.fromkeys(tables, heading)
+
+
+_ROWS = ("batch", "offline", "single-stream", "cold start", "memory")  # a line per CSV row, with its keys
+_AGGREGATES = ("full loop", "streams best", "server best")  # lines derived from several rows
+
 COLUMNS: tuple[Column, ...] = (
     Column("run_id", str, help="unique id of the run, e.g. 20261128T093000Z-3f9c2a1b"),
     Column("timestamp_utc", str, help="when the run started, ISO 8601 UTC, e.g. 2026-11-28T09:30:00Z"),
     _env("git_commit", "commit of the benchmark's code"),
-    _env("host", "host name"),
+    _env("host", "host name", shown=_in("host", *_ROWS, "isolation", "parity", "changes", "profile")),
     _env("cpu_model", "CPU model"),
     _env("gpu_name", "GPU model, empty without one"),
     _env("os", "operating system"),
@@ -71,30 +104,30 @@ COLUMNS: tuple[Column, ...] = (
     _env("onnxruntime_version", "onnxruntime version"),
     _env("onnx_version", "onnx version"),
     Column("target", str, help='"model" or a layer (models.layers.LAYER_NAMES); profile rows: a layer or "other"'),
-    Column("runtime", str, help="runtime name, a key of the registry bench.runtimes.RUNTIMES"),
-    Column("device", str, help="cpu or cuda"),
-    Column("execution_provider", str, "", help="ONNX Runtime's execution provider; empty for other runtimes"),
-    Column("precision", str, "fp32", help="arithmetic the runtime computes in: fp32, int8, fp16 or bf16"),
-    Column("timing", str, "compute", help="compute: inputs already on the device; end_to_end: with host<->device copies; full_loop: a new uint8 batch per call, /255, reshape, run, argmax"),
+    Column("runtime", str, help="runtime name, a key of the registry bench.runtimes.RUNTIMES", shown=_in("runtime", *TABLES)),
+    Column("device", str, help="cpu or cuda", shown=_in("device", *TABLES)),
+    Column("execution_provider", str, "", help="ONNX Runtime's execution provider; empty for other runtimes", fmt="provider", shown=_in("provider", *_ROWS, "isolation", "parity", "changes"), optional=True),
+    Column("precision", str, "fp32", help="arithmetic the runtime computes in: fp32, int8, fp16 or bf16", shown=_in("precision", *_ROWS, "isolation", "parity", *_AGGREGATES)),
+    Column("timing", str, "compute", help="compute: inputs already on the device; end_to_end: with host<->device copies; full_loop: a new uint8 batch per call, /255, reshape, run, argmax", shown=_in("timing", *_ROWS, "changes")),
     Column("scenario", str, "batch", help="batch, single-stream, offline, profile, server or streams (bench.results.SCENARIOS)", added=True),
-    Column("batch_size", int, unit="images", help="images per call", positive=True),
-    Column("threads", int, help="intra-op threads the runtime was given", fmt="d"),
-    Column("streams", int, None, help="concurrent request streams of the runtime, each its own session (more than 1 only in scenario streams)", fmt=".0f", added=True),
+    Column("batch_size", int, unit="images", help="images per call", positive=True, shown={"offline": "best batch", "memory": "batch", "isolation": "batch", "full loop": "batch"}),
+    Column("threads", int, help="intra-op threads the runtime was given", fmt="d", shown=_in("threads", *_ROWS, "isolation", "changes", "streams")),
+    Column("streams", int, None, help="concurrent request streams of the runtime, each its own session (more than 1 only in scenario streams)", fmt=".0f", added=True, shown=_in("streams", "streams")),
     Column("launcher", str, "", help="process: its own worker process (isolated); inline: all runtimes in one process", added=True),
     Column("warmup", int, unit="calls", help="untimed calls before the first round"),
-    Column("rounds", int, help="timed rounds (single-stream: queries)"),
+    Column("rounds", int, help="timed rounds (single-stream: queries)", shown=_in("queries", "single-stream", "server", "streams")),
     Column("iterations", int, unit="calls", help="calls per round (single-stream: queries per round)"),
-    Column("start_s", float, None, "s", "cold: worker process start to its runtime imported and ready", ".2f", added=True),
-    Column("load_s", float, None, "s", "cold: Runtime.prepare (read the file, create the session)", ".3f", added=True),
-    Column("compile_s", float, None, "s", "cold: building for this input shape (torch.compile, TensorRT)", ".2f", added=True),
-    Column("first_inference_ms", float, None, "ms", "cold: the first call after preparing (and compiling)", "ms", added=True),
-    Column("time_to_first_result_s", float, None, "s", "start_s + load_s + compile_s + first_inference_ms: what a command-line app's user waits", ".2f", added=True),
-    _timing("latency_ms_mean", "mean latency of one call", fmt="ms", positive=True),
-    _timing("latency_ms_median", "median latency of one call", fmt="ms", positive=True),
+    Column("start_s", float, None, "s", "cold: worker process start to its runtime imported and ready", ".2f", added=True, shown=_in("start s", "cold start"), optional=True),
+    Column("load_s", float, None, "s", "cold: Runtime.prepare (read the file, create the session)", ".3f", added=True, shown=_in("load s", "cold start")),
+    Column("compile_s", float, None, "s", "cold: building for this input shape (torch.compile, TensorRT)", ".2f", added=True, shown=_in("compile s", "cold start"), optional=True),
+    Column("first_inference_ms", float, None, "ms", "cold: the first call after preparing (and compiling)", "ms", added=True, shown=_in("first call ms", "cold start")),
+    Column("time_to_first_result_s", float, None, "s", "start_s + load_s + compile_s + first_inference_ms: what a command-line app's user waits", ".2f", added=True, shown=_in("to first result s", "cold start"), optional=True),
+    _timing("latency_ms_mean", "mean latency of one call", fmt="ms", positive=True, shown=_in("wall ms / call (mean)", "memory")),
+    _timing("latency_ms_median", "median latency of one call", fmt="ms", positive=True, shown=_in("p50 ms", "server")),
     _timing("latency_ms_min", "fastest call", fmt="ms"),
     _timing("latency_ms_max", "slowest call", fmt="ms"),
     _timing("latency_ms_stddev", "standard deviation of the latency", fmt="ms"),
-    _timing("latency_ms_p90", "90th percentile latency", fmt="ms"),
+    _timing("latency_ms_p90", "90th percentile latency", fmt="ms", shown=_in("p90 ms", "single-stream")),
     _timing("latency_ms_p99", "99th percentile latency", fmt="ms"),
     _timing("latency_ms_p999", "99.9th percentile latency", fmt="ms", added=True),
     _timing("latency_ms_median_ci_low", "bootstrap 95% confidence interval of the median, low end", fmt="ms", added=True),
@@ -105,28 +138,28 @@ COLUMNS: tuple[Column, ...] = (
     _timing("latency_ms_p999_ci_high", "bootstrap 95% confidence interval of p99.9, high end", fmt="ms", added=True),
     _timing("cv", "coefficient of variation, stddev / mean", unit="", added=True),
     Column("noisy", int, None, help="1 if cv > bench.stats.NOISY_CV, else 0", measured=True, added=True),
-    _timing("throughput_ips", "images per second, from the median (server: achieved_qps; streams: queries / wall time)", unit="images/s", fmt=",.0f", positive=True),
-    Column("target_qps", float, None, "queries/s", "server: the Poisson arrival rate asked for", ",.0f", added=True),
-    _timing("achieved_qps", "server: queries completed / (last result - first arrival)", unit="queries/s", fmt=",.0f", added=True),
+    _timing("throughput_ips", "images per second, from the median (server: achieved_qps; streams: queries / wall time)", unit="images/s", fmt=",.0f", positive=True, shown={"batch": "images/s", "offline": "images/s", "streams": "queries/s"}),
+    Column("target_qps", float, None, "queries/s", "server: the Poisson arrival rate asked for", ",.0f", added=True, shown=_in("target q/s", "server")),
+    _timing("achieved_qps", "server: queries completed / (last result - first arrival)", unit="queries/s", fmt=",.0f", added=True, shown={"server": "achieved q/s", "server best": "achieved queries/s"}),
     Column("latency_bound_ms", float, None, "ms", "server: the p99 bound of the run (--latency-bound)", "ms", added=True),
-    _timing("gflops", "GFLOP per second, from the median", unit="GFLOP/s", fmt=".2f"),
-    _timing("pct_of_peak", "gflops / peak_gflops * 100", unit="%", fmt=".1f", added=True),
+    _timing("gflops", "GFLOP per second, from the median", unit="GFLOP/s", fmt=".2f", shown=_in("GFLOP/s", "batch", "offline")),
+    _timing("pct_of_peak", "gflops / peak_gflops * 100", unit="%", fmt=".1f", added=True, shown=_in("% of peak", "batch", "offline"), optional=True),
     Column("arithmetic_intensity", float, None, "FLOP/byte", "FLOP per byte moved (bench.roofline.arithmetic_intensity)", added=True),
     Column("peak_gflops", float, None, "GFLOP/s", "the device's matmul peak in the row's precision (float32 where none), measured in the same run", added=True),
     Column("bandwidth_gbs", float, None, "GB/s", "the device's copy bandwidth (read + write), measured in the same run", added=True),
-    Column("rss_after_load_mb", float, None, "MiB", "the worker's resident memory after prepare", ",.0f", added=True),
-    Column("peak_rss_mb", float, None, "MiB", "the worker's peak resident memory during the case's rounds", ",.0f", added=True),
-    Column("cuda_peak_allocated_mb", float, None, "MiB", "CUDA: peak memory torch's allocator held in the rounds", ",.0f", added=True),
-    Column("cpu_ms_per_call", float, None, "ms", "the worker's user + sys CPU time over the timed calls / calls", "ms", added=True),
-    Column("model_bytes", int, None, "bytes", "size on disk of the model file(s) the runtime loaded", added=True),
-    Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only", fraction=True),
-    Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True),
-    Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)", fmt=".2e"),
-    Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True),
-    Column("isolation_ok", int, None, help=f"self-check: 1 if every vs_alone of this runtime is within {ISOLATION_TOLERANCE:.0%}, else 0 (also 0 when it could not be timed alone)", added=True),
+    Column("rss_after_load_mb", float, None, "MiB", "the worker's resident memory after prepare", ",.0f", added=True, shown=_in("RSS after load MiB", "memory"), optional=True),
+    Column("peak_rss_mb", float, None, "MiB", "the worker's peak resident memory during the case's rounds", ",.0f", added=True, shown=_in("peak RSS MiB", "memory"), optional=True),
+    Column("cuda_peak_allocated_mb", float, None, "MiB", "CUDA: peak memory torch's allocator held in the rounds", ",.0f", added=True, shown=_in("CUDA peak MiB", "memory"), optional=True),
+    Column("cpu_ms_per_call", float, None, "ms", "the worker's user + sys CPU time over the timed calls / calls", "ms", added=True, shown={"memory": "CPU ms / call", "streams": "CPU ms / query"}, optional=True),
+    Column("model_bytes", int, None, "bytes", "size on disk of the model file(s) the runtime loaded", added=True, fmt="MB", shown=_in("model MB", "memory"), optional=True),
+    Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only", fraction=True, fmt="%", shown=_in("accuracy %", "batch", "offline", "single-stream", "parity"), optional=True),
+    Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True, fmt="%", shown=_in("agreement %", "batch", "parity"), optional=True),
+    Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)", fmt=".2e", shown=_in("max abs diff", "parity")),
+    Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True, fmt="+%", shown=_in("vs alone", "isolation")),
+    Column("isolation_ok", int, None, help=f"self-check: 1 if every vs_alone of this runtime is within {ISOLATION_TOLERANCE:.0%}, else 0 (also 0 when it could not be timed alone)", added=True, fmt="yes/no", shown=_in("runtime passes", "isolation")),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),
     Column("reason", str, "", help='why skipped or failed; "" when ok'),
-    Column("note", str, "", help="about an ok row's numbers: which tail percentiles are empty and why, queries short of the aim, pinning, ...", added=True),
+    Column("note", str, "", help="about an ok row's numbers: which tail percentiles are empty and why, queries short of the aim, pinning, ...", added=True, shown=_in("note", "single-stream", "server", "streams"), optional=True),
 )  # fmt: skip
 BY_NAME = {column.name: column for column in COLUMNS}
 NAMES = tuple(BY_NAME)
@@ -139,7 +172,10 @@ def _line(c: Column) -> str:
         kind += ", > 0" if c.positive else ", 0 to 1" if c.fraction else "" if c.signed else ", >= 0"
     kind += ", may be empty" if c.nullable else ""
     meaning = c.help.replace("|", "\\|") + (" (added after the first schema)" if c.added else "")
-    return f"| `{c.name}` | {kind} | {c.unit} | {meaning} |"
+    shown = ", ".join(
+        f"{table} ({heading})" if heading != c.name else table for table, heading in c.shown.items()
+    )
+    return f"| `{c.name}` | {kind} | {c.unit} | {meaning} | {shown} |"
 
 
 def markdown() -> str:
@@ -153,8 +189,13 @@ def markdown() -> str:
         "Columns marked (added after the first schema) are missing from CSVs of the first schema;",
         "`read_results` reads them as their default.",
         "",
-        "| column | type | unit | meaning |",
-        "|:--|:--|:--|:--|",
+        "The last column names the tables that show the column (under the heading in brackets where it",
+        "differs from the column's name); the tables:",
+        "",
+        *(f"- {name}: {what}" for name, what in TABLES.items()),
+        "",
+        "| column | type | unit | meaning | shown in |",
+        "|:--|:--|:--|:--|:--|",
     ]
     lines += [_line(c) for c in COLUMNS]
     return "\n".join(lines) + "\n"

@@ -147,7 +147,7 @@ def _run_tables(run: Run) -> str:
             if scenario == "single-stream":
                 cells = tables._simple_cells(group, tables._SINGLE_STREAM_SHOWN)
             else:
-                cells = tables._with_status(tables._cells(group, tables._SHOWN), group)
+                cells = tables._simple_cells(group, tables._SHOWN)
             add(tables.group_title(scenario, target, batch), cells, parts if target == "model" else folded)
     parts += [_table_html(section) for section in tables.parity_sections(table)]
     parts += [_table_html(section) for section in scenario_sections(run.frame)]
@@ -175,8 +175,8 @@ def summary_table(runs: Sequence[Run]) -> str:
     if offline.empty:
         return ""
     shown = {
-        "run": lambda line: line["run"],
-        "machine": lambda line: line["machine"],
+        "run": tables._Cell(lambda line: line["run"], numeric=False),
+        "machine": tables._Cell(lambda line: line["machine"], numeric=False),
         **{h: f for h, f in tables._OFFLINE_SHOWN.items() if h != "host"},
     }
     cells = tables._cells(offline, shown)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from bench.columns import BY_NAME
-from bench.tables import Table, _Cell, _column, _format, _ms_ci, _number
+from bench.tables import Table, _Cell, _ci, _format, _number, layout
 
 _SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
 
@@ -25,11 +25,6 @@ def _as(column: str, key: str) -> _Cell:
     """The cell of ``key``, a value derived here from CSV column ``column``: shown in its format."""
     fmt = _format(BY_NAME[column].fmt)
     return _Cell(lambda line: fmt(line[key]), BY_NAME[column].numeric)
-
-
-def _ci(column: str) -> _Cell:
-    """``p99 ms [95% CI]``-style cell of a latency column with its ``_ci_low``/``_ci_high``."""
-    return _Cell(lambda line: _ms_ci(line[column], line[f"{column}_ci_low"], line[f"{column}_ci_high"]))
 
 
 def _text(tables: list[Table], markdown: bool) -> str:
@@ -62,17 +57,14 @@ def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
     return lines.sort_values(["device", "batch_size", "latency_ms_median_full"], kind="stable")
 
 
-_FULL_LOOP_SHOWN = {
-    "runtime": _column("runtime"),
-    "precision": _column("precision"),
-    "device": _column("device"),
-    "batch": _column("batch_size"),
-    "preloaded ms": _as("latency_ms_median", "latency_ms_median_pre"),
-    "full loop ms": _as("latency_ms_median", "latency_ms_median_full"),
-    "full / preloaded": _Cell(lambda line: _number(".2f", "x")(line["ratio"])),
-    "preloaded images/s": _as("throughput_ips", "throughput_ips_pre"),
-    "full loop images/s": _as("throughput_ips", "throughput_ips_full"),
-}
+_FULL_LOOP_SHOWN = layout(
+    "full loop",
+    ("batch_size", "preloaded ms", _as("latency_ms_median", "latency_ms_median_pre")),
+    ("preloaded ms", "full loop ms", _as("latency_ms_median", "latency_ms_median_full")),
+    ("full loop ms", "full / preloaded", _Cell(lambda line: _number(".2f", "x")(line["ratio"]))),
+    ("full / preloaded", "preloaded images/s", _as("throughput_ips", "throughput_ips_pre")),
+    ("preloaded images/s", "full loop images/s", _as("throughput_ips", "throughput_ips_full")),
+)
 
 
 def full_loop_sections(df: pd.DataFrame) -> list[Table]:
@@ -131,31 +123,23 @@ def server_sections(df: pd.DataFrame) -> list[Table]:
         return []
     bound = best["bound_ms"].iloc[0]
     rate = _format(BY_NAME["target_qps"].fmt)
-    answer = {
-        "runtime": _column("runtime"),
-        "precision": _column("precision"),
-        "device": _column("device"),
-        f"highest queries/s with p99 < {bound:g} ms": _Cell(lambda line: rate(line["best_qps"]) or "none"),
-        "achieved queries/s": _column("achieved_qps"),
-        "p99 ms there": _as("latency_ms_p99", "p99_ms"),
-        "rates run": _Cell(lambda line: str(line["rates"])),
-        "highest rate tried": _as("target_qps", "top_qps"),
-    }
+    highest = f"highest queries/s with p99 < {bound:g} ms"
+    answer = layout(
+        "server best",
+        ("precision", highest, _Cell(lambda line: rate(line["best_qps"]) or "none")),
+        ("achieved_qps", "p99 ms there", _as("latency_ms_p99", "p99_ms")),
+        ("p99 ms there", "rates run", _Cell(lambda line: str(line["rates"]))),
+        ("rates run", "highest rate tried", _as("target_qps", "top_qps")),
+    )
     rows = df[(df["status"] == "ok") & (df["scenario"] == "server")].sort_values(
         ["device", "runtime", "target_qps"], kind="stable"
     )
-    detail = {
-        "runtime": _column("runtime"),
-        "device": _column("device"),
-        "target q/s": _column("target_qps"),
-        "achieved q/s": _column("achieved_qps"),
-        "queries": _column("rounds"),
-        "p50 ms": _column("latency_ms_median"),
-        "p99 ms [95% CI]": _ci("latency_ms_p99"),
-        "p99.9 ms [95% CI]": _ci("latency_ms_p999"),
-        f"p99 < {bound:g} ms": _Cell(_under_bound, numeric=False),
-        "note": _column("note"),
-    }
+    detail = layout(
+        "server",
+        ("latency_ms_median", "p99 ms [95% CI]", _ci("latency_ms_p99")),
+        ("p99 ms [95% CI]", "p99.9 ms [95% CI]", _ci("latency_ms_p999")),
+        ("achieved_qps", f"p99 < {bound:g} ms", _Cell(_under_bound, numeric=False)),
+    )
     return [
         Table.of(
             f"server: highest arrival rate whose p99 stays under {bound:g} ms (batch-1 queries)", best, answer
@@ -220,35 +204,30 @@ def settings_sections(df: pd.DataFrame) -> list[Table]:
     answer = settings_answer(df)
     if answer.empty:
         return []
-    shown = {
-        "runtime": _column("runtime"),
-        "precision": _column("precision"),
-        "device": _column("device"),
-        "settings tried": _Cell(lambda line: str(line["settings"])),
-        "lowest batch-1 latency: threads x streams": _Cell(
-            lambda line: f"{line['latency_threads']} x {line['latency_streams']}", numeric=False
+    shown = layout(
+        "streams best",
+        ("precision", "settings tried", _Cell(lambda line: str(line["settings"]))),
+        (
+            "settings tried",
+            "lowest batch-1 latency: threads x streams",
+            _Cell(lambda line: f"{line['latency_threads']} x {line['latency_streams']}", numeric=False),
         ),
-        "p50 ms": _as("latency_ms_median", "latency_ms"),
-        "highest throughput: threads x streams": _Cell(
-            lambda line: f"{line['throughput_threads']} x {line['throughput_streams']}", numeric=False
+        ("lowest batch-1 latency: threads x streams", "p50 ms", _as("latency_ms_median", "latency_ms")),
+        (
+            "p50 ms",
+            "highest throughput: threads x streams",
+            _Cell(lambda line: f"{line['throughput_threads']} x {line['throughput_streams']}", numeric=False),
         ),
-        "queries/s": _as("throughput_ips", "throughput_qps"),
-    }
+        ("highest throughput: threads x streams", "queries/s", _as("throughput_ips", "throughput_qps")),
+    )
     rows = df[(df["status"] == "ok") & (df["scenario"] == "streams")].sort_values(
         ["device", "runtime", "threads", "streams"], kind="stable"
     )
-    detail = {
-        "runtime": _column("runtime"),
-        "device": _column("device"),
-        "threads": _column("threads"),
-        "streams": _column("streams"),
-        "queries": _column("rounds"),
-        "queries/s": _column("throughput_ips"),
-        "p50 ms [95% CI]": _ci("latency_ms_median"),
-        "p99 ms [95% CI]": _ci("latency_ms_p99"),
-        "CPU ms / query": _column("cpu_ms_per_call"),
-        "note": _column("note"),
-    }
+    detail = layout(
+        "streams",
+        ("rounds", "p50 ms [95% CI]", _ci("latency_ms_median")),
+        ("p50 ms [95% CI]", "p99 ms [95% CI]", _ci("latency_ms_p99")),
+    )
     return [
         Table.of(
             "threads x streams: the fastest setting per runtime (whole model, batch-1 queries)", answer, shown

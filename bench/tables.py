@@ -16,16 +16,17 @@ their reason.
 new median with their CIs, the change and whether it is beyond noise; ``regression_line`` and
 ``peak_note``: the lines of a ``--fail-slower`` gate's report.
 
-A table is headings -> cells: each ``_Cell`` makes a line's text; a CSV column's cell takes its
-format and alignment from its record (``bench.columns``). The ``*_SHOWN`` dicts say which cells
-each table shows, in order. A ``Table`` is one titled table's cells, drawn as text here and as HTML
+A table is headings -> cells: each ``_Cell`` makes a line's text. Which CSV columns a table shows,
+under which heading, is said by their records (``bench.columns.Column.shown``), which also give
+each cell its format, its alignment and whether an empty one is dropped; ``layout`` builds a
+table's cells from them, in CSV order, and places the cells computed here (CIs, ranks, ratios). A ``Table`` is one titled table's cells, drawn as text here and as HTML
 by ``bench.report_html`` (the scenario tables, where the time goes, the run time).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.analysis import BASELINE, comparison_tables, parity_summary, profile_breakdown
-from bench.columns import BY_NAME, ISOLATION_TOLERANCE
+from bench.columns import BY_NAME, COLUMNS, ISOLATION_TOLERANCE, Column
 from models.layers import PROFILE_SEGMENTS
 
 if TYPE_CHECKING:
@@ -77,50 +78,86 @@ def _cv(line: Mapping[str, Any]) -> str:
 
 
 class _Cell:
-    """A table column: its cell text from one line, and whether it is a number (right-aligned)."""
+    """A table column: its cell text from one line, whether it is a number (right-aligned), whether
+    a table drops it when no line has a value, and ``key``: the CSV column it shows ("" for a cell
+    computed here)."""
 
-    def __init__(self, text: Callable[[Mapping[str, Any]], str], numeric: bool = True) -> None:
-        self.text, self.numeric = text, numeric
+    def __init__(
+        self,
+        text: Callable[[Mapping[str, Any]], str],
+        numeric: bool = True,
+        optional: bool = False,
+        key: str = "",
+    ) -> None:
+        self.text, self.numeric, self.optional, self.key = text, numeric, optional, key
 
     def __call__(self, line: Mapping[str, Any]) -> str:
         return self.text(line)
 
 
 def _format(spec: str) -> Callable[[Any], str]:
-    """A column record's display format (bench.columns.Column.fmt) as a function."""
-    return {"": str, "ms": _ms}.get(spec) or _number(spec)
+    """A column record's display format (bench.columns.Column.fmt) as a function: a format spec
+    (",.0f"), or one of "" (str), "ms" (``_ms``), "%" (a fraction as a percentage), "+%" (a signed
+    change, ``_percent_change``), "MB" (bytes as MB), "provider" (ONNX Runtime's execution provider
+    less its "ExecutionProvider" suffix), "yes/no" (a 1/0 flag)."""
+    named: dict[str, Callable[[Any], str]] = {
+        "": str,
+        "ms": _ms,
+        "%": lambda v: _number(".2f")(v * 100),
+        "+%": lambda v: "" if math.isnan(v) else _percent_change(v),
+        "MB": lambda v: _number(".1f")(v / 1e6),
+        "provider": lambda v: v.removesuffix("ExecutionProvider"),
+        "yes/no": lambda v: {1: "yes", 0: "no"}.get(v, ""),
+    }
+    return named.get(spec) or _number(spec)
 
 
-def _column(name: str, fmt: Callable[[Any], str] | None = None) -> _Cell:
-    """The cell of column ``name``: a CSV column takes its format and alignment from its record
-    (``fmt`` overrides the format); a column computed here (speedup, ...) is a number."""
-    record = BY_NAME.get(name)
-    fmt = fmt or (_format(record.fmt) if record else str)
-    return _Cell(lambda line: fmt(line[name]), record.numeric if record else True)
+def _column(name: str) -> _Cell:
+    """The cell of CSV column ``name`` (``_record_cell`` of its record)."""
+    return _record_cell(BY_NAME[name])
 
 
-_SHOWN: dict[str, _Cell] = {  # heading -> cell of a line, in order
-    "host": _column("host"),
-    "runtime": _column("runtime"),
-    "precision": _column("precision"),
-    "device": _column("device"),
-    "timing": _column("timing"),
-    "provider": _column("execution_provider", lambda v: v.removesuffix("ExecutionProvider")),
-    "threads": _column("threads"),
-    "median ms [95% CI]": _Cell(
-        lambda line: _ms_ci(line["median_ms"], line["ci_low_ms"], line["ci_high_ms"])
-    ),
-    "vs fastest": _Cell(_vs_fastest),
-    "CV %": _Cell(_cv),
-    "images/s": _column("throughput_ips"),
-    "GFLOP/s": _column("gflops"),
-    "% of peak": _column("pct_of_peak"),
-    f"vs {BASELINE}": _column("speedup", _number(".2f", "x")),
-    "accuracy %": _column("accuracy_pct", _number(".2f")),
-    "agreement %": _column("agreement_pct", _number(".2f")),
-}
-# dropped when all empty
-_OPTIONAL = ("provider", "vs fastest", "CV %", "% of peak", "accuracy %", "agreement %")
+def _record_cell(record: Column) -> _Cell:
+    """A CSV column's cell: format, alignment and whether it is optional from its record."""
+    fmt = _format(record.fmt)
+    return _Cell(lambda line: fmt(line[record.name]), record.numeric, record.optional, record.name)
+
+
+def layout(
+    table: str, *computed: tuple[str, str, _Cell], columns: Sequence[Column] = COLUMNS
+) -> dict[str, _Cell]:
+    """Heading -> cell of ``table`` (a name of ``bench.columns.TABLES``), in order: the CSV columns
+    whose records show them there (``Column.shown``), in CSV order, and each computed cell
+    ``(after, heading, cell)`` right after the column name or computed heading ``after``.
+    ``columns``: the records (a test adds one)."""
+    items = [(c.name, c.shown[table], _record_cell(c)) for c in columns if table in c.shown]
+    for after, heading, cell in computed:
+        keys = [key for key, _, _ in items]
+        if after not in keys:
+            raise ValueError(
+                f"table {table!r}: {heading!r} is placed after {after!r}, which it does not show"
+            )
+        items.insert(keys.index(after) + 1, (heading, heading, cell))
+    return {heading: cell for _, heading, cell in items}
+
+
+def _median_ci(line: Mapping[str, Any]) -> str:
+    return _ms_ci(line["median_ms"], line["ci_low_ms"], line["ci_high_ms"])
+
+
+def _ci(column: str) -> _Cell:
+    """``p99 ms [95% CI]``-style cell of a latency column with its ``_ci_low``/``_ci_high``."""
+    return _Cell(lambda line: _ms_ci(line[column], line[f"{column}_ci_low"], line[f"{column}_ci_high"]))
+
+
+_VS_FASTEST = _Cell(_vs_fastest, optional=True)
+_SHOWN = layout(
+    "batch",
+    ("threads", "median ms [95% CI]", _Cell(_median_ci)),
+    ("median ms [95% CI]", "vs fastest", _VS_FASTEST),
+    ("vs fastest", "CV %", _Cell(_cv, optional=True)),
+    ("pct_of_peak", f"vs {BASELINE}", _Cell(lambda line: _number(".2f", "x")(line["speedup"]))),
+)
 
 
 def _status(status: str, reason: str) -> str:
@@ -128,23 +165,21 @@ def _status(status: str, reason: str) -> str:
     return status if status == "ok" else f"{status}: {' '.join(reason.split())}"
 
 
-def _cells(
-    group: pd.DataFrame, shown: Mapping[str, Callable[[Mapping[str, Any]], str]]
-) -> dict[str, list[str]]:
-    """Heading -> cells, less the columns that say nothing in this group: a single host,
-    all-"compute" timing, and optional columns with no value (no provider, no accuracy: layers)."""
+def _says_nothing(cell: _Cell, group: pd.DataFrame, texts: list[str]) -> bool:
+    """A cell that says nothing in this group: a single host, every line at its record's default
+    (timing compute, precision fp32), or an optional cell with no value."""
+    if cell.key == "host":
+        return group["host"].nunique() <= 1
+    if cell.key in ("timing", "precision"):
+        return bool((group[cell.key] == BY_NAME[cell.key].default).all())
+    return cell.optional and not any(texts)
+
+
+def _cells(group: pd.DataFrame, shown: Mapping[str, _Cell]) -> dict[str, list[str]]:
+    """Heading -> cells, less the columns that say nothing in this group (``_says_nothing``)."""
     lines = group.to_dict("records")
     cells = {heading: [cell(line) for line in lines] for heading, cell in shown.items()}
-    if "host" in cells and group["host"].nunique() <= 1:
-        del cells["host"]
-    if "timing" in cells and (group["timing"] == "compute").all():
-        del cells["timing"]
-    if "precision" in cells and (group["precision"] == "fp32").all():
-        del cells["precision"]
-    for heading in _OPTIONAL:
-        if heading in cells and not any(cells[heading]):
-            del cells[heading]
-    return cells
+    return {h: texts for h, texts in cells.items() if not _says_nothing(shown[h], group, texts)}
 
 
 def _tabulate(cells: dict[str, list[str]], markdown: bool, numeric: Collection[str] | None = None) -> str:
@@ -160,10 +195,6 @@ def _tabulate(cells: dict[str, list[str]], markdown: bool, numeric: Collection[s
         disable_numparse=True,
         colalign=align,
     )
-
-
-def _group_table(group: pd.DataFrame, markdown: bool) -> str:
-    return _tabulate(_with_status(_cells(group, _SHOWN), group), markdown)
 
 
 def _title(text: str, markdown: bool) -> str:
@@ -210,106 +241,77 @@ def _with_status(cells: dict[str, list[str]], group: pd.DataFrame) -> dict[str, 
     return cells
 
 
-_OFFLINE_SHOWN = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
-    "best batch": _column("batch_size"),
-    "images/s": _SHOWN["images/s"],
-    "GFLOP/s": _SHOWN["GFLOP/s"],
-    "% of peak": _SHOWN["% of peak"],
-    "accuracy %": _SHOWN["accuracy %"],
-}
-_SINGLE_STREAM_SHOWN = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
-    "queries": _column("rounds"),
-    "p50 ms [95% CI]": _SHOWN["median ms [95% CI]"],
-    "p90 ms": _column("latency_ms_p90"),
-    "p99 ms [95% CI]": _Cell(
-        lambda line: _ms_ci(
-            line["latency_ms_p99"], line["latency_ms_p99_ci_low"], line["latency_ms_p99_ci_high"]
-        )
+_OFFLINE_SHOWN = layout("offline")
+_SINGLE_STREAM_SHOWN = layout(
+    "single-stream",
+    ("rounds", "p50 ms [95% CI]", _Cell(_median_ci)),
+    ("latency_ms_p90", "p99 ms [95% CI]", _ci("latency_ms_p99")),
+    ("p99 ms [95% CI]", "p99.9 ms [95% CI]", _ci("latency_ms_p999")),
+    ("p99.9 ms [95% CI]", "vs fastest", _VS_FASTEST),
+)
+_COLD_SHOWN = layout(
+    "cold start",
+    ("time_to_first_result_s", "steady median ms", _Cell(lambda line: _ms(line["median_ms"]))),
+    (
+        "steady median ms",
+        "first / steady",
+        _Cell(lambda line: _number(".1f", "x")(line["first_inference_ms"] / line["median_ms"])),
     ),
-    "p99.9 ms [95% CI]": _Cell(
-        lambda line: _ms_ci(
-            line["latency_ms_p999"], line["latency_ms_p999_ci_low"], line["latency_ms_p999_ci_high"]
-        )
+)
+_MEMORY_SHOWN = layout(
+    "memory",
+    # CPU time and wall time over the same timed calls (the mean wall time: CPU time is a total too)
+    (
+        "model_bytes",
+        "cores busy",
+        _Cell(lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"]), optional=True),
     ),
-    "vs fastest": _SHOWN["vs fastest"],
-    "accuracy %": _SHOWN["accuracy %"],
-    "note": _column("note"),  # "" in older files (read_results fills the default)
-}
-_COLD_SHOWN = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
-    "start s": _column("start_s"),
-    "load s": _column("load_s"),
-    "compile s": _column("compile_s"),
-    "first call ms": _column("first_inference_ms"),
-    "to first result s": _column("time_to_first_result_s"),
-    "steady median ms": _column("median_ms", _ms),
-    "first / steady": _Cell(lambda line: _number(".1f", "x")(line["first_inference_ms"] / line["median_ms"])),
-}
-_MEMORY_SHOWN = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "timing", "provider", "threads")},
-    "batch": _column("batch_size"),
-    "model MB": _column("model_bytes", lambda v: _number(".1f")(v / 1e6)),
-    "RSS after load MiB": _column("rss_after_load_mb"),
-    "peak RSS MiB": _column("peak_rss_mb"),
-    "CUDA peak MiB": _column("cuda_peak_allocated_mb"),
-    "CPU ms / call": _column("cpu_ms_per_call"),
-    "wall ms / call (mean)": _column("latency_ms_mean"),
-    # both over the same timed calls (the mean, not the median: CPU time is a total too)
-    "cores busy": _Cell(lambda line: _number(".2f")(line["cpu_ms_per_call"] / line["latency_ms_mean"])),
-}
-_ISOLATION_SHOWN = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "provider", "threads")},
-    "batch": _column("batch_size"),
-    "isolated median ms [95% CI]": _SHOWN["median ms [95% CI]"],
-    # distance from the range of the two alone medians (bench.selfcheck.alone_range), 0 inside
-    "vs alone": _column("vs_alone", lambda v: "" if math.isnan(v) else _percent_change(v)),
-    "check": _Cell(
-        lambda line: "ok" if abs(line["vs_alone"]) <= ISOLATION_TOLERANCE else "FAIL", numeric=False
+)
+_ISOLATION_SHOWN = layout(
+    "isolation",
+    ("threads", "isolated median ms [95% CI]", _Cell(_median_ci)),
+    # vs_alone: the distance from the range of the two alone medians (bench.selfcheck.alone_range)
+    (
+        "vs_alone",
+        "check",
+        _Cell(lambda line: "ok" if abs(line["vs_alone"]) <= ISOLATION_TOLERANCE else "FAIL", numeric=False),
     ),
-    "runtime passes": _Cell(lambda line: {1: "yes", 0: "no"}.get(line["isolation_ok"], ""), numeric=False),
-}
-_PARITY_SHOWN = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "precision", "device", "provider")},
-    "max abs diff": _column("max_abs_diff"),
-    "agreement %": _SHOWN["agreement %"],
-    "accuracy %": _SHOWN["accuracy %"],
-    "batch sizes": _Cell(lambda line: line["batch_sizes"], numeric=False),
-}
+)
+_PARITY_SHOWN = layout(
+    "parity", ("max_abs_diff", "batch sizes", _Cell(lambda line: line["batch_sizes"], numeric=False))
+)
 PARITY_TITLE = "parity: whole model vs eager PyTorch on the CPU (worst over the batch sizes)"
-_EMPTY_DROPPED = ("compile s", "start s", "to first result s", "CUDA peak MiB", "RSS after load MiB",
-                  "peak RSS MiB", "CPU ms / call", "cores busy", "model MB", "note")  # fmt: skip
 
 
-def _simple_cells(
-    group: pd.DataFrame, shown: Mapping[str, Callable[[Mapping[str, Any]], str]]
-) -> dict[str, list[str]]:
-    """``_cells`` less the ``_EMPTY_DROPPED`` columns with no value, then each line's status."""
-    cells = _cells(group, shown)
-    for heading in _EMPTY_DROPPED:
-        if heading in cells and not any(cells[heading]):
-            del cells[heading]
-    return _with_status(cells, group)
+def _simple_cells(group: pd.DataFrame, shown: Mapping[str, _Cell]) -> dict[str, list[str]]:
+    """``_cells``, then each line's status."""
+    return _with_status(_cells(group, shown), group)
 
 
-def _simple_table(
-    shown: Mapping[str, Callable[[Mapping[str, Any]], str]],
-) -> Callable[[pd.DataFrame, bool], str]:
+def _simple_table(shown: Mapping[str, _Cell]) -> Callable[[pd.DataFrame, bool], str]:
     def table(group: pd.DataFrame, markdown: bool) -> str:
         return _tabulate(_simple_cells(group, shown), markdown)
 
     return table
 
 
-# The "where the time goes" table: heading -> column of ``profile_breakdown``, ms per layer and their
-# sums, all numbers.
+# The "where the time goes" table: after the runtime and device, ms per layer and their sums, each
+# heading -> its column of ``profile_breakdown``.
 _PROFILE_NUMBERS = {
     **{segment: segment for segment in PROFILE_SEGMENTS},
     "profiled sum": "profiled_sum",
     "standalone sum": "standalone_sum",
     "whole model": "whole_model",
 }
+_PROFILE_SHOWN = layout(
+    "profile",
+    *(
+        (after, heading, _Cell(lambda line, column=column: _ms(line[column])))
+        for after, (heading, column) in zip(
+            ["device", *_PROFILE_NUMBERS], _PROFILE_NUMBERS.items(), strict=False
+        )
+    ),
+)
 
 
 def profile_sections(comparison: pd.DataFrame) -> list[Table]:
@@ -318,12 +320,7 @@ def profile_sections(comparison: pd.DataFrame) -> list[Table]:
     (``profile_breakdown``); one table per host x batch size."""
     tables = []
     for (_, batch), group in profile_breakdown(comparison).groupby(["host", "batch_size"], sort=False):
-        cells = {h: list(group[h]) for h in ("host", "runtime", "device")}
-        for heading, column in _PROFILE_NUMBERS.items():
-            cells[heading] = [_ms(value) for value in group[column]]
-        cells = _with_status(cells, group)
-        if group["host"].nunique() <= 1:
-            del cells["host"]
+        cells = _simple_cells(group, _PROFILE_SHOWN)
         title = f"where the time goes: model, batch {batch}, ms per call by layer"
         tables.append(Table(title, cells, frozenset(_PROFILE_NUMBERS)))
     return tables
@@ -369,7 +366,7 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         parts.append(_sections(single, markdown, _simple_table(_SINGLE_STREAM_SHOWN)).rstrip("\n"))
     batch = df[df["scenario"] == "batch"]
     if not batch.empty:
-        parts.append(_sections(batch, markdown, _group_table).rstrip("\n"))
+        parts.append(_sections(batch, markdown, _simple_table(_SHOWN)).rstrip("\n"))
     parts += [table.text(markdown) for table in parity_sections(df)]
     from bench.scenarios import scenario_sections
 
@@ -440,13 +437,13 @@ def _side(suffix: str) -> Callable[[Mapping[str, Any]], str]:
     return cell
 
 
-_CHANGE_SHOWN: dict[str, _Cell] = {
-    **{h: _SHOWN[h] for h in ("host", "runtime", "device", "timing", "provider", "threads")},
-    "old ms [95% CI]": _Cell(_side("_old")),
-    "new ms [95% CI]": _Cell(_side("_new")),
-    "change": _Cell(_change_cell),
-    "noise": _Cell(_noise_cell, numeric=False),
-}
+_CHANGE_SHOWN = layout(
+    "changes",
+    ("threads", "old ms [95% CI]", _Cell(_side("_old"))),
+    ("old ms [95% CI]", "new ms [95% CI]", _Cell(_side("_new"))),
+    ("new ms [95% CI]", "change", _Cell(_change_cell)),
+    ("change", "noise", _Cell(_noise_cell, numeric=False, optional=True)),
+)
 # Headings shown right-aligned, in every table (the HTML report's too).
 _NUMERIC = frozenset(
     heading
@@ -459,17 +456,15 @@ _NUMERIC = frozenset(
         _ISOLATION_SHOWN,
         _PARITY_SHOWN,
         _CHANGE_SHOWN,
+        _PROFILE_SHOWN,
     )
     for heading, cell in shown.items()
     if cell.numeric
-).union(_PROFILE_NUMBERS)
+)
 
 
 def _change_group_table(group: pd.DataFrame, markdown: bool) -> str:
-    cells = _cells(group, _CHANGE_SHOWN)
-    if not any(cells["noise"]):
-        del cells["noise"]
-    return _tabulate(cells, markdown)
+    return _tabulate(_cells(group, _CHANGE_SHOWN), markdown)
 
 
 def render_changes(changes: pd.DataFrame, markdown: bool = False) -> str:

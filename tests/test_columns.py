@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pandas as pd
+
 from bench import analysis, columns, plots, results, tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,12 +37,33 @@ def test_every_consumer_reads_the_records() -> None:
 
 
 def test_an_extra_record_becomes_a_field_with_its_default() -> None:
-    record = columns.Column("joules_per_image", float, None, "J", "energy per image")
+    record = columns.Column("joules_per_image", float, None, "J", "energy per image", ".3f",
+                            shown={"memory": "J / image"}, optional=True)  # fmt: skip
     row_type = results.row_class((*columns.COLUMNS, record))
     assert row_type.fields()[-1] == "joules_per_image"
     row = row_type(run_id="r", timestamp_utc="t", target="model", runtime="x", device="cpu", batch_size=1,
                    threads=1, warmup=1, rounds=1, iterations=1)  # fmt: skip
     assert row.joules_per_image is None and row.status == "ok"
-    assert (
-        columns._line(record) == "| `joules_per_image` | number, >= 0, may be empty | J | energy per image |"
+    assert columns._line(record) == (
+        "| `joules_per_image` | number, >= 0, may be empty | J | energy per image | memory (J / image) |"
     )
+    # the record alone puts it in the memory table: CSV order, its format, dropped when empty
+    shown = tables.layout("memory", columns=(*columns.COLUMNS, record))
+    assert list(shown)[-1] == "J / image" and "J / image" not in tables._MEMORY_SHOWN
+    line = {name: float("nan") for name in columns.NAMES} | {"host": "vm", "runtime": "x", "device": "cpu"}
+    frame = pd.DataFrame([line | {"joules_per_image": 0.01234, "status": "ok", "reason": "", "timing": "compute",
+                                  "precision": "fp32", "execution_provider": ""}])  # fmt: skip
+    assert tables._simple_cells(frame, shown)["J / image"] == ["0.012"]
+    assert "J / image" not in tables._simple_cells(frame.assign(joules_per_image=float("nan")), shown)
+
+
+def test_the_records_name_known_tables_and_formats() -> None:
+    """Every ``shown`` names a table of ``columns.TABLES``, every table shows a CSV column, and
+    every display format resolves."""
+    named = {table for record in columns.COLUMNS for table in record.shown}
+    assert named == set(columns.TABLES)
+    for record in columns.COLUMNS:
+        # an unknown spec reaches format(), which raises ValueError
+        assert tables._format(record.fmt)(record.dtype(1)), record.name
+    assert tables._format("%")(0.99312) == "99.31" and tables._format("MB")(3_302_223) == "3.3"
+    assert tables._format("+%")(-0.123) == "-12%" and tables._format("yes/no")(1.0) == "yes"

@@ -66,8 +66,8 @@ def test_speedup_vs_torch_eager_on_the_same_device_and_timing() -> None:
     assert speedup[("model", "onnxruntime", "cuda", "end_to_end")] == pytest.approx(0.8)
     assert speedup[("conv2", "onnxruntime", "cpu", "compute")] == pytest.approx(1.5)
     model = table[table["target"] == "model"]
-    assert model["accuracy_pct"].iloc[0] == pytest.approx(99.2)
-    assert model["agreement_pct"].min() == pytest.approx(99.95)
+    assert model["accuracy"].iloc[0] == pytest.approx(0.992)
+    assert model["agreement"].min() == pytest.approx(0.9995)
 
 
 def test_rows_are_grouped_and_sorted_fastest_first_never_dropped() -> None:
