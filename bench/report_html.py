@@ -203,17 +203,17 @@ def cold_start_table(run: Run) -> str:
 
 
 def memory_table(run: Run) -> str:
-    """A run's memory columns (any column naming memory or RSS), where the schema has them."""
-    columns = [c for c in run.frame.columns if any(k in c for k in ("memory", "rss", "mem_mb"))]
-    if not columns:
+    """A run's memory and CPU-time table (the Markdown's ``memory`` table: whole model, ok rows of
+    the batch scenario), where the run measured memory."""
+    from bench import tables
+    from bench.analysis import comparison_tables
+
+    table = comparison_tables(run.frame)
+    rows = table[(table["scenario"] == "batch") & (table["target"] == "model") & (table["status"] == "ok")]
+    if rows.empty or not rows["rss_after_load_mb"].notna().any():
         return ""
-    rows = run.frame[(run.frame["status"] == "ok") & run.frame[columns].notna().any(axis=1)]
-    if rows.empty:
-        return ""
-    keys = ["scenario", "target", "runtime", "device", "batch_size"]
-    cells = {k: [str(v) for v in rows[k]] for k in keys}
-    cells |= {c: [f"{v:,.1f}" if pd.notna(v) else "" for v in rows[c]] for c in columns}
-    return f"<h3>{_e(run.path.name)}</h3>" + html_table(cells, set(columns) | {"batch_size"})
+    cells = tables._simple_cells(rows, tables._MEMORY_SHOWN)
+    return f"<h3>{_e(run.path.name)}</h3>" + html_table(cells, tables._NUMERIC)
 
 
 def portability_tables(paths: Sequence[Path]) -> str:

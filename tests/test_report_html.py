@@ -313,3 +313,15 @@ def test_streams_run_shows_its_settings_and_run_time(scenario_site: Path, stream
     assert run_time["step (comparison group)"][2:-1] == [g["group"] for g in groups]
     assert run_time["seconds"][2:-1] == [f"{g['seconds']:,.1f}" for g in groups]
     assert run_time["step (comparison group)"][-1] == "total"
+
+
+def test_memory_section_is_the_markdown_memory_table() -> None:
+    """The HTML memory table is the Markdown's (the same records), with cells for the default run's
+    workers; a run made before workers has none."""
+    from bench.history import load_run
+    from bench.report_html import memory_table
+
+    html = memory_table(load_run(RESULTS / f"{DEFAULT}.csv"))
+    for heading in ("RSS after load MiB", "peak RSS MiB", "CPU ms / call", "cores busy", "model MB"):
+        assert f">{heading}<" in html
+    assert memory_table(load_run(REFERENCE)) == ""
