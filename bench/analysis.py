@@ -9,6 +9,9 @@
 - ``profile_breakdown``: the profiled ms of each layer beside the standalone and whole-model medians.
 - ``parity_summary``: per runtime x device x precision, the whole model's worst difference from
   eager PyTorch, argmax agreement and accuracy over its ok lines.
+- ``full_loop_lines``, ``server_best``, ``settings_answer``: the frames behind the scenario tables
+  (``bench.scenarios``): the full loop beside the preloaded tensor, the highest server rate under
+  the bound, the fastest threads x streams setting.
 - ``select``, ``repeated_keys``: the selection and the check of the command's input.
 
 The text of these frames (tables, notes) is ``bench.tables``; the command is ``bench.compare``.
@@ -274,3 +277,65 @@ def select(df: pd.DataFrame, targets=None, devices=None, batch_sizes=None) -> pd
                 match |= df["scenario"] == "profile"
             keep &= match
     return df[keep]
+
+
+# ----------------------------------------------------------------------------- scenarios (bench.scenarios draws them)
+
+_FULL_LOOP_SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
+
+
+def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device x batch size with an ok full_loop row: the preloaded-tensor median
+    (timing compute), the full-loop median (ms) and full loop / preloaded."""
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "batch") & (df["target"] == "model")]
+    full = ok[ok["timing"] == "full_loop"][[*_FULL_LOOP_SERIES, "latency_ms_median", "throughput_ips"]]
+    pre = ok[ok["timing"] == "compute"][[*_FULL_LOOP_SERIES, "latency_ms_median", "throughput_ips"]]
+    lines = full.merge(pre, on=_FULL_LOOP_SERIES, how="left", suffixes=("_full", "_pre"))
+    lines["ratio"] = lines["latency_ms_median_full"] / lines["latency_ms_median_pre"]
+    return lines.sort_values(["device", "batch_size", "latency_ms_median_full"], kind="stable")
+
+
+_SERVER_SERIES = ["host", "runtime", "precision", "device"]
+
+
+def server_best(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device of the server scenario: the highest target rate whose p99 stays under
+    the run's bound (NaN when none does), its p99 and achieved rate, and how many rates ran."""
+    from bench.server import highest_under_bound
+
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "server")]
+    lines = []
+    for key, group in ok.groupby(_SERVER_SERIES, sort=False):
+        bound = float(group["latency_bound_ms"].iloc[0])
+        best = highest_under_bound(zip(group["target_qps"], group["latency_ms_p99"], strict=True), bound)
+        line = dict(zip(_SERVER_SERIES, key, strict=True))
+        at = group[group["target_qps"] == best].iloc[0] if best is not None else None
+        line.update(
+            bound_ms=bound,
+            best_qps=best if best is not None else math.nan,
+            p99_ms=at["latency_ms_p99"] if at is not None else math.nan,
+            achieved_qps=at["achieved_qps"] if at is not None else math.nan,
+            rates=len(group),
+            top_qps=float(group["target_qps"].max()),
+        )
+        lines.append(line)
+    columns = [*_SERVER_SERIES, "bound_ms", "best_qps", "p99_ms", "achieved_qps", "rates", "top_qps"]
+    return pd.DataFrame(lines, columns=columns).sort_values("best_qps", ascending=False, na_position="last")
+
+
+def settings_answer(df: pd.DataFrame) -> pd.DataFrame:
+    """Per runtime x device of scenario streams: the threads x streams setting with the lowest
+    median batch-1 latency and the one with the highest throughput (queries/s over all streams)."""
+    ok = df[(df["status"] == "ok") & (df["scenario"] == "streams")]
+    lines = []
+    for (runtime, precision, device), group in ok.groupby(["runtime", "precision", "device"], sort=False):
+        fast = group.loc[group["latency_ms_median"].idxmin()]
+        busy = group.loc[group["throughput_ips"].idxmax()]
+        lines.append({
+            "runtime": runtime, "precision": precision, "device": device, "settings": len(group),
+            "latency_threads": int(fast["threads"]), "latency_streams": int(fast["streams"]),
+            "latency_ms": float(fast["latency_ms_median"]),
+            "throughput_threads": int(busy["threads"]), "throughput_streams": int(busy["streams"]),
+            "throughput_qps": float(busy["throughput_ips"]),
+        })  # fmt: skip
+    return pd.DataFrame(lines)

@@ -1,7 +1,8 @@
 """Tables of the scenarios beyond the fixed-batch rounds (docs/scenarios.md): the full loop beside
 the preloaded-tensor timing, the server sweep, threads x streams. Input: a results frame
-(``bench.results.read_results``). A cell of a CSV column takes its format and alignment from the
-column's record (``bench.columns``), as in ``bench.tables``.
+(``bench.results.read_results``); the frames behind the tables (``full_loop_lines``,
+``server_best``, ``settings_answer``) are ``bench.analysis``'s. Which CSV columns a table shows, and
+their format, come from the columns' records (``bench.columns``), as in ``bench.tables``.
 
 Each scenario's ``*_sections`` gives its tables as ``bench.tables.Table`` (title, cells): the text
 of ``deepmnist compare`` and the run's Markdown (``*_table(s)``, via ``bench.tables.render``) and
@@ -15,10 +16,9 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from bench.analysis import full_loop_lines, server_best, settings_answer
 from bench.columns import BY_NAME
 from bench.tables import Table, _Cell, _ci, _format, _number, layout
-
-_SERIES = ["host", "runtime", "precision", "device", "threads", "batch_size"]
 
 
 def _as(column: str, key: str) -> _Cell:
@@ -46,17 +46,6 @@ def scenario_sections(df: pd.DataFrame) -> list[Table]:
     return tables
 
 
-def full_loop_lines(df: pd.DataFrame) -> pd.DataFrame:
-    """Per runtime x device x batch size with an ok full_loop row: the preloaded-tensor median
-    (timing compute), the full-loop median (ms) and full loop / preloaded."""
-    ok = df[(df["status"] == "ok") & (df["scenario"] == "batch") & (df["target"] == "model")]
-    full = ok[ok["timing"] == "full_loop"][[*_SERIES, "latency_ms_median", "throughput_ips"]]
-    pre = ok[ok["timing"] == "compute"][[*_SERIES, "latency_ms_median", "throughput_ips"]]
-    lines = full.merge(pre, on=_SERIES, how="left", suffixes=("_full", "_pre"))
-    lines["ratio"] = lines["latency_ms_median_full"] / lines["latency_ms_median_pre"]
-    return lines.sort_values(["device", "batch_size", "latency_ms_median_full"], kind="stable")
-
-
 _FULL_LOOP_SHOWN = layout(
     "full loop",
     ("batch_size", "preloaded ms", _as("latency_ms_median", "latency_ms_median_pre")),
@@ -82,33 +71,6 @@ def full_loop_table(df: pd.DataFrame, markdown: bool = False) -> str:
 
 
 # ----------------------------------------------------------------------------- server
-
-_SERVER_SERIES = ["host", "runtime", "precision", "device"]
-
-
-def server_best(df: pd.DataFrame) -> pd.DataFrame:
-    """Per runtime x device of the server scenario: the highest target rate whose p99 stays under
-    the run's bound (NaN when none does), its p99 and achieved rate, and how many rates ran."""
-    from bench.server import highest_under_bound
-
-    ok = df[(df["status"] == "ok") & (df["scenario"] == "server")]
-    lines = []
-    for key, group in ok.groupby(_SERVER_SERIES, sort=False):
-        bound = float(group["latency_bound_ms"].iloc[0])
-        best = highest_under_bound(zip(group["target_qps"], group["latency_ms_p99"], strict=True), bound)
-        line = dict(zip(_SERVER_SERIES, key, strict=True))
-        at = group[group["target_qps"] == best].iloc[0] if best is not None else None
-        line.update(
-            bound_ms=bound,
-            best_qps=best if best is not None else math.nan,
-            p99_ms=at["latency_ms_p99"] if at is not None else math.nan,
-            achieved_qps=at["achieved_qps"] if at is not None else math.nan,
-            rates=len(group),
-            top_qps=float(group["target_qps"].max()),
-        )
-        lines.append(line)
-    columns = [*_SERVER_SERIES, "bound_ms", "best_qps", "p99_ms", "achieved_qps", "rates", "top_qps"]
-    return pd.DataFrame(lines, columns=columns).sort_values("best_qps", ascending=False, na_position="last")
 
 
 def _under_bound(line: Mapping[str, float]) -> str:
@@ -179,24 +141,6 @@ def server_chart(ok: pd.DataFrame, path, colours) -> object | None:
 
 
 # ----------------------------------------------------------------------------- threads x streams
-
-
-def settings_answer(df: pd.DataFrame) -> pd.DataFrame:
-    """Per runtime x device of scenario streams: the threads x streams setting with the lowest
-    median batch-1 latency and the one with the highest throughput (queries/s over all streams)."""
-    ok = df[(df["status"] == "ok") & (df["scenario"] == "streams")]
-    lines = []
-    for (runtime, precision, device), group in ok.groupby(["runtime", "precision", "device"], sort=False):
-        fast = group.loc[group["latency_ms_median"].idxmin()]
-        busy = group.loc[group["throughput_ips"].idxmax()]
-        lines.append({
-            "runtime": runtime, "precision": precision, "device": device, "settings": len(group),
-            "latency_threads": int(fast["threads"]), "latency_streams": int(fast["streams"]),
-            "latency_ms": float(fast["latency_ms_median"]),
-            "throughput_threads": int(busy["threads"]), "throughput_streams": int(busy["streams"]),
-            "throughput_qps": float(busy["throughput_ips"]),
-        })  # fmt: skip
-    return pd.DataFrame(lines)
 
 
 def settings_sections(df: pd.DataFrame) -> list[Table]:

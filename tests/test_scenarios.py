@@ -206,9 +206,9 @@ def _server_row(runtime, qps, p99_ms, n=1000):
 
 
 def test_server_table_answers_the_highest_rate_under_the_bound_and_the_chart_is_drawn(tmp_path):
+    from bench.analysis import server_best
     from bench.plots import write_plots
     from bench.results import read_results, write_results
-    from bench.scenarios import server_best
     from bench.tables import render
 
     rows = [_server_row("a", 100, 2.0), _server_row("a", 200, 4.0), _server_row("a", 300, 30.0),
