@@ -59,9 +59,20 @@ def _timing(name: str, help: str, unit: str = "ms", **kw: Any) -> Column:
     return Column(name, float, None, unit=unit, help=help, measured=True, **kw)
 
 
-# The self-check's isolation rule (bench.selfcheck): |vs_alone| at most this; here because the
-# isolation_ok record states it and the torch-free tables (bench.tables) check rows against it.
+# The self-check's isolation rule (bench.selfcheck): |vs_alone| at most this, and the alone passes'
+# own spread too; here because the isolation records state it and the torch-free tables
+# (bench.tables) judge rows by it.
 ISOLATION_TOLERANCE = 0.07
+
+
+def isolation_verdict(vs_alone: float, alone_spread: float) -> str:
+    """``FAIL`` beyond the tolerance of the alone range; within it, ``ok`` where the alone passes
+    spread at most the tolerance, else ``undecided`` (bench.selfcheck's docstring says why). A row
+    written before ``alone_spread`` existed (NaN) is judged by ``vs_alone`` only, as it was then."""
+    if abs(vs_alone) > ISOLATION_TOLERANCE:
+        return "FAIL"
+    return "undecided" if alone_spread > ISOLATION_TOLERANCE else "ok"
+
 
 # The tables that show CSV columns (drawn by bench.tables and bench.scenarios, as text and as HTML):
 # name -> what it lists. A record's ``shown`` names the ones that show its column.
@@ -155,8 +166,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("accuracy", float, None, help="fraction of the 10,000 MNIST test images classified right; model rows only", fraction=True, fmt="%", shown=_in("accuracy %", "batch", "offline", "single-stream", "parity"), optional=True),
     Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True, fmt="%", shown=_in("agreement %", "batch", "parity"), optional=True),
     Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)", fmt=".2e", shown=_in("max abs diff", "parity")),
-    Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's two alone medians (before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True, fmt="+%", shown=_in("vs alone", "isolation")),
-    Column("isolation_ok", int, None, help=f"self-check: 1 if every vs_alone of this runtime is within {ISOLATION_TOLERANCE:.0%}, else 0 (also 0 when it could not be timed alone)", added=True, fmt="yes/no", shown=_in("runtime passes", "isolation")),
+    Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's alone medians (passes before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True, fmt="+%", shown=_in("vs alone", "isolation")),
+    Column("alone_spread", float, None, help="self-check: max / min - 1 of those alone medians, the machine's own variation; above the tolerance a line within it is undecided", added=True, fmt="+%", shown=_in("alone spread", "isolation")),
+    Column("isolation_ok", int, None, help=f"self-check: 1 if every line of this runtime is ok (vs_alone and alone_spread within {ISOLATION_TOLERANCE:.0%}), 0 if one fails or could not be timed alone, empty if none fails and one is undecided", added=True, fmt="yes/no", shown=_in("runtime passes", "isolation")),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),
     Column("reason", str, "", help='why skipped or failed; "" when ok'),
     Column("note", str, "", help="about an ok row's numbers: which tail percentiles are empty and why, queries short of the aim, pinning, ...", added=True, shown=_in("note", "single-stream", "server", "streams"), optional=True),

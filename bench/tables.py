@@ -34,7 +34,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.analysis import BASELINE, comparison_tables, parity_summary, profile_breakdown
-from bench.columns import BY_NAME, COLUMNS, ISOLATION_TOLERANCE, Column
+from bench.columns import BY_NAME, COLUMNS, Column, isolation_verdict
 from models.layers import PROFILE_SEGMENTS
 
 if TYPE_CHECKING:
@@ -270,11 +270,11 @@ _MEMORY_SHOWN = layout(
 _ISOLATION_SHOWN = layout(
     "isolation",
     ("threads", "isolated median ms [95% CI]", _Cell(_median_ci)),
-    # vs_alone: the distance from the range of the two alone medians (bench.selfcheck.alone_range)
+    # vs_alone: the distance from the range of the alone medians (bench.selfcheck.alone_range)
     (
-        "vs_alone",
+        "alone_spread",
         "check",
-        _Cell(lambda line: "ok" if abs(line["vs_alone"]) <= ISOLATION_TOLERANCE else "FAIL", numeric=False),
+        _Cell(lambda line: isolation_verdict(line["vs_alone"], line["alone_spread"]), numeric=False),
     ),
 )
 _PARITY_SHOWN = layout(

@@ -180,6 +180,27 @@ def test_alone_range_is_the_distance_from_the_nearer_end(isolated, before, after
     assert alone_range(isolated, before, after) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("vs_alone", "spread", "verdict", "passes"),
+    [
+        (0.0, 0.05, "ok", 1),
+        (0.0, 0.30, "undecided", None),
+        (-0.2, 0.30, "FAIL", 0),
+        (0.05, float("nan"), "ok", 1),
+    ],
+)
+def test_isolation_verdict_tells_a_failure_from_a_machine_that_does_not_repeat(
+    vs_alone, spread, verdict, passes
+):
+    """Within the tolerance of the alone range but with alone passes that spread wider than the
+    tolerance the line is undecided, not ok; beyond it, a failure whatever the spread."""
+    from bench.columns import isolation_verdict
+    from bench.selfcheck import runtime_passes
+
+    assert isolation_verdict(vs_alone, spread) == verdict
+    assert runtime_passes(["ok", verdict]) == passes
+
+
 def test_isolation_self_check_on_a_tiny_matrix(tmp_path, exported):
     """``deepmnist bench --self-check`` on one runtime: the IPC round trip, then isolated vs alone at
     batch 1 and 64, printed and written (``vs_alone``, ``isolation_ok``). Whether it passes depends
