@@ -29,7 +29,7 @@ def ensure_artifacts(
             f"no trained checkpoint at {checkpoint}: training the default recipe (~1.5 min)", file=sys.stderr
         )
         train(RECIPES["fast"], mnist, checkpoint, resume=True, progress=progress)
-    config = ExportConfig(checkpoint=checkpoint, out_dir=export_dir(artifacts))
+    config = ExportConfig(checkpoint=checkpoint, out_dir=export_dir(artifacts), artifacts=artifacts)
     # an export whose files no longer match its manifest is refused, naming the file: only
     # `deepmnist export` (or --force) writes over it
     manifest, _, exported = export_all(config, mnist, progress=progress, recheck=False, repair=False)

@@ -37,6 +37,7 @@ from bench.core import Case
 from bench.options import BenchConfig
 from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
 from bench.runtimes.base import LOADED_FILES, Compilable, Profilable, SelfTimed
+from exporters.manifest import checkpoint_path
 from models.data import MNIST, to_input
 from models.network import LAYER_NAMES, trace_layers
 
@@ -155,7 +156,10 @@ class Worker:
         prepared.sync()
         load_s = time.perf_counter() - start
         rss = memory.rss_mb()
-        files = LOADED_FILES[loaded:] or [self.artifacts.manifest.checkpoint]  # torch runtimes: the weights
+        # torch runtimes load no export file: their size is the checkpoint's (the weights)
+        files = LOADED_FILES[loaded:] or [
+            checkpoint_path(self.artifacts.manifest.checkpoint, config.artifacts)
+        ]
         x_dev = prepared.to_device(x_host)
         compile_s = None
         if isinstance(prepared, Compilable):

@@ -16,8 +16,9 @@ Writes into ``<artifacts>/export/`` (or ``--out``):
 All or nothing: the export is built in a sibling temporary folder, parity-checked, its manifest
 written last, and only then swapped in for the old folder, so a manifest always describes a
 complete, checked export and a failure (parity, a full disk, Ctrl-C) leaves the old one as it
-was. Exporting again from the same checkpoint gives the same bytes (on the
-same machine: the AOTInductor library is built for this CPU).
+was. Exporting again from the same checkpoint, into this or any other folder, gives the same
+bytes (on the same machine and Python environment: the AOTInductor library is built for this CPU
+and names the environment's folders, see docs/export.md); the manifest names no folder.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from exporters.manifest import (
     TensorSpec,
     decode_metadata,
     load_manifest,
+    portable_checkpoint,
 )
 from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF
 from exporters.registry import FORMATS, TOLERANCE, WriteContext
@@ -79,6 +81,9 @@ class ExportConfig:
     opset: int = OPSET
     force: bool = False  # re-export even if the manifest says the export is up to date
     parity_batch: int = 500  # test images per parity batch
+    # the artifacts root the manifest names the checkpoint relative to (None: $DEEPMNIST_ARTIFACTS
+    # or <checkout>/artifacts)
+    artifacts: str | os.PathLike | None = None
 
 
 @dataclass(frozen=True)
@@ -304,7 +309,7 @@ def export_all(
         staged = dataclasses.replace(config, out_dir=staging)
         artifacts, skipped = _export_files(ckpt, net, staged, mnist, progress)
         manifest = Manifest(
-            checkpoint=str(config.checkpoint),
+            checkpoint=portable_checkpoint(config.checkpoint, config.artifacts),
             checkpoint_sha256=ckpt.sha256,
             test_accuracy=ckpt.test_accuracy,
             recipe=ckpt.config,
@@ -474,7 +479,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     newest = onnx.defs.onnx_opset_version()
     if not 17 <= args.opset <= newest:
         raise ExportError(f"--opset {args.opset}: use 17 to {newest} (this onnx's newest)")
-    config = ExportConfig(checkpoint=checkpoint, out_dir=out, opset=args.opset, force=args.force)
+    config = ExportConfig(
+        checkpoint=checkpoint, out_dir=out, opset=args.opset, force=args.force, artifacts=args.artifacts
+    )
     check_finite_weights(load_checkpoint(checkpoint))  # before fetching MNIST: a bad checkpoint fails fast
     _export_folder(out)
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)

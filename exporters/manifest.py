@@ -4,6 +4,12 @@ Other apps (and the benchmark harness) find artifacts through ``manifest.json`` 
 file's SHA-256 before loading it; a TorchScript archive or .pt2 is only loaded after that check.
 Manifests written before ``details``, ``skipped`` and ``metadata`` existed still load (they
 default to empty).
+
+The manifest names no folder of the exporting machine: the checkpoint is recorded relative to the
+artifacts root (``checkpoints/deep_mnist-fast.safetensors``), or by its file name when it lies
+elsewhere, next to its SHA-256; so the same checkpoint exported from two folders gives the same
+manifest, and a copied manifest reveals nothing local. Manifests that recorded an absolute path
+still load (``checkpoint_path`` returns that path).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from models.atomic import atomic_write_text, sha256_file
 from models.errors import UserError
+from models.paths import artifacts_dir
 
 FORMAT = "deepmnist-export/1"
 MANIFEST = "manifest.json"
@@ -79,8 +86,34 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     return {key: decode(value) for key, value in sorted(props.items())}
 
 
+def portable_checkpoint(path: str | os.PathLike, artifacts: str | os.PathLike | None = None) -> str:
+    """How a manifest names the checkpoint ``path``: relative to the artifacts root (``artifacts``,
+    default ``$DEEPMNIST_ARTIFACTS`` or ``<checkout>/artifacts``) in POSIX form when it lies inside
+    it, else its file name; never an absolute path (the SHA-256 beside it identifies the file)."""
+    root = artifacts_dir(artifacts)
+    given = Path(os.path.abspath(Path(path).expanduser()))
+    for candidate in (given, given.resolve()):  # a symlinked root or checkpoint still counts as inside
+        for base in (root, Path(os.path.abspath(root))):
+            try:
+                return candidate.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    return given.name
+
+
+def checkpoint_path(recorded: str, artifacts: str | os.PathLike | None = None) -> Path:
+    """The checkpoint a manifest names (``Manifest.checkpoint``) as a path on this machine: a
+    relative record is under the artifacts root (``artifacts``, default as in
+    ``portable_checkpoint``); an absolute one, as manifests written before the record became
+    portable hold, is that path."""
+    path = Path(recorded)
+    return path if path.is_absolute() else artifacts_dir(artifacts) / path
+
+
 @dataclass
 class Manifest:
+    # relative to the artifacts root, or the file name of one outside it (``portable_checkpoint``);
+    # an absolute path in manifests written before that
     checkpoint: str
     checkpoint_sha256: str
     test_accuracy: float | None
@@ -91,6 +124,10 @@ class Manifest:
     folder: Path | None = None
     # planned artifacts this machine could not make, "target/format" -> why (e.g. no C++ compiler)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def checkpoint_path(self, artifacts: str | os.PathLike | None = None) -> Path:
+        """The checkpoint this export was made from, on this machine (see ``checkpoint_path``)."""
+        return checkpoint_path(self.checkpoint, artifacts)
 
     def find(self, target: str, fmt: str) -> Artifact:
         for artifact in self.artifacts:

@@ -438,7 +438,7 @@ def test_export_force_on_a_full_disk_keeps_the_old_export(exported, tmp_path, ca
             filler.write_bytes(b"\0" * free)
         before = _digest(disk / "export")
         entries = _tree(disk)
-        code = main(["export", "--force", "--no-progress", "--checkpoint", str(exported.checkpoint),
+        code = main(["export", "--force", "--no-progress", "--checkpoint", str(exported.checkpoint_path()),
                      "--out", str(disk / "export")])  # fmt: skip
         err = capsys.readouterr().err
         assert code == 2, err
@@ -582,7 +582,7 @@ def test_export_force_replaces_the_old_export_whole(exported, tmp_path):
     (out / "stale-extra.txt").write_text("from an older export\n")
     env = {**os.environ, "CXX": str(tmp_path / "no-such-g++")}
     command = [sys.executable, "-m", "bench", "export", "--force", "--no-progress", "--out", str(out),
-               "--checkpoint", str(exported.checkpoint)]  # fmt: skip
+               "--checkpoint", str(exported.checkpoint_path())]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     assert not (out / "stale-extra.txt").exists()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,13 +16,13 @@ import torch
 
 from exporters.export import TOLERANCE, _metadata, _plan, check_parity
 from exporters.formats import Pt2Error, check_pt2_archive, portable_path
-from exporters.manifest import ExportError, load_manifest
+from exporters.manifest import ExportError, checkpoint_path, load_manifest, portable_checkpoint
 from exporters.registry import FORMATS
 from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import to_input
 from models.network import DeepMNIST
-from models.paths import REPO_ROOT
+from models.paths import REPO_ROOT, artifacts_dir
 
 
 def _session(path):
@@ -109,7 +110,7 @@ def test_the_whole_model_contract(exported):
 
 
 def test_parity_on_the_full_test_set(exported, mnist):
-    net = load_checkpoint(exported.checkpoint).model()
+    net = load_checkpoint(exported.checkpoint_path()).model()
     results = check_parity(exported, net, mnist, progress=False)
     assert len(results) == len(exported.artifacts) == 19 - len(exported.skipped)
     for p in results:
@@ -143,7 +144,7 @@ def test_dynamic_batch(exported, batch):
 
 
 def test_metadata_is_readable(exported):
-    ckpt = load_checkpoint(exported.checkpoint)
+    ckpt = load_checkpoint(exported.checkpoint_path())
     for name in ("model", "model_uint8"):
         meta = _session(exported.verified_path(name, "onnx")).get_modelmeta().custom_metadata_map
         assert "uint8 / 255" in meta["input"] or "raw MNIST pixels" in meta["input"]
@@ -198,8 +199,10 @@ def test_torchscript_archive_is_reproducible(exported):
 
 @pytest.fixture(scope="module")
 def reexported(exported, tmp_path_factory):
-    """A second export of the default checkpoint by the real command, into a tmp folder."""
-    out = tmp_path_factory.mktemp("reexport") / "again"
+    """A second export of the default checkpoint by the real command, into a tmp folder whose
+    path is longer than the default export folder's and the no-compiler test's (a file that held
+    its folder would differ in length, not only in content)."""
+    out = tmp_path_factory.mktemp("reexport") / ("a-deeper-export-folder-" * 3) / "again"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "export", "--no-progress", "--out", str(out)],
         capture_output=True,
@@ -210,9 +213,43 @@ def reexported(exported, tmp_path_factory):
     return load_manifest(out)
 
 
+def _files(folder):
+    """Every file of an export folder but its manifest, with its SHA-256 as read from disk."""
+    found = {p.relative_to(folder).as_posix(): sha256_file(p) for p in folder.rglob("*") if p.is_file()}
+    del found["manifest.json"]
+    return found
+
+
+def _strings(tree):
+    """Every string in a JSON tree, keys included."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield key
+            yield from _strings(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _strings(item)
+    elif isinstance(tree, str):
+        yield tree
+
+
+def _local_folders(*folders):
+    """Folders of this machine a portable file must not name: the given ones, the checkout, the
+    Python environment and the home folder, each as given and resolved; short ones (``/usr``)
+    are left out, as 4 bytes can occur by chance in the weights."""
+    found = {*map(str, folders), str(REPO_ROOT), sys.prefix, sys.base_prefix, str(artifacts_dir())}
+    found |= {sysconfig.get_paths()["purelib"], os.path.expanduser("~") + os.sep}
+    found |= {os.path.realpath(f) for f in found}
+    return {f for f in found if len(f.rstrip(os.sep)) > 4}
+
+
 def test_reexport_gives_the_same_files(exported, reexported):
+    """The same checkpoint exported into another folder (a longer path) gives the same bytes for
+    every file, the AOTInductor package included, and a manifest that names no folder."""
     again, out = reexported, reexported.folder
+    assert len(str(out)) != len(str(exported.folder))
     assert {a.file: a.sha256 for a in again.artifacts} == {a.file: a.sha256 for a in exported.artifacts}
+    assert _files(out) == _files(exported.folder) == {a.file: a.sha256 for a in again.artifacts}
     # And an up-to-date export is only verified, not rewritten.
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "export", "--no-progress", "--out", str(out)],
@@ -221,6 +258,65 @@ def test_reexport_gives_the_same_files(exported, reexported):
         timeout=900,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("up to date")
+
+
+def test_the_manifest_names_no_folder(reexported, trained_checkpoint):
+    """The manifest records the checkpoint relative to the artifacts root, next to its SHA-256,
+    and holds no absolute path: a copied manifest reveals nothing local, and the same checkpoint
+    exported from two folders gives the same record."""
+    text = (reexported.folder / "manifest.json").read_text()
+    for value in _strings(json.loads(text)):
+        assert not os.path.isabs(value), value
+    for folder in _local_folders(reexported.folder):
+        assert folder not in text, folder
+    assert reexported.checkpoint == f"checkpoints/{trained_checkpoint.name}"
+    assert reexported.checkpoint_path() == trained_checkpoint
+    assert sha256_file(reexported.checkpoint_path()) == reexported.checkpoint_sha256
+
+
+def test_checkpoint_records_are_portable_and_old_ones_still_read(tmp_path):
+    """Inside the artifacts root: the path relative to it (through a symlinked root too);
+    elsewhere: the file name only. An absolute record (manifests written before) is read as is."""
+    root = tmp_path / "artifacts"
+    (root / "checkpoints").mkdir(parents=True)
+    inside = root / "checkpoints" / "a.safetensors"
+    assert portable_checkpoint(inside, root) == "checkpoints/a.safetensors"
+    assert portable_checkpoint(tmp_path / "elsewhere" / "b.safetensors", root) == "b.safetensors"
+    (tmp_path / "link").symlink_to(root)
+    assert portable_checkpoint(tmp_path / "link" / "checkpoints" / "a.safetensors", root) == (
+        "checkpoints/a.safetensors"
+    )
+    assert portable_checkpoint(inside, tmp_path / "link") == "checkpoints/a.safetensors"
+    assert (
+        checkpoint_path("checkpoints/a.safetensors", root) == root.resolve() / "checkpoints" / "a.safetensors"
+    )
+    assert checkpoint_path("/old/place/c.safetensors", root) == Path("/old/place/c.safetensors")
+
+
+def test_a_manifest_with_an_absolute_checkpoint_still_loads(reexported, tmp_path):
+    """Exports made before the checkpoint record became portable named it by absolute path."""
+    copy = tmp_path / "export"
+    shutil.copytree(reexported.folder, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["checkpoint"] = str(reexported.checkpoint_path())
+    (copy / "manifest.json").write_text(json.dumps(data))
+    old = load_manifest(copy)
+    old.verify_all()
+    assert old.checkpoint_path() == reexported.checkpoint_path()
+
+
+def test_no_artifact_names_a_folder_of_this_machine(exported, reexported):
+    """No file of an export holds the export folder, the artifacts root or (except the
+    AOTInductor package, whose compiled library and sources torch writes with the Python
+    environment's and the build folder's paths, docs/export.md) the checkout, the environment or
+    the home folder: zip members are stored uncompressed, so a path would show in the bytes."""
+    exports = [reexported.folder, exported.folder, artifacts_dir()]
+    exports = {str(f) for f in exports} | {os.path.realpath(f) for f in exports}
+    for artifact in reexported.artifacts:
+        data = reexported.verified_path(artifact.target, artifact.format).read_bytes()
+        local = exports if artifact.format == "aoti-cpu" else _local_folders(*exports)
+        for folder in local:
+            assert folder.encode() not in data, (artifact.file, folder)
 
 
 def test_portable_paths_name_no_folder_of_this_machine():
@@ -270,9 +366,11 @@ def test_exported_onnx_files_hold_no_local_paths(exported, reexported, mnist):
                 assert np.array_equal(new, old), artifact.file
 
 
-def test_without_a_cpp_compiler_aoti_is_skipped_with_the_reason(exported, tmp_path):
+def test_without_a_cpp_compiler_aoti_is_skipped_with_the_reason(exported, reexported, tmp_path):
     """A machine without a C++ compiler (here: CXX names none) still exports everything else; the
-    manifest records why AOTInductor is missing, and that export counts as up to date."""
+    manifest records why AOTInductor is missing, and that export counts as up to date. Its
+    manifest is the one of the export into another tmp folder (``reexported``, a longer path)
+    but for the AOTInductor entry: it names neither folder."""
     out = tmp_path / "no-compiler"
     env = {**os.environ, "CXX": str(tmp_path / "no-such-g++")}
     command = [sys.executable, "-m", "bench", "export", "--no-progress", "--out", str(out)]
@@ -285,6 +383,10 @@ def test_without_a_cpp_compiler_aoti_is_skipped_with_the_reason(exported, tmp_pa
     assert not (out / "deep_mnist.aoti-cpu.pt2").exists()
     listed = {a.file: a.sha256 for a in manifest.artifacts}
     assert listed == {a.file: a.sha256 for a in exported.artifacts if a.format != "aoti-cpu"}
+    assert len(str(out)) != len(str(reexported.folder))
+    other = json.loads((reexported.folder / "manifest.json").read_text())
+    other["artifacts"] = [a for a in other["artifacts"] if a["format"] != "aoti-cpu"]
+    assert json.loads((out / "manifest.json").read_text()) == {**other, "skipped": manifest.skipped}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0 and proc.stdout.startswith("up to date"), proc.stderr
 
@@ -308,7 +410,7 @@ def test_pt2_parity_with_eager_on_all_test_images(exported, mnist, fmt):
         pytest.skip(f"AOTInductor skipped by the export: {exported.skipped['model/aoti-cpu']}")
     artifact = exported.find("model", fmt)
     run = _load(artifact, exported.verified_path("model", fmt))
-    net = load_checkpoint(exported.checkpoint).model().eval()
+    net = load_checkpoint(exported.checkpoint_path()).model().eval()
     worst = 0.0
     with torch.no_grad():
         for start in range(0, len(mnist.test_images), 1000):
@@ -320,7 +422,7 @@ def test_pt2_parity_with_eager_on_all_test_images(exported, mnist, fmt):
 
 
 def test_pt2_files_carry_the_metadata(exported):
-    ckpt = load_checkpoint(exported.checkpoint)
+    ckpt = load_checkpoint(exported.checkpoint_path())
     path = exported.verified_path("model", "torch-export")
     check_pt2_archive(path, compiled=False)
     extra = {"deepmnist.json": ""}
