@@ -167,7 +167,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("agreement", float, None, help="fraction of argmax equal to eager PyTorch on the CPU; model rows only", fraction=True, fmt="%", shown=_in("agreement %", "batch", "parity"), optional=True),
     Column("max_abs_diff", float, None, help="max |output - reference output| (eager PyTorch on the CPU)", fmt=".2e", shown=_in("max abs diff", "parity")),
     Column("vs_alone", float, None, help="self-check: distance of the median from the range of the runtime's alone medians (passes before and after the run), as a fraction of the nearer end; 0 inside", added=True, signed=True, fmt="+%", shown=_in("vs alone", "isolation")),
-    Column("alone_spread", float, None, help="self-check: max / min - 1 of those alone medians, the machine's own variation; above the tolerance a line within it is undecided", added=True, fmt="+%", shown=_in("alone spread", "isolation")),
+    Column("alone_spread", float, None, help="self-check: max / min - 1 of those alone medians, the machine's own variation; above the tolerance a line within it is undecided", added=True, fmt="+%", shown=_in("alone spread", "isolation"), optional=True),
     Column("isolation_ok", int, None, help=f"self-check: 1 if every line of this runtime is ok (vs_alone and alone_spread within {ISOLATION_TOLERANCE:.0%}), 0 if one fails or could not be timed alone, empty if none fails and one is undecided", added=True, fmt="yes/no", shown=_in("runtime passes", "isolation")),
     Column("status", str, "ok", help="ok, skipped, failed, crashed or timeout (bench.results.STATUSES)"),
     Column("reason", str, "", help='why skipped or failed; "" when ok'),
