@@ -60,8 +60,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from bench.results import utc_timestamp
+    from bench.training_summary import (
+        accuracy_label,
+        check_summary_path,
+        load_average,
+        summary_path,
+        training_summary,
+        write_summary,
+    )
     from models.checkpoint import check_checkpoint_path
-    from models.train import default_checkpoint_path, recipe_config, time_to_accuracy, train
+    from models.train import ACCURACY_TARGETS, default_checkpoint_path, recipe_config, time_to_accuracy, train
 
     try:
         config = recipe_config(
@@ -78,16 +87,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     out = args.out or default_checkpoint_path(config.recipe, args.artifacts)
     check_checkpoint_path(out)  # before the data and the training: the last write must not fail
+    if args.summary:
+        check_summary_path(args.summary)
     mnist = _load_data(args)
+    started, load_before = utc_timestamp(), load_average()
     result = train(config, mnist, out, resume=args.resume, progress=not args.no_progress)
+    load_after = load_average()
     print(f"recipe: {config.recipe} ({config.steps} steps, batch {config.batch_size}, {config.precision})")
     print(f"test accuracy: {result.test_accuracy * 100:.2f}% on {len(mnist.test_labels)} test images")
     print(f"training time: {result.train_seconds:.1f} s ({result.steps_per_second:.1f} steps/s)")
-    for target in (0.99, 0.992):
+    for target in ACCURACY_TARGETS:
         reached = time_to_accuracy(result.checkpoint.history, target)
         when = f"{reached:.1f} s" if reached is not None else "not reached"
-        print(f"time to {target * 100:.1f}% test accuracy: {when}")
+        print(f"time to {accuracy_label(target)} test accuracy: {when}")
     print(f"checkpoint: {result.path}")
+    summary = training_summary(
+        result,
+        mnist,
+        argv=args.argv,
+        started_utc=started,
+        loadavg_start=load_before,
+        loadavg_end=load_after,
+    )
+    print(f"summary: {write_summary(summary, summary_path(result.path))}")
+    if args.summary:
+        print(f"summary: {write_summary(summary, args.summary)}")
     return 0
 
 
@@ -181,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="checkpoint file (default <artifacts>/checkpoints/deep_mnist-RECIPE.safetensors)",
     )
+    p.add_argument(
+        "--summary",
+        metavar="PATH",
+        help="also write the training summary (always written beside the checkpoint as "
+        "NAME.summary.json) to this file, say results/training-STAMP-HOST-RECIPE.json",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -202,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.plots import add_parser as add_plot
     from bench.portability import add_parser as add_portability
     from bench.report_html import add_parser as add_report
+    from bench.training_summary import add_parser as add_train_summary
     from exporters.export import add_parser as add_export
     from exporters.predict import add_parser as add_predict
 
+    add_train_summary(sub)
     add_export(sub)
     add_compare(sub)
     add_plot(sub)
@@ -221,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted. argparse's own usage errors exit 2 as well."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command a training summary records
     try:
         return args.func(args)
     except UserError as e:

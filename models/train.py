@@ -141,7 +141,8 @@ class TrainResult:
     path: Path
     test_accuracy: float
     train_seconds: float  # wall time in the training loop, summed over resumed runs (s)
-    steps_per_second: float
+    steps_per_second: float  # the checkpoint's steps over train_seconds (resumed runs included)
+    start_step: int = 0  # the step this process started from (> 0: resumed)
 
 
 class _EpochOrder:
@@ -161,9 +162,18 @@ class _EpochOrder:
         return self.perm[within * bs : (within + 1) * bs]
 
 
+# Fields that do not change the weights: logging, evaluation and checkpoint intervals, threads.
+RUN_ONLY_FIELDS = ("log_every", "eval_every", "checkpoint_every", "threads")
+
+
 def _training_fields(config: TrainConfig) -> TrainConfig:
-    """The config without the fields that do not change the weights (logging, threads)."""
-    return dataclasses.replace(config, log_every=0, eval_every=0, checkpoint_every=0, threads=0)
+    """The config without the fields that do not change the weights (``RUN_ONLY_FIELDS``)."""
+    return dataclasses.replace(config, **dict.fromkeys(RUN_ONLY_FIELDS, 0))
+
+
+def weight_fields(config: TrainConfig) -> dict[str, Any]:
+    """The config's fields that change the weights (all but ``RUN_ONLY_FIELDS``), by name."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_FIELDS}
 
 
 def train(
@@ -213,7 +223,9 @@ def train(
         start, history, seconds = ckpt.step, ckpt.history, ckpt.train_seconds
         if ckpt.complete:
             print(f"{out}: already complete at step {start}; nothing to do", file=sys.stderr)
-            return TrainResult(ckpt, out, ckpt.test_accuracy or 0.0, seconds, 0.0)
+            return TrainResult(
+                ckpt, out, ckpt.test_accuracy or 0.0, seconds, start / max(seconds, 1e-9), start
+            )
         print(f"resuming {out} at step {start}/{config.steps}", file=sys.stderr)
 
     def snapshot(step: int, complete: bool, test_accuracy: float | None) -> Checkpoint:
@@ -305,11 +317,11 @@ def train(
 
     if end < config.steps:  # stopped early on purpose (tests): leave a resumable checkpoint
         ckpt = snapshot(end, False, None)
-        return TrainResult(ckpt, out, float("nan"), seconds, (end - start) / max(seconds, 1e-9))
+        return TrainResult(ckpt, out, float("nan"), seconds, end / max(seconds, 1e-9), start)
     test_acc = accuracy(model, test_x, test_y)
     history.append({"step": end, "seconds": round(seconds, 2), "test_accuracy": test_acc})
     ckpt = snapshot(end, True, test_acc)
-    return TrainResult(ckpt, out, test_acc, seconds, (end - start) / max(seconds, 1e-9))
+    return TrainResult(ckpt, out, test_acc, seconds, end / max(seconds, 1e-9), start)
 
 
 class TrainingDiverged(UserError):
@@ -390,6 +402,9 @@ def save_or_fallback(ckpt: Checkpoint, out: Path) -> Path:
             f"{out}: cannot save the checkpoint ({e.strerror or e}); saved it to {fallback} instead "
             f"(step {ckpt.step}; move it to {out} and use --resume to continue)"
         ) from None
+
+
+ACCURACY_TARGETS = (0.99, 0.992)  # test accuracies whose time to reach a run reports (fractions)
 
 
 def time_to_accuracy(history: list[dict[str, Any]], target: float) -> float | None:

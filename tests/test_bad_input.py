@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ from models.train import recipe_config
 # the committed benchmark runs (the portability tables are another schema)
 BENCH_CSVS = sorted(p for p in (REPO_ROOT / "results").glob("*.csv") if not p.name.startswith("portability-"))
 RESULTS_CSV = BENCH_CSVS[0]  # a committed reference run
+TRAINING_SUMMARY = sorted((REPO_ROOT / "results").glob("training-*.json"))[0]  # a committed one
 TINY = ["--steps", "3", "--batch-size", "8", "--no-progress"]  # the resume cases' configuration
 BENCH = "--devices cpu --runtimes onnxruntime --targets conv1 --batch-sizes 1 --no-roofline --no-accuracy "
 BENCH += "--no-single-stream --no-profile --max-time 0.05"
@@ -206,6 +208,11 @@ def places(tmp_path_factory, mnist, trained_checkpoint) -> dict[str, Path]:
         ("csv_batch", "batch_size", "99999999999999999999"),
     ):
         p[name] = _edited_csv(tmp / f"{name}.csv", column, value)
+    p["sidecar"] = RESULTS_CSV.with_suffix(".json")  # JSON, but no training summary
+    for name, field, value in (("summary_accuracy", "test_accuracy", 1.5), ("summary_steps", "steps", 0)):
+        edited = {**json.loads(TRAINING_SUMMARY.read_text()), field: value}
+        p[name] = tmp / f"{name}.json"
+        p[name].write_text(json.dumps(edited))
     # an artifacts folder whose exported deep_mnist.onnx has one byte flipped
     p["tampered"] = tmp / "tampered"
     p["tampered"].mkdir()
@@ -257,6 +264,10 @@ TRAIN = [
          "damaged RNG state", ("bad_rng",)),
     Case("resume-damaged-optimiser", "train --resume " + " ".join(TINY) + " --out {bad_optim}", 2,
          "damaged optimiser state (exp_avg of shape (3,)", ("bad_optim",)),
+    Case("summary-folder", "train --steps 1 --out {tmp}/t.safetensors --summary {folder}", 2,
+         "a-folder: is a folder; give a file name", ("folder",)),
+    Case("summary-readonly", "train --steps 1 --out {tmp}/t.safetensors --summary {ro}/s.json", 2,
+         "is not writable", mount=True),
     Case("no-test-images", "train --steps 1 --data-dir {empty_test} --out {tmp}/t.safetensors", 2,
          "t10k-images-idx3-ubyte: holds 0 images"),
     Case("out-of-memory", "train --batch-size 60000 --steps 1 --no-progress --out {tmp}/t.safetensors", 2,
@@ -275,6 +286,14 @@ EVALUATE = [
     Case("no-test-images", "evaluate {ckpt} --data-dir {empty_test}", 2, "holds 0 images"),
     Case("not-a-checkpoint", "evaluate {file}", 2, "not a readable safetensors checkpoint"),
 ]
+
+TRAIN_SUMMARY = [
+    Case("missing", "train-summary {tmp}/none.json", 2, "none.json: no such training summary"),
+    Case("not-json", "train-summary {file}", 2, "a-file.txt: not JSON"),
+    Case("not-a-summary", "train-summary {sidecar}", 2, "not a deepmnist training summary"),
+    Case("accuracy-above-1", "train-summary {summary_accuracy}", 2, "test_accuracy 1.5 is not a fraction"),
+    Case("steps-zero", "train-summary {summary_steps}", 2, "summary_steps.json: steps 0 is not a positive"),
+]  # fmt: skip
 
 EXPORT = [
     Case("out-is-a-file", "export --no-progress --out {file}", 2, "--out is a file", ("file",)),
@@ -338,6 +357,7 @@ TABLE = [
     for group, cases in (
         ("data", DATA),
         ("train", TRAIN),
+        ("train-summary", TRAIN_SUMMARY),
         ("evaluate", EVALUATE),
         ("export", EXPORT),
         ("predict", PREDICT),

@@ -126,3 +126,24 @@ def test_generated_blocks_match_their_commands(capsys: pytest.CaptureFixture[str
             expected = _block(match, _output(capsys, match[1], match[2]))
             assert match[0] == expected, f"{page.relative_to(REPO_ROOT)}: block of `{match[1]}` is stale"
     assert counts["README.md"] >= 1 and counts["reference-results.md"] >= 1
+
+
+def test_training_table_covers_every_committed_training_summary() -> None:
+    """docs/data-and-training.md has one `deepmnist train-summary` block, over every committed
+    results/training-*.json; each row's test accuracy and training time are its JSON's."""
+    import json
+
+    text = (REPO_ROOT / "docs" / "data-and-training.md").read_text()
+    blocks = [m for m in _GENERATED.finditer(text) if m[1].startswith("deepmnist train-summary ")]
+    assert len(blocks) == 1
+    named = [arg for arg in shlex.split(blocks[0][1])[2:] if not arg.startswith("--")]
+    committed = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "results").glob("training-*.json"))
+    assert committed and sorted(named) == committed
+    rows = [line for line in blocks[0][3].splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(named)
+    for row, path in zip(rows, named, strict=True):
+        summary = json.loads((REPO_ROOT / path).read_text())
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0] == summary["recipe"]
+        assert cells[2] == f"{summary['test_accuracy'] * 100:.2f}%"
+        assert cells[3].startswith(f"{summary['train_seconds']:.1f} s (")
