@@ -2,8 +2,9 @@
 
 - ``ProcessWorker`` (``--launcher process``, the default): a fresh interpreter per runtime x
   device (``python -m bench.worker``: spawned, nothing inherited but the connection), importing
-  only its runtime. Between commands it is suspended (SIGSTOP), so while one worker is timed no
-  other can use a CPU: not its spinning thread pool, not its allocator's background threads.
+  only its runtime. Between commands it is suspended (SIGSTOP to its process group: the worker
+  and what it started, a Node host or a browser), so while one worker is timed no other can use a
+  CPU: not its spinning thread pool, not its allocator's background threads, not its browser.
   Each command must be answered within ``timeout`` s, else the worker is killed (``timeout``); a
   worker that dies (signal, exit code, killed for memory) is reported with the end of its stderr
   (``crashed``). Either way ``WorkerGone`` is raised and the other workers go on.
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -153,19 +155,25 @@ class ProcessWorker:
             return kept[fatal[-1] : fatal[-1] + lines]
         return kept[-lines:]
 
+    def _signal_group(self, sig: int) -> None:
+        """``sig`` to the worker's process group (its own: ``start_new_session``), so that the
+        processes it started (Node, chromedriver and the browser) stop and go on with it."""
+        with contextlib.suppress(ProcessLookupError):  # the group is gone: the worker and its children ended
+            os.killpg(self.proc.pid, sig)
+
     def _suspend(self) -> None:
         if self.alive and not self.stopped:
-            os.kill(self.proc.pid, signal.SIGSTOP)
+            self._signal_group(signal.SIGSTOP)
             self.stopped = True
 
     def _resume(self) -> None:
         if self.alive and self.stopped:
-            os.kill(self.proc.pid, signal.SIGCONT)
+            self._signal_group(signal.SIGCONT)
             self.stopped = False
 
     def _kill(self) -> None:
         if self.alive:
-            self.proc.kill()  # SIGKILL ends a suspended process too
+            self._signal_group(signal.SIGKILL)  # ends suspended processes too, and the worker's children
             self.proc.wait()
             self.alive = False
             self.conn.close()
@@ -184,6 +192,7 @@ class ProcessWorker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._signal_group(signal.SIGKILL)  # what the worker started and left behind (a browser)
         self.alive = False
         self.conn.close()
 

@@ -115,6 +115,50 @@ def test_crash_and_timeout_lose_nothing_else(tmp_path, exported, broken_runtimes
     assert hung.status == "timeout" and "within 15 s" in hung.reason
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError):
+                pass
+    return found
+
+
+@pytest.mark.skipif(not (REPO_ROOT / "node_modules" / "onnxruntime-node").is_dir(), reason="npm ci not run")
+def test_a_suspended_worker_stops_the_processes_it_started(tmp_path, exported):
+    """onnxruntime-node computes in a Node child process of its worker: while the worker is
+    suspended, so is Node (the whole process group), and closing the worker ends Node too."""
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher
+
+    config = _config(tmp_path, runtimes=("onnxruntime-node",))
+    artifacts, mnist = ensure_artifacts()
+    launcher = make_launcher(config, artifacts, mnist)
+    try:
+        case = Case("model", "onnxruntime-node", "cpu", 2)
+        assert "per_call" in launcher.call(case.runtime, "cpu", {"op": "prepare", "case": case}, 120)
+        worker = launcher.worker(case.runtime, "cpu")
+        children = _children(worker.pid)
+        assert children, "the Node host is a child of the worker"
+        assert [_state(pid) for pid in [worker.pid, *children]] == ["T"] * (1 + len(children))
+    finally:
+        launcher.close()
+    time.sleep(0.5)
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                assert f.read().rsplit(")", 1)[1].split()[0] == "Z"  # ended (not yet reaped)
+        except FileNotFoundError:
+            pass
+
+
 def test_inline_launcher_keeps_one_process(tmp_path, exported):
     """``--launcher inline``: the same worker code in this process (no fresh-process cold start)."""
     from bench.run import run
