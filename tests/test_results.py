@@ -78,7 +78,8 @@ def test_fields_are_the_schema_in_order() -> None:
         *("cv", "noisy", "throughput_ips", "target_qps", "achieved_qps", "latency_bound_ms", "gflops"),
         *("pct_of_peak", "arithmetic_intensity", "peak_gflops", "bandwidth_gbs", "rss_after_load_mb"),
         *("peak_rss_mb", "cuda_peak_allocated_mb", "cpu_ms_per_call", "model_bytes"),
-        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "isolation_ok", "status", "reason", "note"),
+        *("accuracy", "agreement", "max_abs_diff", "vs_alone", "alone_spread", "isolation_ok", "status"),
+        *("reason", "note"),
     )
 
 
