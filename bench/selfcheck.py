@@ -194,8 +194,8 @@ def _time_all_alone(checked: BenchConfig, cases: list[Case], seconds: float) -> 
 
 def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
     """Time each case alone, run the isolated interleaved matrix, time each case alone again, flag
-    the rows; returns the Run (rows with ``vs_alone`` and ``isolation_ok``) and whether every
-    runtime passed."""
+    the rows; returns the Run (rows with ``vs_alone``, ``alone_spread`` and ``isolation_ok``) and
+    whether every runtime passed (every line ok)."""
     from bench.run import run, write_run
 
     checked = isolation_config(config)
