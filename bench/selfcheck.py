@@ -14,7 +14,7 @@
    one fresh process before the interleaved run, and again after it, and the isolated median is
    compared with the range of those medians: on a shared VM the same runtime alone drifts by more
    than the tolerance within seconds, and the interleaved run lies between the two sets in time.
-   Each line's verdict (``verdict``): ``ok`` when the isolated median is within the tolerance of
+   Each line's verdict (``bench.columns.isolation_verdict``): ``ok`` when the isolated median is within the tolerance of
    the range and the range itself spans at most the tolerance (``alone_spread``, max / min - 1);
    ``FAIL`` when it lies beyond the tolerance of the range (the machine's own variation does not
    explain it); ``undecided`` when it is within but the range is wider than the tolerance: the
@@ -225,9 +225,10 @@ def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
         alone = [t * 1e3 for t in before[case_id] + after[case_id]]
         vs_alone = alone_range(row.latency_ms_median, *alone)
         spread = max(alone) / min(alone) - 1
-        verdicts.setdefault(row.runtime, []).append(isolation_verdict(vs_alone, spread))
+        verdict = isolation_verdict(vs_alone, spread)
+        verdicts.setdefault(row.runtime, []).append(verdict)
         result.rows[i] = dataclasses.replace(row, vs_alone=vs_alone, alone_spread=spread)
-        lines.append((row.runtime, row.batch_size, row.latency_ms_median, alone, spread, vs_alone))
+        lines.append((row.runtime, row.batch_size, row.latency_ms_median, alone, spread, vs_alone, verdict))
     passes = {rt: runtime_passes(v) for rt, v in verdicts.items()}
     result.rows = [
         dataclasses.replace(r, isolation_ok=passes[r.runtime]) if r.runtime in passes else r
@@ -248,16 +249,13 @@ def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
             f"{'spread':>7} {'diff':>7}  check",
             file=out,
         )
-        for runtime, batch, isolated, alone, spread, vs in lines:
+        for runtime, batch, isolated, alone, spread, vs, verdict in lines:
             print(
                 f"{runtime:28} {batch:>5} {isolated:>12.4g} {min(alone):>13.4g} {max(alone):>13.4g} "
-                f"{spread:>+7.1%} {vs:>+7.1%}  {isolation_verdict(vs, spread)}",
+                f"{spread:>+7.1%} {vs:>+7.1%}  {verdict}",
                 file=out,
             )
-        counts = {
-            v: sum(isolation_verdict(vs, sp) == v for *_, sp, vs in lines)
-            for v in ("ok", "undecided", "FAIL")
-        }
+        counts = {v: sum(line[-1] == v for line in lines) for v in ("ok", "undecided", "FAIL")}
         print(", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(lines)} lines", file=out)
         for row in result.rows:
             if row.status != "ok":
