@@ -112,11 +112,6 @@ def _format(spec: str) -> Callable[[Any], str]:
     return named.get(spec) or _number(spec)
 
 
-def _column(name: str) -> _Cell:
-    """The cell of CSV column ``name`` (``_record_cell`` of its record)."""
-    return _record_cell(BY_NAME[name])
-
-
 def _record_cell(record: Column) -> _Cell:
     """A CSV column's cell: format, alignment and whether it is optional from its record."""
     fmt = _format(record.fmt)

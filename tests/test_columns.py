@@ -31,8 +31,11 @@ def test_every_consumer_reads_the_records() -> None:
     renamed["latency_ms_median_ci_high"] = "ci_high_ms"
     assert [renamed.get(n, n) for n in columns.NAMES] == analysis.TABLE_COLUMNS[: len(columns.NAMES)]
     # a number column is right-aligned in every table that shows it
-    assert tables._column("throughput_ips").numeric and not tables._column("runtime").numeric
-    assert tables._column("load_s")({"load_s": 0.12345}) == "0.123"  # the record's format ".3f"
+    cell = {
+        name: tables._record_cell(columns.BY_NAME[name]) for name in ("throughput_ips", "runtime", "load_s")
+    }
+    assert cell["throughput_ips"].numeric and not cell["runtime"].numeric
+    assert cell["load_s"]({"load_s": 0.12345}) == "0.123"  # the record's format ".3f"
     assert plots.ok_rows.__doc__ and "read_results" in plots.ok_rows.__doc__
 
 
