@@ -51,12 +51,11 @@ import re
 import statistics
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from models.layers import LAYER_NAMES, OTHER
 
@@ -64,7 +63,7 @@ TOTAL = "total"
 CALL_RANGE = "deepmnist::call"  # record_function range around each profiled call
 WARMUP_CALLS = 3
 
-_LAYER_SET = frozenset(LAYER_NAMES)
+LAYER_SET = frozenset(LAYER_NAMES)
 # A layer name as a scope component: "/conv1/conv1.0/Conv", "fc1.0.weight", "conv2.0.bias_quantized";
 # not inside a longer word ("node_conv2d" is no conv2).
 _SCOPE_RE = re.compile(r"(?:^|[/.\s])(" + "|".join(map(re.escape, LAYER_NAMES)) + r")(?=[/.:]|$)")
@@ -72,18 +71,18 @@ _SCOPE_RE = re.compile(r"(?:^|[/.\s])(" + "|".join(map(re.escape, LAYER_NAMES)) 
 _PASSTHROUGH_OPS = frozenset({"Reshape", "Flatten", "Identity", "Dropout", "Squeeze", "Unsqueeze"})
 
 
-def _layer_kind(name: str) -> str:
+def layer_kind(name: str) -> str:
     """The kind of a layer name: conv1 -> conv, pool2 -> pool, fc1 -> fc."""
     return name.rstrip("0123456789")
 
 
 def _next_layer_of_kind(kind: str, after: str | None) -> str | None:
     """The first layer of ``kind`` after layer ``after`` (or the first one when ``after`` is None)."""
-    start = LAYER_NAMES.index(after) + 1 if after in _LAYER_SET else 0
-    return next((n for n in LAYER_NAMES[start:] if _layer_kind(n) == kind), None)
+    start = LAYER_NAMES.index(after) + 1 if after in LAYER_SET else 0
+    return next((n for n in LAYER_NAMES[start:] if layer_kind(n) == kind), None)
 
 
-def _summarise(per_call: list[dict[str, float]]) -> dict[str, float]:
+def summarise(per_call: list[dict[str, float]]) -> dict[str, float]:
     """Per-call {layer: us} -> {layer: median ms per call, ..., "other", "total"}."""
     if not per_call:
         raise RuntimeError("the profile holds no complete call")
@@ -119,7 +118,7 @@ def _metadata_layer(node: Any) -> str | None:
     if not parts:
         return None
     # A wrapper module adds scopes above the network's: "net", "net.conv1", "net.conv1.0", "conv2d".
-    return next((c for p in parts for c in p.split(".") if c in _LAYER_SET), OTHER)
+    return next((c for p in parts for c in p.split(".") if c in LAYER_SET), OTHER)
 
 
 class _OnnxLayerMap:
@@ -163,7 +162,7 @@ class _OnnxLayerMap:
             for name in node.input:
                 if name in inits:
                     users[name].add(layer)
-        self.orig_init = {k: next(iter(v)) for k, v in users.items() if len(v) == 1 and v <= _LAYER_SET}
+        self.orig_init = {k: next(iter(v)) for k, v in users.items() if len(v) == 1 and v <= LAYER_SET}
 
     @staticmethod
     def _weight_layer(node: Any, inits: set[str]) -> str | None:
@@ -306,7 +305,7 @@ def profile_onnxruntime(
         trace = json.loads(Path(session.end_profiling()).read_text())
         optimized = _load_onnx(optimized_path) if optimized_path.is_file() else None
         mapper = _OnnxLayerMap(_load_onnx(source), optimized)
-    return _summarise(_ort_per_call(trace, mapper, warmup))
+    return summarise(_ort_per_call(trace, mapper, warmup))
 
 
 def _ort_per_call(trace: list[dict[str, Any]], mapper: _OnnxLayerMap, warmup: int) -> list[dict[str, float]]:
@@ -338,159 +337,3 @@ def _ort_per_call(trace: list[dict[str, Any]], mapper: _OnnxLayerMap, warmup: in
         current = (i, mapper(name.removesuffix("_kernel_time")))
         host[i][current[1]] += float(event["dur"])  # us
     return device if any(device) else host
-
-
-# ----------------------------------------------------------------------------- torch
-
-
-def _has_layer_submodules(module: Any) -> bool:
-    """An eager module whose layers run as its named submodules, so hooks see each layer. Not a
-    ScriptModule (hooks do not run inside TorchScript) nor a torch.compile wrapper (``_orig_mod``:
-    the compiled graph replaces the submodule calls)."""
-    if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
-        return False
-    if hasattr(module, "_orig_mod"):
-        return False
-    return all(isinstance(getattr(module, name, None), torch.nn.Module) for name in LAYER_NAMES)
-
-
-class _LayerRanges:
-    """Forward pre/post hooks that put each layer's forward in a ``record_function(layer)`` range."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.handles = []
-        self.open: list[Any] = []
-        for name in LAYER_NAMES:
-            sub = getattr(module, name)
-            self.handles.append(sub.register_forward_pre_hook(self._enter(name)))
-            self.handles.append(sub.register_forward_hook(self._exit))
-
-    def _enter(self, name: str) -> Callable[..., None]:
-        def hook(_module: Any, _args: Any) -> None:
-            rf = torch.profiler.record_function(name)
-            rf.__enter__()
-            self.open.append(rf)
-
-        return hook
-
-    def _exit(self, _module: Any, _args: Any, _out: Any) -> None:
-        self.open.pop().__exit__(None, None, None)
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        while self.open:  # a forward that raised inside a layer
-            self.open.pop().__exit__(None, None, None)
-
-
-def _op_kind(name: str) -> str | None:
-    """Kind of an outermost op: "conv", "pool", "fc", "act" (part of the compute op before it) or
-    None ("other": flatten / view / dropout / copies)."""
-    op = name.rsplit("::", 1)[-1].lower()
-    if "pool" in op:  # aten::max_pool2d; before conv: inductor's fused bias+relu+pool kernel
-        return "pool"  # "graph_0_cpp_fused_convolution_max_pool2d_with_indices_relu_0" is a pool
-    if "conv" in op:  # aten::conv2d, aten::_convolution, mkldnn_convolution, prepacked::conv2d_clamp_run
-        return "conv"
-    if "linear" in op or op in ("addmm", "mm", "matmul", "bmm"):
-        return "fc"
-    if op.rstrip("_") in ("relu", "clamp", "clamp_min", "hardtanh", "threshold", "add", "mul"):
-        return "act"  # the ReLU, or a bias add that a graph pass split from its matmul
-    return None
-
-
-def _ancestors(event: Any) -> Iterable[Any]:
-    while event is not None:
-        yield event
-        event = event.cpu_parent
-
-
-def _is_op(event: Any) -> bool:
-    """An operator ("aten::addmm", "prepacked::...") or a kernel of torch.compile's generated code
-    (recorded when ``torch._inductor.config.cpp.enable_kernel_profile`` is on: "..._cpp_fused_...")."""
-    return ("::" in event.name or "_fused_" in event.name) and event.name != CALL_RANGE
-
-
-def _torch_per_call(events: list[Any], hooked: bool, device_time: bool) -> list[dict[str, float]]:
-    cpu_events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU and not e.is_async]
-    calls = sorted((e for e in cpu_events if e.name == CALL_RANGE), key=lambda e: e.time_range.start)
-    index = {id(c): i for i, c in enumerate(calls)}
-    # Execution-order mapping (no hooks): the layer of each outermost op of each call.
-    op_layer: dict[int, str] = {}
-    if not hooked:
-        outermost: list[list[Any]] = [[] for _ in calls]
-        for e in cpu_events:
-            chain = list(_ancestors(e))
-            if e.name != CALL_RANGE and _is_op(e) and not any(_is_op(a) for a in chain[1:]):
-                call = next((a for a in chain if a.name == CALL_RANGE), None)
-                if call is not None:
-                    outermost[index[id(call)]].append(e)
-        layers_of_kind = defaultdict(list)  # "conv" -> ["conv1", "conv2"], ...
-        for name in LAYER_NAMES:
-            layers_of_kind[_layer_kind(name)].append(name)
-        for ops in outermost:
-            count: dict[str, int] = defaultdict(int)  # compute ops of each kind seen so far
-            last: str | None = None  # layer of the last compute op
-            for op in sorted(ops, key=lambda e: e.time_range.start):
-                kind = _op_kind(op.name)
-                layer: str | None = None
-                if kind == "act":
-                    layer = last
-                elif kind is not None:
-                    options = layers_of_kind[kind]
-                    layer = options[count[kind]] if count[kind] < len(options) else None
-                    count[kind] += 1
-                    last = layer
-                op_layer[id(op)] = layer or OTHER
-    per_call: list[dict[str, float]] = [defaultdict(float) for _ in calls]
-    for e in cpu_events:
-        chain = list(_ancestors(e))
-        call = next((a for a in chain if a.name == CALL_RANGE), None)
-        if call is None:
-            continue  # outside the profiled calls
-        if hooked:
-            layer = next((a.name for a in chain if a.is_user_annotation and a.name in _LAYER_SET), OTHER)
-        else:
-            layer = next((op_layer[id(a)] for a in chain if id(a) in op_layer), OTHER)
-        if device_time:
-            # Kernels each op launched; a user range's own device "kernel" is its annotation span.
-            us = 0.0 if e.is_user_annotation else e.self_device_time_total
-        else:
-            us = e.self_cpu_time_total
-        per_call[index[id(call)]][layer] += us
-    return per_call
-
-
-def profile_torch(
-    module: Callable[[torch.Tensor], Any],
-    x: torch.Tensor,
-    calls: int,
-    device: str,
-    warmup: int = WARMUP_CALLS,
-) -> dict[str, float]:
-    """Layer -> ms per call (plus "other" and "total") of a whole-model torch callable on ``x``
-    (already on ``device``), under ``torch.inference_mode``: hooks on an eager ``DeepMNIST``,
-    execution order for TorchScript or any other callable (see the module docstring)."""
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    if calls < 1:
-        raise ValueError(f"calls must be >= 1, got {calls}")
-    on_cuda = torch.device(device).type == "cuda"
-    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_cuda else [ProfilerActivity.CPU]
-    hooked = _has_layer_submodules(module)
-    ranges = _LayerRanges(module) if hooked else None  # type: ignore[arg-type]
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                module(x)
-            if on_cuda:
-                torch.cuda.synchronize()
-            with profile(activities=activities) as prof:
-                for _ in range(calls):
-                    with record_function(CALL_RANGE):
-                        module(x)
-                        if on_cuda:
-                            torch.cuda.synchronize()  # the call's kernels finish inside its range
-    finally:
-        if ranges is not None:
-            ranges.remove()
-    return _summarise(_torch_per_call(list(prof.events()), hooked, device_time=on_cuda))

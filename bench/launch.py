@@ -1,8 +1,8 @@
 """Launchers: where a runtime's worker lives. Both answer ``call(message, timeout) -> reply``.
 
 - ``ProcessWorker`` (``--launcher process``, the default): a fresh interpreter per runtime x
-  device (``python -m bench.worker``: spawned, nothing inherited but the connection), importing
-  only its runtime. Between commands it is suspended (SIGSTOP to its process group: the worker
+  device (``python -m bench.worker_main``: spawned, nothing inherited but the connection),
+  importing only its runtime and the harness's torch-free worker. Between commands it is suspended (SIGSTOP to its process group: the worker
   and what it started, a Node host or a browser), so while one worker is timed no other can use a
   CPU: not its spinning thread pool, not its allocator's background threads, not its browser.
   Each command must be answered within ``timeout`` s, else the worker is killed (``timeout``); a
@@ -27,8 +27,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.memory import RunMemory
+
 STDERR_LINES = 8  # lines of a dead worker's stderr kept in its rows' reason
 STARTUP_TIMEOUT = 300.0  # s for a worker to import its runtime and load the test data
+UNSAMPLED = ("round", "ping")  # commands after which the run's memory is not sampled (the rounds' own)
 
 
 class WorkerGone(Exception):
@@ -53,7 +56,7 @@ def describe_exit(code: int) -> str:
 class InlineWorker:
     """A ``bench.worker.Worker`` in this process."""
 
-    start_s = None  # not a fresh process
+    start_s = harness_s = None  # not a fresh process
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
@@ -76,7 +79,7 @@ class ProcessWorker:
         with open(self.log, "wb") as log, theirs:
             spec = {**spec, "started": time.time()}
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", str(theirs.fileno())],
+                [sys.executable, "-m", "bench.worker_main", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -88,6 +91,7 @@ class ProcessWorker:
         self.conn.send(spec)
         ready = self._receive(startup_timeout, "starting")
         self.start_s: float = ready["start_s"]
+        self.harness_s: float = ready["harness_s"]
         self.unsupported: str | None = ready["unsupported"]
         self._suspend()
 
@@ -202,9 +206,11 @@ class Launcher:
     first needed, one at a time (the others suspended), so each cold start is measured alone.
     ``threads`` 0 is the run's only thread count (``--threads`` with one value)."""
 
-    def __init__(self, kind: str, make_inline: Any = None, spec: Any = None) -> None:
+    def __init__(self, kind: str, make_inline: Any = None, spec: Any = None, owns: Any = None) -> None:
         self.kind = kind
         self.make_inline, self.spec = make_inline, spec  # (runtime, device) -> Worker / spec dict
+        self.owns = owns  # a TemporaryDirectory the workers read (the shared data): removed at close
+        self.memory = RunMemory()  # this process and the live workers, sampled after their commands
         self.workers: dict[tuple[str, str, int], InlineWorker | ProcessWorker] = {}
         self.gone: dict[tuple[str, str, int], WorkerGone] = {}
         self._logs = tempfile.TemporaryDirectory(prefix="deepmnist-workers-") if kind == "process" else None
@@ -226,7 +232,13 @@ class Launcher:
             except WorkerGone as e:
                 self.gone[key] = e
                 raise
+            self.sample_memory(f"the start of {runtime}/{device}")
         return self.workers[key]
+
+    def sample_memory(self, where: str) -> None:
+        """Add a sample of the run's resident memory (``RunMemory``): this process, each live worker
+        process and what it started."""
+        self.memory.sample([w.pid for w in self.workers.values() if isinstance(w, ProcessWorker)], where)
 
     def call(
         self, runtime: str, device: str, message: dict[str, Any], timeout: float, threads: int = 0
@@ -234,11 +246,15 @@ class Launcher:
         key = (runtime, device, threads)
         worker = self.worker(runtime, device, threads)
         try:
-            return worker.call(message, timeout)
+            reply = worker.call(message, timeout)
         except WorkerGone as e:
             self.gone[key] = e
             del self.workers[key]
             raise
+        if message["op"] not in UNSAMPLED:
+            case = message.get("case_id") or getattr(message.get("case"), "id", "")
+            self.sample_memory(f"{message['op']} {case}".strip())
+        return reply
 
     def stream(
         self, runtime: str, device: str, message: dict[str, Any], talk: Any, timeout: float, threads: int = 0
@@ -261,3 +277,5 @@ class Launcher:
         self.workers.clear()
         if self._logs is not None:
             self._logs.cleanup()
+        if self.owns is not None:
+            self.owns.cleanup()

@@ -1,9 +1,11 @@
 """Memory of the current process: resident set now and its peak (Linux ``/proc/self``), CUDA peak.
 
-The peak resident set (``VmHWM``) is reset per case by writing ``5`` to ``/proc/self/clear_refs``
-(Linux >= 4.0), so each case's ``peak_rss_mb`` covers only its own rounds. Where that file cannot
-be written (not Linux, a locked-down container), ``reset_peak_rss`` returns False and the harness
-leaves the column empty rather than report the process's lifetime peak as the case's.
+The peak resident set (``VmHWM``) is the process's since it started: a worker's ``peak_rss_mb``
+covers its runtime's import, load, compile and rounds, as the peak of a program using the runtime
+would. Without ``/proc`` (not Linux) the columns stay empty.
+
+``RunMemory`` sums the resident sets of a whole run: the parent, its live workers and what they
+started (a Node host, a browser).
 
 On CUDA the peak is what torch's caching allocator held (``torch.cuda.max_memory_allocated``),
 reset per case with ``torch.cuda.reset_peak_memory_stats``: it covers runtimes that allocate
@@ -13,11 +15,14 @@ so their column stays empty.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def _status_kib(key: str, text: str | None = None) -> int | None:
@@ -43,18 +48,9 @@ def rss_mb(status_text: str | None = None) -> float | None:
 
 
 def peak_rss_mb(status_text: str | None = None) -> float | None:
-    """Peak resident set size since the process started or the last ``reset_peak_rss``, MiB."""
+    """Peak resident set size since the process started, MiB."""
     kib = _status_kib("VmHWM", status_text)
     return None if kib is None else kib / 1024
-
-
-def reset_peak_rss() -> bool:
-    """Set the peak resident set to the current one; False if this system does not allow it."""
-    try:
-        _CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def reset_cuda_peak(device: str) -> None:
@@ -75,3 +71,77 @@ def cuda_peak_allocated_mb(device: str, peak_bytes: int | None = None) -> float 
 
         peak_bytes = torch.cuda.max_memory_allocated()
     return peak_bytes / MIB if peak_bytes > 0 else None
+
+
+def _proc_kib(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of process ``pid``, KiB; None if it is gone (or a kernel thread)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    rss, hwm = _status_kib("VmRSS", text), _status_kib("VmHWM", text)
+    return None if rss is None or hwm is None else (rss, hwm)
+
+
+def descendants(roots: Iterable[int]) -> list[int]:
+    """``roots`` and every process started under them (children, grandchildren: a worker's Node host
+    or browser), from the parent pids in ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def tree_mb(root: int) -> tuple[float, float] | None:
+    """(resident set, sum of each process's peak) of process ``root`` and what it started, MiB;
+    None where ``/proc`` cannot tell. A worker of onnxruntime-node or onnxruntime-web keeps its
+    runtime in a Node host or a browser: its memory is the tree's."""
+    found = [kib for kib in map(_proc_kib, descendants([root])) if kib is not None]
+    if not found:
+        return None
+    return sum(r for r, _ in found) / 1024, sum(h for _, h in found) / 1024
+
+
+@dataclass
+class RunMemory:
+    """The whole run's resident memory: this process plus every live worker and what it started,
+    summed at each sample (``sample``; the driver samples after each command that can change it,
+    never during timed rounds). Pages shared between processes (one library mapped by two
+    workers) count once per process, so the sums overstate the memory in use."""
+
+    peak_mb: float = 0.0  # MiB, the largest sum of current resident sets
+    bound_mb: float = 0.0  # MiB, the largest sum of each live process's own peak: nothing exceeded it
+    processes: int = 0  # processes in the peak's sum
+    where: str = ""  # what the run was doing at the peak
+    samples: int = 0
+
+    def sample(self, workers: Iterable[int], where: str) -> None:
+        pids = [os.getpid(), *descendants(workers)]
+        found = [kib for kib in map(_proc_kib, pids) if kib is not None]
+        if not found:
+            return
+        now, bound = sum(r for r, _ in found) / 1024, sum(h for _, h in found) / 1024
+        self.samples += 1
+        if now > self.peak_mb:
+            self.peak_mb, self.processes, self.where = now, len(found), where
+        self.bound_mb = max(self.bound_mb, bound)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"whole-run peak memory: {self.peak_mb:,.0f} MiB resident in {self.processes} processes "
+            f"(this one, the live workers and what they started) during {self.where}; each process's "
+            f"own peak summed: at most {self.bound_mb:,.0f} MiB ({self.samples} samples)"
+        )

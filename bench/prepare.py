@@ -1,13 +1,21 @@
-"""Build whatever the benchmarks need and is missing: data, a trained checkpoint, the exports."""
+"""Build whatever the benchmarks need and is missing: data, a trained checkpoint, the exports; and
+the run's shared data for its workers (the parent's side of ``bench.shared_data``)."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
 
 from bench.runtimes import Artifacts
+from bench.shared_data import SharedData
 from models.checkpoint import CheckpointError, load_checkpoint
-from models.data import MNIST, load_mnist
+from models.data import MNIST, load_mnist, to_input
+from models.network import LAYER_NAMES, trace_layers
 from models.paths import export_dir
 from models.train import default_checkpoint_path
 
@@ -35,14 +43,39 @@ def ensure_artifacts(
     manifest, _, exported = export_all(config, mnist, progress=progress, recheck=False, repair=False)
     if exported:
         print(f"exported the artifacts to {config.out_dir}", file=sys.stderr)
-    return Artifacts(net=load_checkpoint(checkpoint).model(), manifest=manifest), mnist
+    net = load_checkpoint(checkpoint).model()
+    return Artifacts(manifest, root=artifacts, net=net), mnist
 
 
-def load_artifacts(artifacts: str | os.PathLike | None = None) -> tuple[Artifacts, MNIST]:
-    """What ``ensure_artifacts`` made, loaded only (a worker's start): verified MNIST, the trained
-    network, the export manifest (each artifact's SHA-256 is checked when an adapter opens it)."""
-    from exporters.manifest import load_manifest
+def reference_argmax(net: torch.nn.Module, images: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """Eager PyTorch's class (CPU) for each uint8 image (N, 28, 28): the agreement reference."""
+    with torch.no_grad():
+        return np.concatenate(
+            [net(to_input(images[i : i + batch])).argmax(1).numpy() for i in range(0, len(images), batch)]
+        )
 
-    mnist = load_mnist(artifacts=artifacts)
-    net = load_checkpoint(default_checkpoint_path(artifacts=artifacts)).model()
-    return Artifacts(net=net, manifest=load_manifest(export_dir(artifacts))), mnist
+
+def write_shared_data(
+    folder: str | os.PathLike, artifacts: Artifacts, mnist: MNIST, pairs: Iterable[tuple[str, int]]
+) -> SharedData:
+    """The run's shared files in ``folder`` (``bench.shared_data``): the test set, eager PyTorch's
+    classes, and for each (target, batch size) of ``pairs`` the first ``batch`` test images
+    carried by eager PyTorch up to the target, with its output there, so each layer sees real
+    activations."""
+    net = artifacts.net
+    data = SharedData(Path(folder))
+    data.write(mnist.test_images, mnist.test_labels, reference_argmax(net, mnist.test_images))
+    wanted: dict[int, set[str]] = {}
+    for target, batch in pairs:
+        wanted.setdefault(batch, set()).add(target)
+    for batch, targets in wanted.items():
+        x = to_input(mnist.test_images[:batch])  # (B, 1, 28, 28)
+        with torch.no_grad():
+            acts = trace_layers(net, x)
+        for target in targets:
+            if target == "model":
+                data.write_reference(target, batch, x.numpy(), acts[LAYER_NAMES[-1]][1].numpy())
+            else:
+                layer_in, layer_out = acts[target]
+                data.write_reference(target, batch, layer_in.numpy(), layer_out.numpy())
+    return data

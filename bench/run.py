@@ -112,7 +112,8 @@ class _Driver:
         self.config, self.out = config, out
         self.environment, self.run_id, self.timestamp = environment, run_id, timestamp
         self.result = Run(config, rooflines=rooflines, environment=environment)
-        self.start_s: dict[tuple[str, str], float | None] = {}
+        # (runtime, device, threads) -> its worker's (start_s, harness_s); None for inline workers
+        self.started: dict[tuple[str, str, int], tuple[float | None, float | None]] = {}
 
     def say(self, text: str) -> None:
         if self.out is not None:
@@ -123,7 +124,7 @@ class _Driver:
     def row(self, case: Case, latency: Latency | None = None, **values: Any) -> ResultRow:
         defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
         threads = values.pop("threads", case.threads or self.config.resolved_threads)
-        start_s = self.start_s.get((case.runtime, case.device, case.threads))
+        start_s, harness_s = self.started.get((case.runtime, case.device, case.threads), (None, None))
         row = ResultRow.create(
             self.environment,
             run_id=self.run_id,
@@ -139,6 +140,7 @@ class _Driver:
             streams=case.streams,
             launcher=self.config.launcher,
             start_s=start_s,
+            harness_s=harness_s,
             **{**defaults, **values},
         )
         if row.load_s is not None and row.first_inference_ms is not None and start_s is not None:
@@ -183,7 +185,7 @@ class _Driver:
         for case in group:
             try:
                 worker = launcher.worker(case.runtime, case.device, case.threads)
-                self.start_s[(case.runtime, case.device, case.threads)] = worker.start_s
+                self.started[(case.runtime, case.device, case.threads)] = (worker.start_s, worker.harness_s)
                 reply = self.call(launcher, case, {"op": "prepare", "case": case})
             except WorkerGone as e:
                 self.gone_row(case, e)
@@ -453,37 +455,37 @@ def _cold_columns(cold: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the run
 
 
-def make_launcher(config: BenchConfig, artifacts: Any, mnist: Any) -> Launcher:
-    """A launcher for ``config.launcher``; the eager-PyTorch predictions on the test set are computed
-    once here and handed to each worker once."""
-    import numpy as np
-    import torch
+def make_launcher(config: BenchConfig, artifacts: Any, mnist: Any, selected: Sequence[Case]) -> Launcher:
+    """A launcher for ``config.launcher``, with the run's shared data (``bench.shared_data``) for
+    the (target, batch size) pairs of ``selected`` written once, in a temporary folder the
+    launcher removes when it closes."""
+    import tempfile
 
-    from bench.worker import Worker
-    from models.data import to_input
+    from bench.prepare import write_shared_data
+    from bench.worker import Settings, Worker
 
-    with torch.no_grad():
-        reference_argmax = np.concatenate(
-            [
-                artifacts.net(to_input(mnist.test_images[i : i + 1000])).argmax(1).numpy()
-                for i in range(0, len(mnist.test_labels), 1000)
-            ]
-        )
+    folder = tempfile.TemporaryDirectory(prefix="deepmnist-shared-")
+    pairs = {(case.target, case.batch_size) for case in selected}
+    data = write_shared_data(folder.name, artifacts, mnist, sorted(pairs))
+    settings = Settings(threads=config.resolved_threads, warmup=config.warmup)
+    export = artifacts.manifest.folder
 
     def inline(runtime: str, device: str) -> Worker:
-        return Worker(runtime, device, config, artifacts, mnist, reference_argmax)
+        return Worker(runtime, device, settings, artifacts, data)
 
     def spec(runtime: str, device: str) -> dict[str, Any]:
-        return {
+        return {  # plain values: the worker reads them before it imports anything (bench.worker_main)
             "runtime": runtime,
             "device": device,
-            "module": type(RUNTIMES[runtime]).__module__,
-            "config": config,
+            "module": RUNTIMES.module_of(runtime),
+            "settings": dataclasses.asdict(settings),
+            "artifacts": None if config.artifacts is None else str(config.artifacts),
+            "export_dir": str(export),
+            "data": folder.name,
             "sys_path": [p for p in sys.path if p],
-            "reference_argmax": reference_argmax,
         }
 
-    return Launcher(config.launcher, make_inline=inline, spec=spec)
+    return Launcher(config.launcher, make_inline=inline, spec=spec, owns=folder)
 
 
 def run(
@@ -519,7 +521,7 @@ def run(
             driver.row(case, status="skipped", reason=reason)
         else:
             runnable.append(case)
-    launcher = make_launcher(config, artifacts, mnist)
+    launcher = make_launcher(config, artifacts, mnist, runnable)
     groups = groups_of(runnable)
     started = time.perf_counter()
     try:
@@ -601,7 +603,7 @@ def measure_rooflines(config: BenchConfig, out: TextIO | None = None) -> dict:
     roof of each other precision and the copy bandwidth, measured now (same run)."""
     from bench.device import check_device
     from bench.roofline import measure_roofline
-    from bench.runtimes.base import set_threads
+    from bench.runtimes.torch_base import set_threads
 
     set_threads(max(config.thread_counts))  # the roof of the rows with the most threads (--threads 1,2: 2)
     rooflines = {}

@@ -77,8 +77,8 @@ def torch_timer_ratio(config: BenchConfig, seconds: float = 2.0, turns: int = 4)
     from bench.run import make_launcher
 
     artifacts, mnist = ensure_artifacts(config.artifacts)
-    inline = make_launcher(dataclasses.replace(config, launcher="inline"), artifacts, mnist)
     case = Case("model", "torch-eager", "cpu", 64)
+    inline = make_launcher(dataclasses.replace(config, launcher="inline"), artifacts, mnist, [case])
     reply = inline.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
     worker = inline.worker(case.runtime, case.device).worker
     entry = worker.entries[case.id]
@@ -102,7 +102,7 @@ def ipc_round_trip(config: BenchConfig, runtime: str = "torch-eager", calls: int
     from bench.run import make_launcher
 
     artifacts, mnist = ensure_artifacts(config.artifacts)
-    launcher: Launcher = make_launcher(dataclasses.replace(config, launcher="process"), artifacts, mnist)
+    launcher: Launcher = make_launcher(dataclasses.replace(config, launcher="process"), artifacts, mnist, [])
     try:
         launcher.worker(runtime, "cpu")
         times = []
@@ -122,7 +122,9 @@ def timed_alone(config: BenchConfig, case: Case, seconds: float, artifacts: Any,
     from bench.launch import Launcher
     from bench.run import make_launcher
 
-    launcher: Launcher = make_launcher(dataclasses.replace(config, launcher="process"), artifacts, mnist)
+    launcher: Launcher = make_launcher(
+        dataclasses.replace(config, launcher="process"), artifacts, mnist, [case]
+    )
     try:
         reply = launcher.call(case.runtime, case.device, {"op": "prepare", "case": case}, config.case_timeout)
         if "per_call" not in reply:

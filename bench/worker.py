@@ -2,12 +2,13 @@
 
 The parent (``bench.run``) holds the plan and sends one command at a time; the worker answers each
 with a small dict. ``Worker.handle`` is the whole protocol, the same in a worker process
-(``python -m bench.worker FD``, started by ``bench.launch.ProcessWorker``) and inline:
+(``python -m bench.worker_main FD``, started by ``bench.launch.ProcessWorker``) and inline:
 
 ================  ===========================================  =====================================
 command ``op``    arguments                                    answer
 ================  ===========================================  =====================================
 ``ping``          (none; the self-check times round trips)     ``{}``
+``modules``       (none)                                       ``modules``: what this process imported
 ``prepare``       ``case``                                     cold-start figures, parity, ``per_call``
 ``round``         ``case_id, iterations, block, warm``         ``durations`` (s, one per sample)
 ``finish``        ``case_id, accuracy``                        CPU time per call, memory, accuracy
@@ -17,13 +18,15 @@ command ``op``    arguments                                    answer
 ================  ===========================================  =====================================
 
 A command that raises answers ``{"error": "Type: message"}``; a wrong output answers ``{"failed":
-reason}``. Test images, reference outputs and the eager-PyTorch predictions are loaded or computed
-once per worker and stay there: nothing large crosses the pipe.
+reason}``. Test images, reference inputs and outputs and the eager-PyTorch predictions are the
+run's shared files (``bench.shared_data``), mapped, not copied: nothing large crosses the pipe, and
+this module imports neither torch nor the data code, so a worker carries only its runtime.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,16 +35,21 @@ from typing import Any
 import numpy as np
 
 from bench import memory
+from bench.case import Case
 from bench.clock import clock_for
-from bench.core import Case
-from bench.options import BenchConfig
 from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
 from bench.runtimes.base import LOADED_FILES, Compilable, Profilable, SelfTimed
-from exporters.manifest import checkpoint_path
-from models.data import MNIST, to_input
-from models.network import LAYER_NAMES, trace_layers
+from bench.shared_data import SharedData, to_input
 
 ACCURACY_BATCH = 500  # test images per call of the accuracy run
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a worker needs of the run's config."""
+
+    threads: int  # intra-op threads of a case that names none (the config's resolved count)
+    warmup: int  # untimed calls after the parity gate
 
 
 @dataclass
@@ -93,18 +101,18 @@ class Worker:
         self,
         runtime: str,
         device: str,
-        config: BenchConfig,
+        settings: Settings,
         artifacts: Artifacts,
-        mnist: MNIST,
-        reference_argmax: np.ndarray,
+        data: SharedData,
+        rss_before_runtime: float | None = None,
     ) -> None:
-        self.runtime, self.device, self.config = runtime, device, config
-        self.artifacts, self.mnist = artifacts, mnist
-        self.reference_argmax = reference_argmax  # eager PyTorch's class per test image
+        self.runtime, self.device, self.settings = runtime, device, settings
+        self.artifacts, self.data = artifacts, data
+        # MiB, the process's resident set before its runtime was imported (None: not a fresh
+        # process of its own, as inline): what prepare's RSS is the runtime's footprint over
+        self.rss_before_runtime = rss_before_runtime
         self.entries: dict[str, Entry] = {}
-        self._inputs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._accuracy: tuple[float, float] | None = None
-        self._peak_reset: dict[str, bool] = {}
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message["op"]
@@ -114,52 +122,36 @@ class Worker:
         except Exception as e:
             return {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
 
-    # ------------------------------------------------------------------------- reference data
-
-    def reference(self, target: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(input, eager CPU output) for ``target``: the first ``batch`` test images, carried through
-        the network by eager PyTorch up to the layer, so each layer sees real activations."""
-        import torch
-
-        key = (target, batch)
-        if key not in self._inputs:
-            x = to_input(self.mnist.test_images[:batch])  # (B, 1, 28, 28)
-            with torch.no_grad():
-                acts = trace_layers(self.artifacts.net, x)
-            if target == "model":
-                self._inputs[key] = (x.numpy(), acts[LAYER_NAMES[-1]][1].numpy())
-            else:
-                layer_in, layer_out = acts[target]
-                self._inputs[key] = (layer_in.numpy().copy(), layer_out.numpy())
-        return self._inputs[key]
-
     # ------------------------------------------------------------------------- commands
 
     def ping(self) -> dict[str, Any]:
         return {}
 
+    def modules(self) -> dict[str, Any]:
+        """Every module this process has imported (``sys.modules``): what the worker carries."""
+        import sys
+
+        return {"modules": sorted(sys.modules)}
+
     def prepare(self, case: Case) -> dict[str, Any]:
         """Prepare (load_s), compile (compile_s), first call (first_inference_ms), parity gate,
         warm-up, then an estimate of one call (per_call, s) for the plan."""
-        config = self.config
+        settings = self.settings
         clock = clock_for(case.device)
-        x_host, expected = self.reference(case.target, case.batch_size)
+        x_host, expected = self.data.reference(case.target, case.batch_size)
         loaded = len(LOADED_FILES)
         start = time.perf_counter()
-        threads = (
-            1 if case.scenario == "server" else case.threads or config.resolved_threads
-        )  # server: one core
+        threads = 1 if case.scenario == "server" else case.threads or settings.threads  # server: one core
         prepared = RUNTIMES[case.runtime].prepare(case.target, case.device, self.artifacts, threads)
         # streams: one more session per further stream, each answering its own requests
         others = [RUNTIMES[case.runtime].prepare(case.target, case.device, self.artifacts, threads)
                   for _ in range(case.streams - 1)]  # fmt: skip
         prepared.sync()
         load_s = time.perf_counter() - start
-        rss = memory.rss_mb()
+        tree = memory.tree_mb(os.getpid())  # this process and what the runtime started (Node, a browser)
+        rss = None if tree is None else tree[0]
         # torch runtimes load no export file: their size is the checkpoint's (the weights)
-        files = LOADED_FILES[loaded:] or [
-            checkpoint_path(self.artifacts.manifest.checkpoint, config.artifacts)
-        ]
+        files = LOADED_FILES[loaded:] or [self.artifacts.checkpoint()]
         x_dev = prepared.to_device(x_host)
         compile_s = None
         if isinstance(prepared, Compilable):
@@ -172,7 +164,7 @@ class Worker:
             if isinstance(prepared, SelfTimed):
                 return {"skipped": f"{case.runtime} runs in another process and times its own calls: "
                         "a Python loop around it would time the inter-process call"}  # fmt: skip
-            fn = full_loop(prepared, self.mnist.test_images, case.batch_size)
+            fn = full_loop(prepared, self.data.images, case.batch_size)
             if case.scenario in ("server", "streams"):  # one query: host input to host output
                 fn = lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))  # noqa: E731
         else:
@@ -191,6 +183,9 @@ class Worker:
             "compile_s": compile_s,
             "first_inference_ms": first_ms,
             "rss_after_load_mb": rss,
+            "runtime_rss_mb": None
+            if rss is None or self.rss_before_runtime is None
+            else rss - self.rss_before_runtime,
             "model_bytes": sum(_size(path) for path in dict.fromkeys(files)),
             "max_abs_diff": diff,
         }
@@ -203,10 +198,10 @@ class Worker:
         for other, query in zip(others, queries, strict=True):
             if isinstance(other, Compilable):
                 other.compile(other.to_device(x_host))
-            for _ in range(config.warmup):
+            for _ in range(settings.warmup):
                 query()
             other.sync()
-        for _ in range(config.warmup):
+        for _ in range(settings.warmup):
             fn()
         prepared.sync()
         if isinstance(prepared, SelfTimed):
@@ -215,9 +210,7 @@ class Worker:
             per_call = max(_median_call(fn, clock), 1e-7)
         self.entries[case.id] = Entry(case, prepared, fn, clock, x=x_dev)
         self.entries[case.id].streams = [fn, *queries]
-        # the case's peaks cover its rounds only
-        self._peak_reset[case.id] = memory.reset_peak_rss()
-        memory.reset_cuda_peak(case.device)
+        memory.reset_cuda_peak(case.device)  # the CUDA peak covers the case's rounds only
         return {**cold, "per_call": per_call}
 
     def round(self, case_id: str, iterations: int, block: int, warm: float) -> dict[str, Any]:
@@ -231,7 +224,7 @@ class Worker:
             "cpu_ms_per_call": entry.cpu_s / entry.calls * 1e3
             if entry.calls and not isinstance(entry.prepared, SelfTimed)
             else None,
-            "peak_rss_mb": memory.peak_rss_mb() if self._peak_reset.get(case_id) else None,
+            "peak_rss_mb": _tree_peak(),
             "cuda_peak_allocated_mb": memory.cuda_peak_allocated_mb(entry.case.device),
         }
         if accuracy:
@@ -241,13 +234,13 @@ class Worker:
     def accuracy(self, prepared: Prepared) -> tuple[float, float]:
         """(accuracy, argmax agreement with eager CPU) on all 10,000 test images, once per worker."""
         if self._accuracy is None:
-            labels = self.mnist.test_labels
+            labels, images = self.data.labels, self.data.images
             preds = []
             for start in range(0, len(labels), ACCURACY_BATCH):
-                x = to_input(self.mnist.test_images[start : start + ACCURACY_BATCH]).numpy()
+                x = to_input(images[start : start + ACCURACY_BATCH])
                 preds.append(prepared.to_host(prepared.run(prepared.to_device(x))).argmax(1))
             pred = np.concatenate(preds)
-            agreement = float((pred == self.reference_argmax).mean())
+            agreement = float((pred == self.data.reference_argmax).mean())
             self._accuracy = (float((pred == labels).mean()), agreement)
         return self._accuracy
 
@@ -255,7 +248,7 @@ class Worker:
         prepared = self.entries[case_id].prepared
         if not isinstance(prepared, Profilable):
             return {"skipped": f"{self.runtime} has no per-layer profiler in this harness"}
-        x_host, _ = self.reference("model", batch)
+        x_host, _ = self.data.reference("model", batch)
         try:
             return {"layers": prepared.profile(x_host, calls)}
         except Exception as e:
@@ -354,7 +347,18 @@ class Worker:
 
 _OPS: dict[str, Callable[..., dict[str, Any]]] = {
     name: getattr(Worker, name)
-    for name in ("ping", "prepare", "round", "finish", "profile", "alone", "pin", "streams", "release")
+    for name in (
+        "ping",
+        "modules",
+        "prepare",
+        "round",
+        "finish",
+        "profile",
+        "alone",
+        "pin",
+        "streams",
+        "release",
+    )
 }
 
 
@@ -371,10 +375,16 @@ def full_loop(prepared: Prepared, images: np.ndarray, batch: int) -> Callable[[]
     def call() -> np.ndarray:
         first = start[0] if start[0] + batch <= len(images) else 0
         start[0] = first + batch
-        x = (images[first : first + batch].astype(np.float32) / 255.0).reshape(batch, 1, 28, 28)
+        x = to_input(images[first : first + batch])
         return prepared.to_host(prepared.run(prepared.to_device(x))).argmax(1)
 
     return call
+
+
+def _tree_peak() -> float | None:
+    """MiB: the peak resident set of this process since its start, plus each process it started."""
+    tree = memory.tree_mb(os.getpid())
+    return None if tree is None else tree[1]
 
 
 def _size(path: Any) -> int:
@@ -396,55 +406,9 @@ def _median_call(fn: Callable[[], Any], clock: Callable[[], float], calls: int =
     return float(np.median(times))
 
 
-# ----------------------------------------------------------------------------- worker process
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when the parent dies, even while it is suspended (SIGSTOP)."""
-    import ctypes
-    import os
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl
-        os._exit(1)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.worker FD``: serve commands on the connection at file descriptor FD.
-
-    The first message is the spec (runtime, its module, device, config, artifacts folder, the
-    parent's ``time.time()`` just before it started this process, eager predictions); the answer
-    ``ready`` carries ``start_s``: process start to the runtime imported and its ``supports``
-    answered (which imports its library)."""
-    import faulthandler
-    import importlib
-    import signal
-    import sys
-    from multiprocessing.connection import Connection
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends the run and its workers
-    faulthandler.enable()  # a crash leaves its stack in the stderr the parent reads
-    _die_with_parent()
-    fd = int((argv or sys.argv[1:])[0])
-    conn = Connection(fd)
-    spec = conn.recv()
-    sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]
-    importlib.import_module(spec["module"])  # registers the runtime (bench.runtimes or a plugin)
-    reason = RUNTIMES[spec["runtime"]].supports(spec["device"])
-    start_s = time.time() - spec["started"]
-    from bench.prepare import load_artifacts
-
-    start = time.perf_counter()
-    artifacts, mnist = load_artifacts(spec["config"].artifacts)
-    worker = Worker(
-        spec["runtime"], spec["device"], spec["config"], artifacts, mnist, spec["reference_argmax"]
-    )
-    conn.send({"start_s": start_s, "data_s": time.perf_counter() - start, "unsupported": reason})
+def serve(worker: Worker, conn: Any) -> int:
+    """Answer the parent's commands on ``conn`` until it says ``exit`` or is gone (the worker
+    process's loop, ``bench.worker_main``)."""
     while True:
         try:
             message = conn.recv()
@@ -459,7 +423,3 @@ def main(argv: list[str] | None = None) -> int:
                 conn.send({"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]})
             continue
         conn.send(worker.handle(message))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

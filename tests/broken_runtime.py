@@ -20,7 +20,7 @@ import time
 import torch
 
 from bench.runtimes import RUNTIMES, Artifacts
-from bench.runtimes.base import ProfiledTorchPrepared, TorchPrepared
+from bench.runtimes.torch_base import ProfiledTorchPrepared, TorchPrepared, network
 from bench.runtimes.torch_eager import TorchEager
 
 SEGFAULT_AT = 10  # calls; prepare makes 1 + warmup + 5 (8 at --warmup 2): then round 1 dies
@@ -31,10 +31,12 @@ class BrokenTorchEager(TorchEager):
     name = "torch-eager-broken"
 
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        net = copy.deepcopy(artifacts.net)
+        net = copy.deepcopy(network(artifacts))
         with torch.no_grad():
             net.fc2.bias[3] += 0.5  # logits off by 0.5: far beyond any tolerance
-        return super().prepare(target, device, Artifacts(net=net, manifest=artifacts.manifest), threads)
+        return super().prepare(
+            target, device, Artifacts(artifacts.manifest, root=artifacts.root, net=net), threads
+        )
 
 
 class _SegfaultPrepared(ProfiledTorchPrepared):

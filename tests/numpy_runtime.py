@@ -1,6 +1,7 @@
 """A whole runtime in one file, for the test that adding a runtime is one adapter plus one registry
 line (tests/test_new_runtime.py): ``numpy-reference`` computes the network with plain NumPy
-(im2col convolutions, reshaped max pools, matmuls) from the checkpoint's weights.
+(im2col convolutions, reshaped max pools, matmuls) from the checkpoint's weights, read with
+safetensors' NumPy loader: its worker imports no torch.
 
 Importing the module registers it (the registry line), as a worker process does when it imports
 the module of its runtime; the test unregisters it afterwards so other tests see the real registry.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from safetensors.numpy import load_file
 
 from bench.runtimes import RUNTIMES, Artifacts
 
@@ -65,8 +67,10 @@ class NumpyReference:
         return None if device == "cpu" else f"{NAME} runs on the CPU only"
 
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> NumpyPrepared:
-        weights = {k: v.detach().cpu().numpy() for k, v in artifacts.net.state_dict().items()}
-        return NumpyPrepared(weights)
+        tensors = load_file(artifacts.checkpoint())  # "model.<parameter>" and the optimizer's state
+        return NumpyPrepared(
+            {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        )
 
 
 def unregister() -> None:

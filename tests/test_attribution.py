@@ -30,7 +30,8 @@ import onnx
 import pytest
 import torch
 
-from bench.attribution import OTHER, TOTAL, _OnnxLayerMap, profile_onnxruntime, profile_torch
+from bench.attribution import OTHER, TOTAL, _OnnxLayerMap, profile_onnxruntime
+from bench.attribution_torch import profile_torch
 from bench.device import NO_CUDA, cuda_unavailable_reason
 from exporters.export import is_up_to_date
 from exporters.manifest import ExportError, Manifest, load_manifest

@@ -204,10 +204,10 @@ def test_missing_artifact_fails_with_the_export_error(artifacts):
         manifest, artifacts=[a for a in manifest.artifacts if a.format != "aoti-cpu"]
     )
     with pytest.raises(ExportError, match="no aoti-cpu artifact for 'model'"):
-        RUNTIMES["torch-aoti"].prepare("model", "cpu", Artifacts(artifacts.net, without), threads=2)
+        RUNTIMES["torch-aoti"].prepare("model", "cpu", Artifacts(without, net=artifacts.net), threads=2)
     skipped = dataclasses.replace(without, skipped={"model/aoti-cpu": "no C++ compiler found"})
     with pytest.raises(ExportError, match=r"no aoti-cpu artifact for 'model'.*\(no C\+\+ compiler found\)"):
-        RUNTIMES["torch-aoti"].prepare("model", "cpu", Artifacts(artifacts.net, skipped), threads=2)
+        RUNTIMES["torch-aoti"].prepare("model", "cpu", Artifacts(skipped, net=artifacts.net), threads=2)
 
 
 def test_openvino_is_exercised_when_installed(artifacts):

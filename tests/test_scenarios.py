@@ -6,6 +6,7 @@ test images, in this process (no exports needed)."""
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,16 +20,18 @@ from models.network import DeepMNIST
 
 
 @pytest.fixture(scope="module")
-def worker(mnist):
-    from bench.worker import Worker
+def worker(mnist, tmp_path_factory):
+    from bench.prepare import write_shared_data
+    from bench.worker import Settings, Worker
 
     torch.manual_seed(0)
     net = DeepMNIST().eval()
-    with torch.no_grad():
-        reference = net(to_input(mnist.test_images)).argmax(1).numpy()
-    artifacts = Artifacts(net=net, manifest=types.SimpleNamespace(checkpoint="no-such-file"))
-    config = BenchConfig(threads=(1,), warmup=1)
-    return Worker("torch-eager", "cpu", config, artifacts, mnist, reference)
+    manifest = types.SimpleNamespace(checkpoint_path=lambda root: Path("no-such-file"))
+    artifacts = Artifacts(manifest, net=net)  # type: ignore[arg-type]
+    data = write_shared_data(
+        tmp_path_factory.mktemp("shared"), artifacts, mnist, [("model", 4), ("model", 1)]
+    )
+    return Worker("torch-eager", "cpu", Settings(threads=1, warmup=1), artifacts, data)
 
 
 def test_full_loop_cases_only_when_asked():
@@ -254,12 +257,19 @@ def small_artifacts(tmp_path_factory, mnist):
 
 def _measure(config, selected):
     """Cases measured in worker processes, as ``bench.run.run`` does (without building exports)."""
-    from bench.prepare import load_artifacts
     from bench.run import _Driver, groups_of, make_launcher
+    from exporters.manifest import load_manifest
+    from models.checkpoint import load_checkpoint
+    from models.data import load_mnist
+    from models.paths import export_dir
+    from models.train import default_checkpoint_path
 
-    artifacts, mnist = load_artifacts(config.artifacts)
+    root = config.artifacts
+    mnist = load_mnist(artifacts=root)
+    net = load_checkpoint(default_checkpoint_path(artifacts=root)).model()
+    artifacts = Artifacts(load_manifest(export_dir(root)), root=root, net=net)
     driver = _Driver(config, None, {"host": "test"}, "run", "t", {})
-    launcher = make_launcher(config, artifacts, mnist)
+    launcher = make_launcher(config, artifacts, mnist, selected)
     try:
         for group in groups_of(selected):
             driver.measure_group(launcher, group)

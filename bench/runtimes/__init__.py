@@ -1,42 +1,104 @@
-"""The explicit registry of runtime adapters: name -> Runtime. One small file per adapter."""
+"""The explicit registry of runtime adapters: name -> Runtime. One small file per adapter.
+
+``ADAPTERS`` names each runtime's adapter (its module under ``bench.runtimes``, its class and the
+class's arguments) without importing it; ``RUNTIMES`` imports an adapter when the runtime is first
+asked for. So a worker process imports its own runtime's module and library only: an ONNX Runtime
+worker never loads torch. A plugin (a test's runtime) registers an instance: ``RUNTIMES[name] =
+adapter``; a worker imports the plugin's module (``RUNTIMES.module_of``), which registers it.
+"""
 
 from __future__ import annotations
 
-import torch
+import importlib
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 from bench.runtimes.base import Artifacts, Compilable, Prepared, Profilable, Runtime
-from bench.runtimes.onnxruntime_node import OnnxRuntimeNode
-from bench.runtimes.onnxruntime_rt import OnnxRuntime
-from bench.runtimes.onnxruntime_web import OnnxRuntimeWeb
-from bench.runtimes.openvino_rt import OpenVino
-from bench.runtimes.torch_aoti import TorchAoti
-from bench.runtimes.torch_autocast import TorchAutocast
-from bench.runtimes.torch_compile import TorchCompile
-from bench.runtimes.torch_eager import TorchEager, TorchEagerChannelsLast
-from bench.runtimes.torch_export import TorchExport
-from bench.runtimes.torchscript import TorchScript, TorchScriptOptimized
 
-RUNTIMES: dict[str, Runtime] = {
-    "torch-eager": TorchEager(),
-    "torch-eager-channels-last": TorchEagerChannelsLast(),
-    "torch-eager-bf16": TorchAutocast("torch-eager-bf16", torch.bfloat16),
-    "torch-eager-fp16": TorchAutocast("torch-eager-fp16", torch.float16),
-    "torchscript": TorchScript(),
-    "torchscript-optimized": TorchScriptOptimized(),
-    "torch-compile": TorchCompile(),
-    "torch-compile-freezing": TorchCompile("torch-compile-freezing", config={"freezing": True}),
-    "torch-export": TorchExport(),
-    "torch-aoti": TorchAoti(),
-    "onnxruntime": OnnxRuntime("onnxruntime"),
-    "onnxruntime-noopt": OnnxRuntime("onnxruntime-noopt"),
-    "onnxruntime-nospin": OnnxRuntime("onnxruntime-nospin"),
-    "onnxruntime-int8": OnnxRuntime("onnxruntime-int8"),
-    "onnxruntime-fp16": OnnxRuntime("onnxruntime-fp16"),
-    "onnxruntime-trt": OnnxRuntime("onnxruntime-trt"),
-    "openvino": OpenVino(),
-    "onnxruntime-node": OnnxRuntimeNode(),
-    "onnxruntime-web": OnnxRuntimeWeb(),
+# name -> (module in bench.runtimes, class, arguments): the only list of the built-in runtimes
+ADAPTERS: dict[str, tuple[str, str, tuple[Any, ...]]] = {
+    "torch-eager": ("torch_eager", "TorchEager", ()),
+    "torch-eager-channels-last": ("torch_eager", "TorchEagerChannelsLast", ()),
+    "torch-eager-bf16": ("torch_autocast", "TorchAutocast", ("torch-eager-bf16", "bfloat16")),
+    "torch-eager-fp16": ("torch_autocast", "TorchAutocast", ("torch-eager-fp16", "float16")),
+    "torchscript": ("torchscript", "TorchScript", ()),
+    "torchscript-optimized": ("torchscript", "TorchScriptOptimized", ()),
+    "torch-compile": ("torch_compile", "TorchCompile", ()),
+    "torch-compile-freezing": (
+        "torch_compile",
+        "TorchCompile",
+        ("torch-compile-freezing", {"freezing": True}),
+    ),
+    "torch-export": ("torch_export", "TorchExport", ()),
+    "torch-aoti": ("torch_aoti", "TorchAoti", ()),
+    "onnxruntime": ("onnxruntime_rt", "OnnxRuntime", ("onnxruntime",)),
+    "onnxruntime-noopt": ("onnxruntime_rt", "OnnxRuntime", ("onnxruntime-noopt",)),
+    "onnxruntime-nospin": ("onnxruntime_rt", "OnnxRuntime", ("onnxruntime-nospin",)),
+    "onnxruntime-int8": ("onnxruntime_rt", "OnnxRuntime", ("onnxruntime-int8",)),
+    "onnxruntime-fp16": ("onnxruntime_rt", "OnnxRuntime", ("onnxruntime-fp16",)),
+    "onnxruntime-trt": ("onnxruntime_rt", "OnnxRuntime", ("onnxruntime-trt",)),
+    "openvino": ("openvino_rt", "OpenVino", ()),
+    "onnxruntime-node": ("onnxruntime_node", "OnnxRuntimeNode", ()),
+    "onnxruntime-web": ("onnxruntime_web", "OnnxRuntimeWeb", ()),
 }
+
+
+class Registry(MutableMapping[str, Runtime]):
+    """Runtime name -> adapter, built-in ones (``ADAPTERS``) imported on first use, in registry
+    order, then the plugins in the order they registered. Every adapter is checked against the
+    ``Runtime`` protocol when it enters."""
+
+    def __init__(self, adapters: dict[str, tuple[str, str, tuple[Any, ...]]]) -> None:
+        self._lazy = dict(adapters)
+        self._loaded: dict[str, Runtime] = {}
+        self._names = list(adapters)
+
+    def __getitem__(self, name: str) -> Runtime:
+        if name not in self._loaded:
+            if name not in self._lazy:
+                raise KeyError(name)
+            module, cls, args = self._lazy[name]
+            adapter = getattr(importlib.import_module(f"bench.runtimes.{module}"), cls)(*args)
+            self._loaded[name] = _checked(name, adapter)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, adapter: Runtime) -> None:
+        self._loaded[name] = _checked(name, adapter)
+        self._lazy.pop(name, None)
+        if name not in self._names:
+            self._names.append(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._names.remove(name)
+        self._loaded.pop(name, None)
+        self._lazy.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def module_of(self, name: str) -> str:
+        """The module a worker process imports to have ``name``: its adapter's module, or the
+        plugin's own (which registers it on import)."""
+        if name in self._lazy:
+            return f"bench.runtimes.{self._lazy[name][0]}"
+        return type(self[name]).__module__
+
+
+def _checked(name: str, adapter: Any) -> Runtime:
+    if not isinstance(adapter, Runtime) or adapter.name != name:
+        raise TypeError(f"runtime {name!r}: {adapter!r} is not a Runtime named {name!r}")
+    return adapter
+
+
+RUNTIMES = Registry(ADAPTERS)
 DEVICES = ("cpu", "cuda")
 
 # Max |output - eager PyTorch on CPU| accepted before a combination is timed, per runtime and device:
@@ -82,4 +144,14 @@ def tolerance(runtime: str, device: str) -> float:
     return TOLERANCES.get((runtime, device), DEFAULT_TOLERANCE)
 
 
-__all__ = ["DEVICES", "RUNTIMES", "Artifacts", "Compilable", "Prepared", "Profilable", "Runtime", "tolerance"]
+__all__ = [
+    "ADAPTERS",
+    "DEVICES",
+    "RUNTIMES",
+    "Artifacts",
+    "Compilable",
+    "Prepared",
+    "Profilable",
+    "Runtime",
+    "tolerance",
+]

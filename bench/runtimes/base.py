@@ -12,8 +12,10 @@ with no defaults):
 - ``targets``: ``None`` when it runs every target (``model`` and each layer), else the tuple of
   targets it can run; the harness skips the others with the reason "<name> runs <targets> only".
 
-The torch adapters derive from ``TorchRuntime`` (fp32, every target, any available device,
-threads set, the loaded module wrapped in a ``TorchPrepared``) and write only ``load``.
+The torch adapters derive from ``bench.runtimes.torch_base.TorchRuntime`` (fp32, every target,
+any available device, threads set, the loaded module wrapped in a ``TorchPrepared``) and write
+only ``load``. This module imports no torch: a worker of an ONNX Runtime, OpenVINO or JavaScript
+runtime imports this, its adapter and its library, nothing more.
 
 A ``Prepared`` may also have ``compile(x)`` (see ``Compilable``): it builds what the first call
 would otherwise build for input ``x`` (a torch.compile graph for that shape, a TensorRT engine),
@@ -22,23 +24,20 @@ from the preparation (``load_s``) and the first inference (``first_inference_ms`
 do not compile per input shape have no ``compile`` attribute at all. A ``Prepared`` that can split
 a whole-model call into its layers has ``profile`` (see ``Profilable``); the others have none and
 the profile scenario skips them. A ``Prepared`` that runs in another process has ``time_calls``
-(see ``SelfTimed``): the harness takes its samples from it.
+(see ``SelfTimed``): the harness takes its samples from it. A ``Runtime`` with ``bare`` (see
+``HasBare``) names a program that does its cold work without the harness (the self-check).
 """
 
 from __future__ import annotations
 
-import copy
+import os
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
-from bench.device import check_device
 from exporters.manifest import ExportError, Manifest
-from models.network import DeepMNIST, layer_module
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 # Every file handed out by ``artifact_path`` in this process, in order: the harness sums the sizes of
@@ -48,10 +47,17 @@ LOADED_FILES: list[Path] = []
 
 @dataclass
 class Artifacts:
-    """What adapters load from: the checkpoint's network and the verified export manifest."""
+    """What adapters load from: the verified export manifest and, for the torch runtimes, the
+    checkpoint's network, loaded on first use (``bench.runtimes.torch_base.network``) so that a
+    worker of any other runtime never loads torch."""
 
-    net: DeepMNIST  # eval mode, CPU, the trained weights
     manifest: Manifest
+    root: str | os.PathLike | None = None  # the artifacts folder (None: the default one)
+    net: Any = None  # the trained DeepMNIST (eval mode, CPU) once loaded, or given
+
+    def checkpoint(self) -> Path:
+        """The checkpoint the export was made from, on this machine."""
+        return self.manifest.checkpoint_path(self.root)
 
 
 def artifact_path(artifacts: Artifacts, target: str, fmt: str) -> Path:
@@ -116,6 +122,18 @@ class SelfTimed(Protocol):
 
 
 @runtime_checkable
+class HasBare(Protocol):
+    """The optional part of a ``Runtime`` that has a bare program (``bench.bare``): what a user of
+    the runtime alone would write for one result, the self-check's reference for cold start and
+    memory."""
+
+    def bare(self, target: str, artifacts: Artifacts, threads: int, x: Path) -> list[str]:
+        """argv of a program that imports only this runtime's library, loads ``target``'s file on
+        the CPU as ``prepare`` does with ``threads`` threads, and runs once on the float32 input
+        saved at ``x`` (a ``.npy`` file), in ``bench.bare``'s frame."""
+
+
+@runtime_checkable
 class Runtime(Protocol):
     name: str
     precision: str  # one of PRECISIONS; "fp32" unless it computes in reduced precision
@@ -124,91 +142,3 @@ class Runtime(Protocol):
     def supports(self, device: str) -> str | None: ...
 
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> Prepared: ...
-
-
-@cache
-def cpu_bf16_reason() -> str | None:
-    """None when oneDNN has bfloat16 kernels for this CPU, else why bf16 on the CPU is skipped.
-
-    torch's check is AVX512BW + VL + DQ (x86) or the Arm BF16 extension; native bf16 dot products
-    need AVX512_BF16 or AMX (this project's reference CPU has AVX512_BF16), older AVX-512 CPUs
-    convert to fp32 inside oneDNN (correct, usually slower than fp32)."""
-    if not torch.backends.mkldnn.is_available():
-        return "torch built without oneDNN (mkldnn): no bfloat16 CPU kernels"
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "this CPU has no bfloat16 kernels in oneDNN (needs AVX-512 BW/VL/DQ, AVX512_BF16 or AMX)"
-    return None
-
-
-def set_threads(threads: int) -> None:
-    if threads and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-class TorchPrepared:
-    """Shared by the torch runtimes: a callable module on a device, fp32 (no TF32 on CUDA)."""
-
-    execution_provider = ""
-
-    def __init__(self, module: Any, device: str) -> None:
-        self.module, self.device = module, torch.device(device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = False  # honest float32 numbers
-            torch.backends.cudnn.allow_tf32 = False
-
-    def to_device(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).to(self.device)
-
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.module(x)
-
-    def to_host(self, y: torch.Tensor) -> np.ndarray:
-        return y.cpu().numpy()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-class ProfiledTorchPrepared(TorchPrepared):
-    """A ``TorchPrepared`` whose module torch.profiler can split into the network's layers."""
-
-    def profile(self, x: np.ndarray, calls: int) -> dict[str, float]:
-        """Layer -> ms per call (plus "other" and "total") of the whole model under torch.profiler."""
-        from bench.attribution import profile_torch
-
-        return profile_torch(self.module, self.to_device(x), calls, self.device.type)
-
-
-def eager_module(artifacts: Artifacts, target: str, device: str) -> torch.nn.Module:
-    """A private copy of the checkpoint's network (or of one layer of it), eval mode, on ``device``."""
-    net = copy.deepcopy(artifacts.net).eval()
-    return (net if target == "model" else layer_module(net, target)).to(device)
-
-
-class TorchRuntime:
-    """The torch adapters' base: fp32, every target, any device this machine has; ``prepare`` sets
-    torch's threads and wraps what ``load`` returns with ``wrap`` (by default in
-    ``prepared_class``, a ``ProfiledTorchPrepared``). Subclasses set ``name`` and write ``load``."""
-
-    name: str
-    precision = "fp32"
-    targets: tuple[str, ...] | None = None  # the model and every layer
-    prepared_class: type[TorchPrepared] = ProfiledTorchPrepared
-
-    def supports(self, device: str) -> str | None:
-        return check_device(device)
-
-    def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> TorchPrepared:
-        if reason := self.supports(device):
-            raise ValueError(f"{self.name} cannot run on {device}: {reason}")
-        set_threads(threads)
-        return self.wrap(self.load(target, device, artifacts), device)
-
-    def load(self, target: str, device: str, artifacts: Artifacts) -> Any:
-        """The callable module for ``target`` on ``device`` (after the threads are set)."""
-        raise NotImplementedError
-
-    def wrap(self, module: Any, device: str) -> TorchPrepared:
-        return self.prepared_class(module, device)

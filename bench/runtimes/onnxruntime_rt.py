@@ -33,9 +33,26 @@ from typing import Any
 
 import numpy as np
 
+from bench.bare import python_program
 from bench.device import check_device
 from bench.runtimes.base import Artifacts, artifact_path
-from exporters.onnxrt import session_options
+from exporters.onnxrt import LOG_ERRORS_ONLY, session_options
+
+# The bare program (bench.bare): ``exporters.onnxrt.session_options`` and ``prepare`` written out
+# in onnxruntime's own API, for the CPU provider.
+_BARE = """
+import numpy as np
+import onnxruntime as ort
+options = ort.SessionOptions()
+options.log_severity_level = severity
+options.intra_op_num_threads = threads
+options.inter_op_num_threads = 1
+options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
+for key, value in config.items():
+    options.add_session_config_entry(key, value)
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+session.run(None, {session.get_inputs()[0].name: np.load(x)})
+"""
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,12 @@ class OnnxRuntime:
         if provider not in ort.get_available_providers():
             return f"onnxruntime {ort.__version__} built without {provider} (install onnxruntime-gpu)"
         return None
+
+    def bare(self, target: str, artifacts: Artifacts, threads: int, x: Path) -> list[str]:
+        v = self.variant
+        path = str(artifact_path(artifacts, target, v.fmt))
+        return python_program(_BARE, path=path, x=str(x), threads=threads, severity=LOG_ERRORS_ONLY,
+                              optimization=v.optimization, config=dict(v.config))  # fmt: skip
 
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> OrtPrepared:
         import onnxruntime as ort

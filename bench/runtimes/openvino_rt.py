@@ -27,12 +27,31 @@ numpy array (``share_outputs=False``, a copy, as ORT returns a fresh array).
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.bare import python_program
 from bench.device import check_device
 from bench.runtimes.base import Artifacts, artifact_path
+
+_BARE = """
+import numpy as np
+import openvino as ov
+core = ov.Core()
+compiled = core.compile_model(core.read_model(path), "CPU", config)
+compiled.create_infer_request().infer({0: np.load(x)})
+"""
+
+
+def compile_config(threads: int) -> dict[str, Any]:
+    """The CPU plugin's settings (module docstring)."""
+    return {
+        "INFERENCE_PRECISION_HINT": "f32",  # the CPU plugin would pick bf16 on AVX512_BF16 CPUs
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
 
 
 @cache
@@ -76,6 +95,10 @@ class OpenVino:
             return reason
         return openvino_missing_reason()
 
+    def bare(self, target: str, artifacts: Artifacts, threads: int, x: Path) -> list[str]:
+        path = str(artifact_path(artifacts, target, "onnx"))
+        return python_program(_BARE, path=path, x=str(x), config=compile_config(threads))
+
     def prepare(self, target: str, device: str, artifacts: Artifacts, threads: int) -> OpenVinoPrepared:
         if reason := self.supports(device):
             raise ValueError(f"{self.name} cannot run on {device}: {reason}")
@@ -84,12 +107,7 @@ class OpenVino:
         path = artifact_path(artifacts, target, "onnx")
         core = ov.Core()
         model = core.read_model(str(path))
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32",  # the CPU plugin would pick bf16 on AVX512_BF16 CPUs
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": threads,
-        }
-        compiled = core.compile_model(model, "CPU", config)
+        compiled = core.compile_model(model, "CPU", compile_config(threads))
         got = compiled.get_property("INFERENCE_PRECISION_HINT")
         if got != ov.Type.f32:
             raise RuntimeError(f"OpenVINO compiled {path.name} with inference precision {got}, not f32")

@@ -9,9 +9,11 @@ which is the point of comparing it with torch-compile. CPU only: the export hold
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from bench.runtimes.base import Artifacts, TorchPrepared, TorchRuntime, artifact_path
+from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.torch_base import TorchPrepared, TorchRuntime
 
 
 class TorchAoti(TorchRuntime):
@@ -30,3 +32,7 @@ class TorchAoti(TorchRuntime):
         # the package's kernels use the process's OpenMP pool, set by prepare
         path = artifact_path(artifacts, target, "aoti-cpu")  # ExportError if not exported
         return aoti_load_package(str(path))
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        code = "from torch._inductor import aoti_load_package\nmodule = aoti_load_package(path)"
+        return code, artifact_path(artifacts, target, "aoti-cpu")

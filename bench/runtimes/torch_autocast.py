@@ -11,10 +11,19 @@ CPU fp16 autocast has no fast kernels on x86 without AMX-FP16, and bf16 is the C
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from bench.runtimes.base import Artifacts, ProfiledTorchPrepared, TorchRuntime, cpu_bf16_reason, eager_module
+from bench.runtimes.base import Artifacts
+from bench.runtimes.torch_base import (
+    BARE_NETWORK,
+    ProfiledTorchPrepared,
+    TorchRuntime,
+    cpu_bf16_reason,
+    eager_module,
+)
 
 
 class AutocastPrepared(ProfiledTorchPrepared):
@@ -35,9 +44,9 @@ class AutocastPrepared(ProfiledTorchPrepared):
 class TorchAutocast(TorchRuntime):
     targets = ("model",)  # a reduced-precision variant of the whole network
 
-    def __init__(self, name: str, dtype: torch.dtype) -> None:
-        self.name, self.dtype = name, dtype
-        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    def __init__(self, name: str, dtype: str) -> None:  # dtype: "bfloat16" or "float16"
+        self.name, self.dtype = name, getattr(torch, dtype)
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
     def supports(self, device: str) -> str | None:
         if reason := super().supports(device):
@@ -52,6 +61,14 @@ class TorchAutocast(TorchRuntime):
 
     def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
         return eager_module(artifacts, target, device)
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        code = f"""
+def module(t):
+    with torch.autocast("cpu", dtype={self.dtype}):
+        return net(t).float()
+"""
+        return BARE_NETWORK + code, artifacts.checkpoint()
 
     def wrap(self, module: torch.nn.Module, device: str) -> AutocastPrepared:
         return AutocastPrepared(module, device, self.dtype)

@@ -45,11 +45,13 @@ import itertools
 import types
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, TorchRuntime, eager_module
+from bench.runtimes.base import Artifacts
+from bench.runtimes.torch_base import BARE_NETWORK, TorchPrepared, TorchRuntime, eager_module
 
 COMPILE_MODE: str | None = None  # Inductor's default mode (module docstring)
 _serial = itertools.count()
@@ -142,6 +144,11 @@ class TorchCompile(TorchRuntime):
     def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
         warm_up_inductor(device)
         return eager_module(artifacts, target, device)
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        patch = "".join(f"torch._inductor.config.{k} = {v!r}\n" for k, v in (self.config or {}).items())
+        code = f"import torch._inductor.config\n{patch}module = torch.compile(net, dynamic=False)\n"
+        return BARE_NETWORK + code, artifacts.checkpoint()
 
     def wrap(self, module: torch.nn.Module, device: str) -> CompiledPrepared:
         # The prepared object sets TF32 off on CUDA before anything compiles.

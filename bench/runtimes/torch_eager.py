@@ -10,11 +10,13 @@ fc1/fc2 are 2-D). Kept because it was faster than plain eager at every batch siz
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.runtimes.base import Artifacts, ProfiledTorchPrepared, TorchRuntime, eager_module
+from bench.runtimes.base import Artifacts
+from bench.runtimes.torch_base import BARE_NETWORK, ProfiledTorchPrepared, TorchRuntime, eager_module, network
 
 
 class ChannelsLastPrepared(ProfiledTorchPrepared):
@@ -35,4 +37,11 @@ class TorchEagerChannelsLast(TorchEager):
     prepared_class = ChannelsLastPrepared
 
     def load(self, target: str, device: str, artifacts: Artifacts) -> torch.nn.Module:
-        return copy.deepcopy(artifacts.net).eval().to(device, memory_format=torch.channels_last)
+        return copy.deepcopy(network(artifacts)).eval().to(device, memory_format=torch.channels_last)
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        code = """
+net = net.to(memory_format=torch.channels_last)
+module = lambda t: net(t.contiguous(memory_format=torch.channels_last))
+"""
+        return BARE_NETWORK + code, artifacts.checkpoint()

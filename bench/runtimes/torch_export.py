@@ -10,9 +10,12 @@ buffers and any constant in the graph), then ``.module()`` is taken.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from bench.runtimes.base import Artifacts, TorchRuntime, artifact_path
+from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.torch_base import TorchRuntime
 
 
 class TorchExport(TorchRuntime):
@@ -27,3 +30,6 @@ class TorchExport(TorchRuntime):
 
             program = move_to_device_pass(program, device)
         return program.module()
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        return "module = torch.export.load(path).module()", artifact_path(artifacts, target, "torch-export")

@@ -10,10 +10,12 @@ model only. Kept because it was faster than plain torchscript at every batch siz
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 
-from bench.runtimes.base import Artifacts, TorchPrepared, TorchRuntime, artifact_path
+from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.torch_base import TorchPrepared, TorchRuntime
 
 
 class TorchScript(TorchRuntime):
@@ -22,6 +24,9 @@ class TorchScript(TorchRuntime):
     def load(self, target: str, device: str, artifacts: Artifacts) -> torch.jit.ScriptModule:
         path = artifact_path(artifacts, target, "torchscript")
         return torch.jit.load(str(path), map_location=device).eval()
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        return "module = torch.jit.load(path).eval()", artifact_path(artifacts, target, "torchscript")
 
 
 class TorchScriptOptimized(TorchScript):
@@ -35,3 +40,7 @@ class TorchScriptOptimized(TorchScript):
         with warnings.catch_warnings():  # "deprecated, use torch.compile": that is measured too
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.optimize_for_inference(module)
+
+    def bare_module(self, target: str, artifacts: Artifacts) -> tuple[str, Path]:
+        code = "module = torch.jit.optimize_for_inference(torch.jit.load(path).eval())"
+        return code, artifact_path(artifacts, target, "torchscript")
