@@ -44,16 +44,17 @@ def python_program(body: str, **values: Any) -> list[str]:
 
 def node_program(body: str, **values: Any) -> list[str]:
     """argv of Node running ``body`` (an async function body: require, load, one call) in the same
-    frame, from the checkout (where ``node_modules`` is)."""
+    frame, from the checkout (where ``node_modules`` is). Node is the runtime's host, all of it
+    the runtime's footprint (as the harness counts a Node host), so "before" is 0."""
     kib = (
         "const _kib = (key) => Number(require('fs').readFileSync('/proc/self/status', 'utf8')"
         ".split('\\n').find((l) => l.startsWith(key + ':')).split(/\\s+/)[1]);\n"
     )
     bound = "".join(f"const {name} = {json.dumps(value)};\n" for name, value in values.items())
     script = (
-        f"{kib}const _before = _kib('VmRSS');\n{bound}(async () => {{\n{textwrap.dedent(body).strip()}\n"
+        f"{kib}{bound}(async () => {{\n{textwrap.dedent(body).strip()}\n"
         "const _at = Date.now() / 1000;\n"
-        "console.log(JSON.stringify({at: _at, rss_before_kib: _before, rss_kib: _kib('VmRSS'), "
+        "console.log(JSON.stringify({at: _at, rss_before_kib: 0, rss_kib: _kib('VmRSS'), "
         "peak_kib: _kib('VmHWM')}));\n})();\n"
     )
     return ["node", "-e", script]

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,7 @@ class WebSession:
     def __init__(self, mounts: dict[str, Path], timeout_s: float = 600) -> None:
         if reason := web_reason():
             raise JsError(reason)
+        start = time.perf_counter()
         self.server = StaticServer(web_mounts(**mounts)).__enter__()
         try:
             self.driver = chrome()
@@ -238,6 +240,7 @@ class WebSession:
                 "const done = arguments[0];"
                 "(function wait() { window.deepmnistReady ? done(true) : setTimeout(wait, 20); })();"
             )
+            self.started_s = time.perf_counter() - start  # s: browser launched, runtime loaded in the page
         except Exception:
             self.server.__exit__(None, None, None)
             raise
@@ -305,6 +308,9 @@ class JsPrepared:
             self.session, ref = NodeSession(), str(model)
         weakref.finalize(self, _close_js, self.session, self.tmp)
         answer = self.session.request(cmd="load", model=ref, threads=threads)
+        # s, the host's start to the runtime ready (SelfTimed.host_start_s): Node's own count from
+        # its process start; the browser's, its launch to the runner page ready
+        self.host_start_s = answer["start_ms"] / 1e3 if not web else self.session.started_s
         self.execution_provider = "wasm" if web else "CPU"
         self.output = answer["outputs"][0]
         self._inputs = 0

@@ -203,13 +203,17 @@ class ProcessWorker:
 
 class Launcher:
     """Starts and ends the workers of one run: one per (runtime, device, thread count), started when
-    first needed, one at a time (the others suspended), so each cold start is measured alone.
-    ``threads`` 0 is the run's only thread count (``--threads`` with one value)."""
+    first needed, one at a time (the others suspended), so each cold start is measured alone, and
+    ended (``end``) when the driver is done with them. ``threads`` 0 is the run's only thread
+    count (``--threads`` with one value)."""
 
-    def __init__(self, kind: str, make_inline: Any = None, spec: Any = None, owns: Any = None) -> None:
+    def __init__(
+        self, kind: str, make_inline: Any = None, spec: Any = None, owns: Any = None, data: Any = None
+    ) -> None:
         self.kind = kind
         self.make_inline, self.spec = make_inline, spec  # (runtime, device) -> Worker / spec dict
         self.owns = owns  # a TemporaryDirectory the workers read (the shared data): removed at close
+        self.data = data  # the run's bench.shared_data.SharedData, in ``owns``
         self.memory = RunMemory()  # this process and the live workers, sampled after their commands
         self.workers: dict[tuple[str, str, int], InlineWorker | ProcessWorker] = {}
         self.gone: dict[tuple[str, str, int], WorkerGone] = {}
@@ -270,6 +274,13 @@ class Launcher:
             self.gone[key] = e
             del self.workers[key]
             raise
+
+    def end(self, runtime: str, device: str, threads: int = 0) -> None:
+        """Close the worker of (runtime, device, threads), if it is alive: the next call starts a
+        fresh one. (A worker that died stays gone: its later cases get its crash row.)"""
+        worker = self.workers.pop((runtime, device, threads), None)
+        if worker is not None:
+            worker.close()
 
     def close(self, kill: bool = False) -> None:
         for worker in self.workers.values():

@@ -102,11 +102,12 @@ def descendants(roots: Iterable[int]) -> list[int]:
     return out
 
 
-def tree_mb(root: int) -> tuple[float, float] | None:
-    """(resident set, sum of each process's peak) of process ``root`` and what it started, MiB;
-    None where ``/proc`` cannot tell. A worker of onnxruntime-node or onnxruntime-web keeps its
-    runtime in a Node host or a browser: its memory is the tree's."""
-    found = [kib for kib in map(_proc_kib, descendants([root])) if kib is not None]
+def tree_mb(root: int, include_root: bool = True) -> tuple[float, float] | None:
+    """(resident set, sum of each process's peak) of process ``root`` and what it started (or, not
+    ``include_root``, of what it started only), MiB; None where ``/proc`` cannot tell. A worker of
+    onnxruntime-node or onnxruntime-web keeps its runtime in a Node host or a browser."""
+    pids = descendants([root])
+    found = [kib for kib in map(_proc_kib, pids if include_root else pids[1:]) if kib is not None]
     if not found:
         return None
     return sum(r for r, _ in found) / 1024, sum(h for _, h in found) / 1024

@@ -4,11 +4,11 @@
    get their row and reason at once;
 2. artifacts (built if missing), the environment, and each device's roofline, measured before
    any worker exists;
-3. per group, in order: each runtime's worker (``bench.launch``, one per runtime x device,
-   started when first needed) prepares its case (cold start, parity), the parent plans the rounds
-   and drives them interleaved across the workers (A B C, B C A, ...), each worker sending back
-   its samples; then each worker reports CPU time, memory and accuracy, and the profiled group
-   runs under the profilers;
+3. per group, in order: each runtime's worker (``bench.launch``, one per runtime x device, a
+   fresh process for each group) prepares its case (cold start, parity), the parent plans the
+   rounds and drives them interleaved across the workers (A B C, B C A, ...), each worker sending
+   back its samples; then each worker reports CPU time, memory and accuracy (once per runtime),
+   the profiled group runs under the profilers, and the group's workers end;
 4. rows -> CSV, Markdown, JSON sidecar and plots (``bench.results``, ``bench.tables``,
    ``bench.plots``).
 
@@ -43,6 +43,7 @@ from bench.core import (
 from bench.durations import KEY as DURATIONS_KEY
 from bench.durations import Durations, render_durations
 from bench.launch import Launcher, WorkerGone
+from bench.memory import RunMemory
 from bench.options import BenchConfig, config_dict
 from bench.results import ResultRow
 from bench.runtimes import RUNTIMES
@@ -75,6 +76,8 @@ class Run:
     artifacts: Any = None  # bench.runtimes.Artifacts the run measured
     fallback: str | None = None  # the results went to the temporary folder instead: why, and where
     durations: Durations = field(default_factory=Durations)  # s per step (the sidecar's durations_s)
+    memory: RunMemory = field(default_factory=RunMemory)  # the whole run's peak (the sidecar's run_memory)
+    self_check: dict[str, Any] = field(default_factory=dict)  # the self-check's other lines (its sidecar)
 
     def row(self, case: Case, scenario: str | None = None) -> ResultRow | None:
         """The row of ``case`` (of ``scenario``, if given, else the case's own)."""
@@ -97,6 +100,12 @@ class Run:
         return 1 if self.fallback or any(row.status in FAILED for row in self.rows) else 0
 
 
+def time_to_first_result(start_s: float, load_s: float, compile_s: float | None, first_ms: float) -> float:
+    """s: the worker's start, the runtime's load, its compile and its first call (the cold start
+    columns), what a command-line app's user waits for one result."""
+    return start_s + load_s + (compile_s or 0.0) + first_ms / 1e3
+
+
 def groups_of(selected: Sequence[Case]) -> list[list[Case]]:
     """The selected cases by comparison group, in order of first appearance."""
     out: dict[str, list[Case]] = {}
@@ -114,6 +123,9 @@ class _Driver:
         self.result = Run(config, rooflines=rooflines, environment=environment)
         # (runtime, device, threads) -> its worker's (start_s, harness_s); None for inline workers
         self.started: dict[tuple[str, str, int], tuple[float | None, float | None]] = {}
+        self.accuracy: dict[
+            tuple[str, str, int], dict[str, float]
+        ] = {}  # the same key -> accuracy, agreement
 
     def say(self, text: str) -> None:
         if self.out is not None:
@@ -125,6 +137,10 @@ class _Driver:
         defaults = {"warmup": self.config.warmup, "rounds": 0, "iterations": 0}
         threads = values.pop("threads", case.threads or self.config.resolved_threads)
         start_s, harness_s = self.started.get((case.runtime, case.device, case.threads), (None, None))
+        if "start_s" in values:  # a runtime in a host process started in prepare (SelfTimed): the
+            host = values.pop("start_s")  # worker around it is the harness's
+            harness_s = None if start_s is None else start_s + (harness_s or 0.0)
+            start_s = host
         row = ResultRow.create(
             self.environment,
             run_id=self.run_id,
@@ -144,7 +160,7 @@ class _Driver:
             **{**defaults, **values},
         )
         if row.load_s is not None and row.first_inference_ms is not None and start_s is not None:
-            total = start_s + row.load_s + (row.compile_s or 0.0) + row.first_inference_ms / 1e3
+            total = time_to_first_result(start_s, row.load_s, row.compile_s, row.first_inference_ms)
             row = dataclasses.replace(row, time_to_first_result_s=total)
         server = case.scenario == "server"  # its throughput is the rate achieved, not 1 / median
         if latency is not None:
@@ -250,7 +266,10 @@ class _Driver:
 
     def finish(self, launcher: Launcher, entry: Planned, durations: list[float], cold: dict) -> None:
         case = entry.case
-        wants_accuracy = case.target == "model" and self.config.accuracy
+        # the accuracy run (10,000 images) once per runtime x device x threads: the same weights and
+        # inputs give the same classes in every group's fresh worker
+        key = (case.runtime, case.device, case.threads)
+        wants_accuracy = case.target == "model" and self.config.accuracy and key not in self.accuracy
         try:
             reply = self.call(
                 launcher, case, {"op": "finish", "case_id": case.id, "accuracy": wants_accuracy}
@@ -261,6 +280,10 @@ class _Driver:
         if "error" in reply:
             self.row(case, status="failed", reason=reply["error"], **_cold_columns(cold))
             return
+        if wants_accuracy:
+            self.accuracy[key] = {"accuracy": reply["accuracy"], "agreement": reply["agreement"]}
+        elif case.target == "model" and key in self.accuracy:
+            reply.update(self.accuracy[key])
         samples = [d / entry.iterations for d in durations]
         if case.scenario == "single-stream":
             key = f"{case.runtime}/{case.device}" + ("" if case.timing == "compute" else "/end_to_end")
@@ -485,7 +508,7 @@ def make_launcher(config: BenchConfig, artifacts: Any, mnist: Any, selected: Seq
             "sys_path": [p for p in sys.path if p],
         }
 
-    return Launcher(config.launcher, make_inline=inline, spec=spec, owns=folder)
+    return Launcher(config.launcher, make_inline=inline, spec=spec, owns=folder, data=data)
 
 
 def run(
@@ -529,6 +552,8 @@ def run(
             driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
             group_started = time.perf_counter()
             driver.measure_group(launcher, group)
+            for case in group:  # a finished group's workers end: the next group starts fresh ones
+                launcher.end(case.runtime, case.device, case.threads)
             seconds = durations.group(group, group_started, config.single_stream_queries)
             driver.say(f"  {seconds:.1f} s")
         launcher.close()
@@ -539,7 +564,9 @@ def run(
         launcher.close(kill=True)
         raise
     durations.measured = time.perf_counter() - started
+    driver.result.memory = launcher.memory
     driver.say(f"measured {len(groups)} groups in {durations.measured:.1f} s")
+    driver.say(launcher.memory.describe())
     if rooflines and not driver.result.interrupted:
         started = time.perf_counter()
         driver.say("rooflines again, after the groups (each roof: the higher of the two passes)")
@@ -578,10 +605,13 @@ def write_run(result: Run, out: TextIO | None = None) -> tuple[Path, list[Path]]
         "single_stream_samples_ms": result.single_stream_samples,
         "interrupted": result.interrupted,
         DURATIONS_KEY: result.durations.as_dict(),
+        "run_memory": result.memory.as_dict(),
+        **({"self_check": result.self_check} if result.self_check else {}),
     }
     try:
         markdown = render(frame_from_rows(rows), markdown=True)
         markdown += "\n" + render_durations(extra[DURATIONS_KEY], markdown=True)
+        markdown += f"\n{result.memory.describe()}\n"
     except Exception as e:  # the CSV must be written even if a table cannot be drawn
         markdown = f"tables not rendered: {type(e).__name__}: {e}"
     # a results folder that fails now (a full disk, made read-only during the run) must not lose

@@ -23,12 +23,21 @@
    ``vs_alone`` and ``alone_spread`` per row and ``isolation_ok`` per runtime: 1 when every line
    is ok, 0 when one fails, empty when none fails and one is undecided.
 
+3. Cold start and memory: for every CPU runtime of the config, the harness's cold start (a fresh
+   worker process: ``time_to_first_result_s``, and the peak resident memory of the worker, or of
+   the host process a runtime starts, Node's or a browser's) against a bare program doing the same work with the runtime's library alone
+   (``bench.bare``, the adapter's ``bare``), in ``COLD_PAIRS`` alternating turns, medians
+   compared: ok within ``COLD_TIME_TOLERANCE_S`` and ``COLD_MEMORY_TOLERANCE_MB``. A runtime with
+   no bare program (onnxruntime-web, in a browser the harness serves) has no verdict, and says
+   why. The lines go to the printed report and the sidecar (``self_check.cold_start``).
+
 Exit status 0 when every check passes, 1 otherwise (an undecided isolation line included).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -37,6 +46,8 @@ from typing import Any, TextIO
 from bench.columns import ISOLATION_TOLERANCE, isolation_verdict
 from bench.core import Case, skip_reason
 from bench.options import BenchConfig
+from bench.runtimes import RUNTIMES
+from bench.runtimes.base import HasBare
 
 ISOLATION_BATCHES = (1, 64)
 ALONE_PASSES = 3  # alone medians per fresh process, in a row: the machine's own repeatability
@@ -47,6 +58,9 @@ IPC_BUDGET = 0.01  # a round trip may cost this fraction of a round
 IPC_CALLS = 200
 OVERHEAD_BUDGET_US = 5.0
 TIMER_TOLERANCE = 0.10
+COLD_PAIRS = 3  # harness and bare program, alternating, per runtime
+COLD_TIME_TOLERANCE_S = 0.15  # the harness's time to first result over the bare program's, at most
+COLD_MEMORY_TOLERANCE_MB = 40  # the harness worker's peak resident memory over the bare program's, at most
 
 
 class _Host:
@@ -139,6 +153,115 @@ def timed_alone(config: BenchConfig, case: Case, seconds: float, artifacts: Any,
         launcher.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class ColdLine:
+    """One runtime's cold start and memory: harness (a fresh worker) against its bare program;
+    medians over ``COLD_PAIRS`` turns each (s, MiB)."""
+
+    runtime: str
+    harness_s: float | None = None  # time_to_first_result_s
+    bare_s: float | None = None
+    harness_extra_s: float | None = None  # harness_s: the worker's own start-up, in neither
+    harness_peak_mb: float | None = None  # the worker's and its children's peaks
+    bare_peak_mb: float | None = None
+    harness_runtime_mb: float | None = None  # runtime_rss_mb
+    bare_runtime_mb: float | None = None
+    verdict: str = ""  # ok, FAIL, or "none: <why>"
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok" or self.verdict.startswith("none")
+
+
+def cold_start_lines(config: BenchConfig, out: TextIO | None = sys.stdout) -> list[ColdLine]:
+    """The cold-start check of every CPU runtime of ``config`` that runs the whole model (module
+    docstring, 3); one fresh worker at a time, no other alive, then its bare program."""
+    from bench.bare import run_bare
+    from bench.memory import tree_mb
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher, time_to_first_result
+
+    checked = isolation_config(config)
+    artifacts, mnist = ensure_artifacts(checked.artifacts)
+    selected = [Case("model", runtime, "cpu", 1) for runtime in checked.runtimes]
+    launcher = make_launcher(checked, artifacts, mnist, selected)
+    x = launcher.data.input_path("model", 1)
+    lines = []
+    try:
+        for case in selected:
+            adapter = RUNTIMES[case.runtime]
+            if not isinstance(adapter, HasBare):
+                lines.append(ColdLine(case.runtime, verdict=f"none: {case.runtime} has no bare program "
+                                      "(it runs in a browser page the harness serves)"))  # fmt: skip
+                continue
+            harness: list[tuple[float, float, float, float]] = []
+            bare = []
+            try:
+                for _ in range(COLD_PAIRS):
+                    worker = launcher.worker(case.runtime, "cpu")
+                    reply = launcher.call(
+                        case.runtime, "cpu", {"op": "prepare", "case": case}, config.case_timeout
+                    )
+                    if "per_call" not in reply:
+                        raise RuntimeError(reply.get("failed") or reply.get("error") or reply.get("skipped"))
+                    # a runtime in a host process (Node, a browser) started in prepare: its start is the
+                    # host's, its memory the host's; the worker around it is the harness's
+                    hosted = "start_s" in reply
+                    start = reply["start_s"] if hosted else worker.start_s
+                    extra = worker.harness_s + (worker.start_s if hosted else 0.0)
+                    total = time_to_first_result(
+                        start, reply["load_s"], reply["compile_s"], reply["first_inference_ms"]
+                    )
+                    tree = tree_mb(worker.pid, include_root=not hosted)
+                    peak = math.nan if tree is None else tree[1]
+                    harness.append((total, extra, peak, reply["runtime_rss_mb"]))
+                    launcher.end(case.runtime, "cpu")
+                    bare.append(run_bare(adapter.bare("model", artifacts, checked.resolved_threads, x)))
+            except Exception as e:
+                launcher.end(case.runtime, "cpu")
+                lines.append(ColdLine(case.runtime, verdict=f"FAIL: {type(e).__name__}: {e}"[:300]))
+                continue
+            h = [statistics.median(column) for column in zip(*harness, strict=True)]
+            b_s = statistics.median(r.time_to_first_result_s for r in bare)
+            b_peak = statistics.median(r.peak_rss_mb for r in bare)
+            b_runtime = statistics.median(r.runtime_rss_mb for r in bare)
+            ok = h[0] - b_s <= COLD_TIME_TOLERANCE_S and h[2] - b_peak <= COLD_MEMORY_TOLERANCE_MB
+            lines.append(
+                ColdLine(case.runtime, h[0], b_s, h[1], h[2], b_peak, h[3], b_runtime, "ok" if ok else "FAIL")
+            )
+            if out is not None:
+                print(f"  cold start {case.runtime}: {lines[-1].verdict}", file=out, flush=True)
+    finally:
+        launcher.close()
+    return lines
+
+
+def print_cold_lines(lines: list[ColdLine], out: TextIO) -> None:
+    print(
+        f"\ncold start and memory: a fresh worker vs the runtime's bare program (bench.bare), whole model, "
+        f"batch 1, cpu, medians of {COLD_PAIRS} alternating turns: ok within {COLD_TIME_TOLERANCE_S:g} s "
+        f"to first result and {COLD_MEMORY_TOLERANCE_MB} MiB of peak memory",
+        file=out,
+    )
+    print(
+        f"{'runtime':28} {'harness s':>9} {'bare s':>7} {'+harness s':>10} {'peak MiB':>8} {'bare':>6} "
+        f"{'runtime MiB':>11} {'bare':>6}  check",
+        file=out,
+    )
+
+    def cell(value: float | None, fmt: str, width: int) -> str:
+        return f"{value:>{width}{fmt}}" if value is not None else " " * (width - 1) + "-"
+
+    for line in lines:
+        print(
+            f"{line.runtime:28} {cell(line.harness_s, '.2f', 9)} {cell(line.bare_s, '.2f', 7)} "
+            f"{cell(line.harness_extra_s, '.2f', 10)} {cell(line.harness_peak_mb, ',.0f', 8)} "
+            f"{cell(line.bare_peak_mb, ',.0f', 6)} {cell(line.harness_runtime_mb, ',.0f', 11)} "
+            f"{cell(line.bare_runtime_mb, ',.0f', 6)}  {line.verdict}",
+            file=out,
+        )
+
+
 def isolation_config(config: BenchConfig) -> BenchConfig:
     """The interleaved run of the check: whole model, CPU, batch 1 and 64, isolated workers."""
     cpu = tuple(
@@ -194,10 +317,11 @@ def _time_all_alone(checked: BenchConfig, cases: list[Case], seconds: float) -> 
     return alone
 
 
-def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
+def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout, cold: list[ColdLine] | None = None):
     """Time each case alone, run the isolated interleaved matrix, time each case alone again, flag
-    the rows; returns the Run (rows with ``vs_alone``, ``alone_spread`` and ``isolation_ok``) and
-    whether every runtime passed (every line ok)."""
+    the rows; returns the Run (rows with ``vs_alone``, ``alone_spread`` and ``isolation_ok``; the
+    cold-start lines ``cold``, if given, in its sidecar) and whether every runtime passed (every
+    line ok)."""
     from bench.run import run, write_run
 
     checked = isolation_config(config)
@@ -236,6 +360,8 @@ def check_isolation(config: BenchConfig, out: TextIO | None = sys.stdout):
         dataclasses.replace(r, isolation_ok=passes[r.runtime]) if r.runtime in passes else r
         for r in result.rows
     ]
+    if cold:
+        result.self_check["cold_start"] = [dataclasses.asdict(line) for line in cold]
     if result.rows:
         result.path, result.plots = write_run(result, out)
     if out is not None:
@@ -289,5 +415,8 @@ def self_check(config: BenchConfig, out: TextIO = sys.stdout) -> int:
         f"{'ok' if ipc_ok else 'FAIL'}",
         file=out,
     )
-    _, isolation_ok = check_isolation(config, out)
-    return 0 if overhead_ok and timer_ok and ipc_ok and isolation_ok else 1
+    cold = cold_start_lines(config, out)
+    print_cold_lines(cold, out)
+    _, isolation_ok = check_isolation(config, out, cold)
+    cold_ok = all(line.ok for line in cold)
+    return 0 if overhead_ok and timer_ok and ipc_ok and cold_ok and isolation_ok else 1

@@ -58,7 +58,11 @@ class SharedData:
 
     def reference(self, target: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """(input, eager PyTorch's output on the CPU) of ``target`` at ``batch``."""
-        return self._load(f"{target}-b{batch}-in.npy"), self._load(f"{target}-b{batch}-out.npy")
+        return self._load(self.input_path(target, batch).name), self._load(f"{target}-b{batch}-out.npy")
+
+    def input_path(self, target: str, batch: int) -> Path:
+        """The ``.npy`` file of ``target``'s reference input at ``batch`` (float32)."""
+        return self.folder / f"{target}-b{batch}-in.npy"
 
     def has_reference(self, target: str, batch: int) -> bool:
         return (self.folder / f"{target}-b{batch}-out.npy").is_file()
@@ -69,5 +73,5 @@ class SharedData:
         self._save(ARGMAX, reference_argmax)
 
     def write_reference(self, target: str, batch: int, x: np.ndarray, y: np.ndarray) -> None:
-        self._save(f"{target}-b{batch}-in.npy", x)
+        self._save(self.input_path(target, batch).name, x)
         self._save(f"{target}-b{batch}-out.npy", y)

@@ -73,6 +73,9 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     total = batch.start_s + batch.load_s + batch.first_inference_ms / 1e3
     assert batch.time_to_first_result_s.tolist() == pytest.approx(total.tolist())
     assert (batch.rss_after_load_mb > 50).all() and (batch.peak_rss_mb > 50).all()
+    # the runtime's own footprint is within the worker's resident set; the harness's start apart
+    assert (batch.runtime_rss_mb > 10).all() and (batch.runtime_rss_mb < batch.rss_after_load_mb).all()
+    assert (batch.harness_s > 0).all()
     assert (batch.cpu_ms_per_call > 0).all() and batch.cuda_peak_allocated_mb.isna().all()
     onnx = batch[batch.runtime == "onnxruntime"]
     from exporters.manifest import load_manifest
@@ -128,6 +131,11 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     kinds = ["whole model, fixed batch"] * 2 + ["single-stream, 40 queries per runtime"]
     assert [g["kind"] for g in durations["groups"]] == kinds
     assert all(g["seconds"] > 0 for g in durations["groups"]) and durations["roofline"] > 0
+    # the whole run's memory: this process and the live workers, summed, at its peak; in the log too
+    memory = sidecar["run_memory"]
+    assert memory["peak_mb"] > batch.rss_after_load_mb.max() and memory["processes"] >= 2
+    assert memory["bound_mb"] >= memory["peak_mb"] and memory["where"]
+    assert f"whole-run peak memory: {memory['peak_mb']:,.0f} MiB" in proc.stderr
     assert durations["measured"] >= sum(g["seconds"] for g in durations["groups"]) - 0.2
     stem = str(csv)[:-4]
     for kind in ("throughput", "layers", "roofline", "single-stream", "memory"):

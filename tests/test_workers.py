@@ -131,6 +131,81 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+# Modules no worker may import: the tables, charts and HTML of the parent (and pandas, matplotlib)
+RENDERING = ("pandas", "matplotlib", "tabulate", "bench.results", "bench.tables", "bench.plots",
+             "bench.analysis", "bench.scenarios", "bench.report_html", "bench.compare", "bench.history")  # fmt: skip
+
+
+def test_each_worker_carries_only_its_runtime(tmp_path, exported):
+    """Every registered runtime that runs here, in its worker process, after prepare: no rendering
+    module, and no torch unless it is a torch runtime (a torch import added to the ONNX Runtime
+    adapter, or anything it imports, fails this)."""
+    from bench.core import skip_reason
+    from bench.prepare import ensure_artifacts
+    from bench.run import make_launcher
+    from bench.runtimes import RUNTIMES
+    from bench.runtimes.torch_base import TorchRuntime
+
+    artifacts, mnist = ensure_artifacts()
+    selected = [Case("model", name, "cpu", 1) for name in RUNTIMES]
+    selected = [case for case in selected if skip_reason(case) is None]
+    assert {"onnxruntime", "onnxruntime-int8", "torch-eager"} <= {case.runtime for case in selected}
+    launcher = make_launcher(_config(tmp_path), artifacts, mnist, selected)
+    try:
+        for case in selected:
+            reply = launcher.call(case.runtime, "cpu", {"op": "prepare", "case": case}, 300)
+            assert "per_call" in reply, (case.runtime, reply)
+            modules = set(launcher.call(case.runtime, "cpu", {"op": "modules"}, 60)["modules"])
+            assert not {m for m in modules if m.split(".")[0] in RENDERING or m in RENDERING}, case.runtime
+            if not isinstance(RUNTIMES[case.runtime], TorchRuntime):
+                assert "torch" not in modules, f"{case.runtime}'s worker imported torch"
+            launcher.end(case.runtime, "cpu")
+    finally:
+        launcher.close()
+
+
+def test_every_bare_program_runs(tmp_path, exported):
+    """The self-check's reference: each runtime's bare program (bench.bare) imports its library,
+    loads the same file, makes one call and reports its time and memory."""
+    from bench.bare import run_bare
+    from bench.prepare import ensure_artifacts
+    from bench.runtimes import RUNTIMES
+    from bench.runtimes.base import HasBare
+
+    artifacts, mnist = ensure_artifacts()
+    x = tmp_path / "x.npy"
+    np.save(x, mnist.test_images[:2, None].astype(np.float32) / 255)
+    ran = []
+    for name in RUNTIMES:
+        adapter = RUNTIMES[name]
+        if isinstance(adapter, HasBare) and adapter.supports("cpu") is None:
+            result = run_bare(adapter.bare("model", artifacts, 1, x))
+            assert result.time_to_first_result_s > 0 and result.peak_rss_mb >= result.runtime_rss_mb > 10, (
+                name
+            )
+            ran.append(name)
+    assert {"onnxruntime", "openvino", "torchscript", "torch-eager"} <= set(ran)
+    bad = RUNTIMES["onnxruntime"].bare("model", artifacts, 1, tmp_path / "missing.npy")
+    with pytest.raises(RuntimeError, match="the bare program failed"):
+        run_bare(bad)
+
+
+def test_cold_start_check(tmp_path, exported):
+    """The self-check's cold-start lines: harness and bare figures for a runtime that has a bare
+    program, a stated reason for one that has none."""
+    from bench.runtimes import RUNTIMES
+    from bench.selfcheck import cold_start_lines
+
+    web = ("onnxruntime-web",) if RUNTIMES["onnxruntime-web"].supports("cpu") is None else ()
+    lines = cold_start_lines(_config(tmp_path, runtimes=("onnxruntime", *web)), out=None)
+    line = lines[0]
+    assert line.runtime == "onnxruntime" and line.verdict in ("ok", "FAIL")
+    assert line.harness_s > 0 and line.bare_s > 0 and line.harness_extra_s > 0
+    assert line.harness_peak_mb > 0 and line.bare_peak_mb > 0 and line.bare_runtime_mb > 10
+    if web:
+        assert lines[1].verdict.startswith("none: onnxruntime-web has no bare program") and lines[1].ok
+
+
 @pytest.mark.skipif(not (REPO_ROOT / "node_modules" / "onnxruntime-node").is_dir(), reason="npm ci not run")
 def test_a_suspended_worker_stops_the_processes_it_started(tmp_path, exported):
     """onnxruntime-node computes in a Node child process of its worker: while the worker is
@@ -143,7 +218,11 @@ def test_a_suspended_worker_stops_the_processes_it_started(tmp_path, exported):
     case = Case("model", "onnxruntime-node", "cpu", 2)
     launcher = make_launcher(config, artifacts, mnist, [case])
     try:
-        assert "per_call" in launcher.call(case.runtime, "cpu", {"op": "prepare", "case": case}, 120)
+        reply = launcher.call(case.runtime, "cpu", {"op": "prepare", "case": case}, 120)
+        assert "per_call" in reply
+        # the runtime's start is Node's own (its process start to onnxruntime-node required), its
+        # memory Node's: the Python worker around it is the harness's
+        assert 0 < reply["start_s"] < 5 and reply["runtime_rss_mb"] > 20
         worker = launcher.worker(case.runtime, "cpu")
         children = _children(worker.pid)
         assert children, "the Node host is a child of the worker"

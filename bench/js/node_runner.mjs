@@ -1,6 +1,8 @@
 // Runs an ONNX model with onnxruntime-node for Python (bench/js_host.py): one JSON request per
 // line on stdin, one JSON answer per line on stdout; a failure is an answer {"error": ...}.
-//   {"cmd": "load", "model": PATH, "threads": N}              -> {"version", "inputs", "outputs", "load_ms"}
+//   {"cmd": "load", "model": PATH, "threads": N}
+//        -> {"version", "inputs", "outputs", "load_ms", "start_ms"} (start_ms: this process's start
+//           to onnxruntime-node required, performance.now() since Node's time origin)
 //   {"cmd": "run", "input": PATH, "dtype", "shape", "batch", "out": PREFIX}
 //        -> every output written raw to PREFIX<name>.bin (float32, int64 as float64): {"outputs"}
 //   {"cmd": "time", "input": PATH, "dtype", "shape", "batch", "seconds", "warmup_ms", "calls"}
@@ -13,6 +15,7 @@ import { runAll, timeRuns } from "./core.mjs";
 const require = createRequire(import.meta.url);
 const ort = require("onnxruntime-node");
 const version = require("onnxruntime-node/package.json").version;
+const startMs = performance.now(); // Node up and the runtime required
 let session = null;
 
 function readInput(req) {
@@ -30,7 +33,7 @@ async function handle(req) {
       interOpNumThreads: 1,
       logSeverityLevel: 3,
     });
-    return { version, inputs: session.inputNames, outputs: session.outputNames, load_ms: performance.now() - t0 };
+    return { version, inputs: session.inputNames, outputs: session.outputNames, load_ms: performance.now() - t0, start_ms: startMs };
   }
   if (!session) throw new Error("no model loaded");
   if (req.cmd === "run") {

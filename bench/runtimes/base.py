@@ -114,7 +114,11 @@ class Profilable(Protocol):
 class SelfTimed(Protocol):
     """The optional part of ``Prepared`` for runtimes in another process (onnxruntime-node, and
     onnxruntime-web in a browser), where a Python clock around ``run`` would time the
-    inter-process call: the runtime times its own calls and only the samples cross to Python."""
+    inter-process call: the runtime times its own calls and only the samples cross to Python.
+    Its host process starts in ``prepare``: ``host_start_s`` is that host's start to the runtime
+    ready, the runtime's cold start (the Python worker around it is the harness's)."""
+
+    host_start_s: float
 
     def time_calls(self, x: Any, calls: int, warm_s: float) -> list[float]:
         """Seconds of each of ``calls`` back-to-back calls of ``run(x)``, clocked inside the
