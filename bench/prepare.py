@@ -24,7 +24,7 @@ def ensure_artifacts(
     artifacts: str | os.PathLike | None = None, progress: bool = True
 ) -> tuple[Artifacts, MNIST]:
     from exporters.export import ExportConfig, export_all  # not in workers: they only load
-    from models.train import RECIPES, train
+    from models.train import recipe_config, train
 
     mnist = load_mnist(artifacts=artifacts)
     checkpoint = default_checkpoint_path(artifacts=artifacts)
@@ -36,7 +36,7 @@ def ensure_artifacts(
         print(
             f"no trained checkpoint at {checkpoint}: training the default recipe (~1.5 min)", file=sys.stderr
         )
-        train(RECIPES["fast"], mnist, checkpoint, resume=True, progress=progress)
+        train(recipe_config("fast"), mnist, checkpoint, resume=True, progress=progress)
     config = ExportConfig(checkpoint=checkpoint, out_dir=export_dir(artifacts), artifacts=artifacts)
     # an export whose files no longer match its manifest is refused, naming the file: only
     # `deepmnist export` (or --force) writes over it

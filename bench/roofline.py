@@ -261,7 +261,7 @@ def measure_roofline(device: str) -> Roofline:
     peaks = {"torch.mm": measure_peak_gflops(device)}
     precision_peaks = {}
     if require_device(device).type == "cpu":
-        from bench.runtimes.torch_base import cpu_bf16_reason
+        from models.cpu import cpu_bf16_reason
 
         peaks["onnxruntime MatMul"] = measure_peak_gflops_onnxruntime()
         peaks["torch conv2d"] = measure_peak_gflops_conv()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from models.data import MNIST, load_mnist
-from models.train import RECIPES, default_checkpoint_path, train
+from models.train import default_checkpoint_path, recipe_config, train
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def trained_checkpoint(mnist: MNIST):
             return path
     except CheckpointError:
         pass
-    train(RECIPES["fast"], mnist, path, resume=True, progress=False)
+    train(recipe_config("fast"), mnist, path, resume=True, progress=False)
     return path
 
 

@@ -17,7 +17,7 @@ from bench.roofline import (
     measure_roofline,
     rows_above_own_roof,
 )
-from bench.runtimes.torch_base import cpu_bf16_reason
+from models.cpu import cpu_bf16_reason
 from models.network import LAYER_NAMES, MODEL_FLOPS, MODEL_PARAMS
 
 needs_cuda = pytest.mark.skipif(cuda_unavailable_reason() is not None, reason=NO_CUDA)

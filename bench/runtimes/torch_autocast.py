@@ -21,9 +21,9 @@ from bench.runtimes.torch_base import (
     BARE_NETWORK,
     ProfiledTorchPrepared,
     TorchRuntime,
-    cpu_bf16_reason,
     eager_module,
 )
+from models.cpu import cpu_bf16_reason
 
 
 class AutocastPrepared(ProfiledTorchPrepared):
