@@ -9,6 +9,8 @@ and ``--benchmark-json`` show the numbers of the CSV. pytest-benchmark's own opt
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from bench.clock import clock_for
@@ -68,7 +70,9 @@ def bench_run(request: pytest.FixtureRequest):
     capture = config.pluginmanager.getplugin("capturemanager")
     try:
         with capture.global_and_fixture_disabled():
-            result = run(config.stash[CONFIG], config.stash.get(SELECTED, []))
+            # sys.stderr read here, with capture off: the terminal (run's default was bound at import,
+            # when pytest's capture held sys.stderr, and its progress lines went nowhere)
+            result = run(config.stash[CONFIG], config.stash.get(SELECTED, []), out=sys.stderr)
     except UserError as e:  # a tampered export, a bad checkpoint: one line and exit 2, no traceback
         pytest.exit(f"deepmnist bench: error: {e}", returncode=2)
     config.stash[RUN] = result
