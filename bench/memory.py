@@ -83,6 +83,16 @@ def _proc_kib(pid: int) -> tuple[int, int] | None:
     return None if rss is None or hwm is None else (rss, hwm)
 
 
+def _pss_kib(pid: int) -> int | None:
+    """The proportional set size of process ``pid``, KiB: its private pages plus its share of each
+    page it shares (a library mapped by n processes counts 1/n in each); None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    return _status_kib("Pss", text)
+
+
 def descendants(roots: Iterable[int]) -> list[int]:
     """``roots`` and every process started under them (children, grandchildren: a worker's Node host
     or browser), from the parent pids in ``/proc``."""
@@ -115,34 +125,41 @@ def tree_mb(root: int, include_root: bool = True) -> tuple[float, float] | None:
 
 @dataclass
 class RunMemory:
-    """The whole run's resident memory: this process plus every live worker and what it started,
-    summed at each sample (``sample``; the driver samples after each command that can change it,
-    never during timed rounds). Pages shared between processes (one library mapped by two
-    workers) count once per process, so the sums overstate the memory in use."""
+    """The whole run's memory: this process plus every live worker and what it started, summed at
+    each sample (``sample``; the driver samples after each command that can change it, never during
+    timed rounds). ``peak_mb`` sums proportional set sizes, so that a page shared by several
+    processes (torch's libraries, mapped by every torch worker; a browser's processes) counts once
+    in all: the memory the run holds. Resident sets count such a page once per process;
+    ``rss_peak_mb`` is their sum, an overstatement kept beside it."""
 
-    peak_mb: float = 0.0  # MiB, the largest sum of current resident sets
-    bound_mb: float = 0.0  # MiB, the largest sum of each live process's own peak: nothing exceeded it
+    peak_mb: float = 0.0  # MiB, the largest sum of proportional set sizes: the memory in use
+    rss_peak_mb: float = 0.0  # MiB, the largest sum of resident sets (shared pages once per process)
+    bound_mb: float = 0.0  # MiB, the largest sum of each live process's own peak resident set
     processes: int = 0  # processes in the peak's sum
     where: str = ""  # what the run was doing at the peak
     samples: int = 0
 
     def sample(self, workers: Iterable[int], where: str) -> None:
         pids = [os.getpid(), *descendants(workers)]
-        found = [kib for kib in map(_proc_kib, pids) if kib is not None]
+        found = [
+            (kib, pss) for kib, pss in ((_proc_kib(p), _pss_kib(p)) for p in pids) if kib and pss is not None
+        ]
         if not found:
             return
-        now, bound = sum(r for r, _ in found) / 1024, sum(h for _, h in found) / 1024
+        now = sum(pss for _, pss in found) / 1024
         self.samples += 1
         if now > self.peak_mb:
             self.peak_mb, self.processes, self.where = now, len(found), where
-        self.bound_mb = max(self.bound_mb, bound)
+        self.rss_peak_mb = max(self.rss_peak_mb, sum(kib[0] for kib, _ in found) / 1024)
+        self.bound_mb = max(self.bound_mb, sum(kib[1] for kib, _ in found) / 1024)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         return (
-            f"whole-run peak memory: {self.peak_mb:,.0f} MiB resident in {self.processes} processes "
-            f"(this one, the live workers and what they started) during {self.where}; each process's "
-            f"own peak summed: at most {self.bound_mb:,.0f} MiB ({self.samples} samples)"
+            f"whole-run peak memory: {self.peak_mb:,.0f} MiB in use (proportional set sizes) in "
+            f"{self.processes} processes (this one, the live workers and what they started) during "
+            f"{self.where}; resident sets summed, shared pages once per process: {self.rss_peak_mb:,.0f} "
+            f"MiB; each process's own peak summed: at most {self.bound_mb:,.0f} MiB ({self.samples} samples)"
         )
