@@ -376,7 +376,7 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         parts.append(_title(title, markdown))
         parts.append(_simple_table(_COLD_SHOWN)(smallest, markdown))
     if not cold.empty and cold["rss_after_load_mb"].notna().any():
-        title = "memory and CPU time: model (per worker process; cores busy = CPU time / wall time)"
+        title = "memory and CPU time: model (per worker process, cores busy = CPU time / wall time)"
         parts.append(_title(title, markdown))
         parts.append(_simple_table(_MEMORY_SHOWN)(cold, markdown))
     isolated = cold[cold["vs_alone"].notna()] if not cold.empty else cold
