@@ -4,7 +4,8 @@
   measurement with its speedup over ``BASELINE`` (same ``_KEY``), its distance from the fastest line
   of its peers (``_PEERS``) and whether its median's 95% CI overlaps the fastest one's.
 - ``change_table`` / ``regressions``: two results frames -> one line per ``CHANGE_KEY`` with old and
-  new median, the change and whether it is beyond noise; the lines a ``--fail-slower`` gate fails.
+  new median, the change and whether it is beyond noise; the lines a ``--fail-slower`` gate fails
+  (``regressions``, ``broken_lines``, ``missing_lines``).
 - ``normalize_by_peak``: times scaled by the ratio of the two runs' measured peaks.
 - ``profile_breakdown``: the profiled ms of each layer beside the standalone and whole-model medians.
 - ``parity_summary``: per runtime x device x precision, the whole model's worst difference from
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.columns import NAMES
+from bench.columns import NAMES, ROW_KEY
 from models.layers import LAYER_NAMES, PROFILE_SEGMENTS
 
 if TYPE_CHECKING:
@@ -42,19 +43,8 @@ _KEY = [
     "threads",
 ]  # what a speedup compares like with like
 _PEERS = ["host", "scenario", "target", "batch_size", "device", "timing"]  # ranked against the fastest
-# What identifies one measurement across two results files.
-CHANGE_KEY = [
-    "host",
-    "scenario",
-    "target",
-    "runtime",
-    "device",
-    "timing",
-    "batch_size",
-    "threads",
-    "precision",
-    "execution_provider",
-]
+# What identifies one measurement across two results files (bench.columns.ROW_KEY within one).
+CHANGE_KEY = [name for name in ROW_KEY if name not in ("run_id", "target_qps", "streams")]
 _CI = {"latency_ms_median_ci_low": "ci_low_ms", "latency_ms_median_ci_high": "ci_high_ms"}
 _RENAMED = {"latency_ms_median": "median_ms", **_CI}
 # The comparison frame: every CSV column (bench.columns; the median and its CI renamed), then the
@@ -224,6 +214,25 @@ def regressions(changes: pd.DataFrame, threshold_pct: float) -> pd.DataFrame:
     slower = changes["change"] * 100 > threshold_pct
     gated = changes["scenario"].isin(GATED_SCENARIOS)
     return changes[gated & slower & (changes["beyond_noise"] | ~changes["noise_known"])]
+
+
+BROKEN = ("failed", "crashed", "timeout")  # statuses of a line that ran and did not give a measurement
+
+
+def broken_lines(changes: pd.DataFrame) -> pd.DataFrame:
+    """Lines of ``change_table`` (of ``GATED_SCENARIOS``) ok in OLD and failed, crashed or timed
+    out in NEW: a gate fails on them whatever the threshold."""
+    gated = changes["scenario"].isin(GATED_SCENARIOS)
+    return changes[gated & (changes["status_old"] == "ok") & changes["status_new"].isin(BROKEN)]
+
+
+def missing_lines(changes: pd.DataFrame) -> pd.DataFrame:
+    """Lines of ``change_table`` (of ``GATED_SCENARIOS``) measured (ok) in OLD and absent from NEW
+    or skipped there: NEW no longer measures them. (``offline`` lines are left out with the other
+    ungated scenarios: their batch size is the best one of each run, so it moves between runs.)"""
+    gated = changes["scenario"].isin(GATED_SCENARIOS)
+    gone = (changes["presence"] == "removed") | (changes["status_new"] == "skipped")
+    return changes[gated & (changes["status_old"] == "ok") & gone]
 
 
 def repeated_keys(df: pd.DataFrame) -> pd.DataFrame:

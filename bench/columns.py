@@ -176,6 +176,26 @@ COLUMNS: tuple[Column, ...] = (
     Column("note", str, "", help="about an ok row's numbers: which tail percentiles are empty and why, queries short of the aim, pinning, ...", added=True, shown=_in("note", "single-stream", "server", "streams"), optional=True),
 )  # fmt: skip
 BY_NAME = {column.name: column for column in COLUMNS}
+# What tells the rows of one results CSV apart: no two rows share it (``bench.results.read_rows``
+# refuses a file where two do, naming both lines; ``deepmnist bench`` refuses a list option naming
+# one value twice, which would write such rows). Across two runs, the same key less ``run_id``, the
+# server's rate and the stream count (those scenarios have tables of their own) is
+# ``bench.analysis.CHANGE_KEY``.
+ROW_KEY = (
+    "run_id",
+    "host",
+    "scenario",
+    "target",
+    "runtime",
+    "device",
+    "timing",
+    "batch_size",
+    "threads",
+    "precision",
+    "execution_provider",
+    "target_qps",
+    "streams",
+)
 NAMES = tuple(BY_NAME)
 
 

@@ -6,12 +6,14 @@ fastest line or is within noise of it.
 
 Two files (OLD.csv NEW.csv): a change table, one line per measurement key
 (``bench.analysis.CHANGE_KEY``), with old and new median, the change and whether it is beyond noise
-(the two CIs do not overlap); ``--fail-slower PCT`` makes it a regression gate. The two runs'
+(the two CIs do not overlap); ``--fail-slower PCT`` makes it a regression gate, which also fails
+on a line ok in OLD and failed, crashed or timed out in NEW, and on a line measured in OLD that NEW
+lacks or skipped (unless ``--allow-missing``). The two runs'
 machines (``bench.machine``) are printed, one line each, when they differ; when their
 ``machine_id`` or measured peaks differ (or nothing says they are the same), the gate refuses raw
 times (exit 2) unless ``--normalize peak`` (time x each run's own peak) or
 ``--allow-different-machines``. ``--merge`` with several files (say, one per host) shows them as one
-set of tables instead.
+set of tables instead. One run given twice (two files of one ``run_id``) is refused.
 
 This module is the command only: its arguments, reading the files, the checks of what it was given
 and the exit status. The frames are ``bench.analysis``, their text ``bench.tables``.
@@ -29,17 +31,20 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench.analysis import (
+    BROKEN,
     CHANGE_KEY,
     GATED_SCENARIOS,
     UNCOMPARED_SCENARIOS,
+    broken_lines,
     change_table,
+    missing_lines,
     normalize_by_peak,
     peak_precisions,
     regressions,
     repeated_keys,
     select,
 )
-from bench.tables import peak_note, regression_line, render, render_changes, skipped_summary
+from bench.tables import peak_note, regression_line, render, render_changes, skipped_summary, status_line
 from models.errors import UserError
 
 if TYPE_CHECKING:
@@ -50,14 +55,27 @@ class CompareError(UserError):
     """Bad ``compare`` arguments: an impossible combination of files and options, a bad threshold."""
 
 
+# The largest --fail-slower: a line 11x slower (beyond noise) still fails the gate. Beyond it a
+# threshold lets every slowdown pass, and a typo of many digits (which float() reads as inf) too.
+MAX_THRESHOLD = 1000.0
+
+
 def parse_threshold(text: str) -> float:
-    """``--fail-slower``: a percentage, ``10%`` or ``10`` (both 10 percent; ``0.1`` is 0.1 percent)."""
+    """``--fail-slower``: a percentage, ``10%`` or ``10`` (both 10 percent; ``0.1`` is 0.1 percent),
+    at most ``MAX_THRESHOLD``."""
+    shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%?\s*", text)
     if not match:
         raise CompareError(
-            f"--fail-slower {text!r}: expected a percentage such as 10% or 10 (both mean 10 percent)"
+            f"--fail-slower {shown!r}: expected a percentage such as 10% or 10 (both mean 10 percent)"
         )
-    return float(match.group(1))
+    value = float(match.group(1))
+    if not value <= MAX_THRESHOLD:  # inf too
+        raise CompareError(
+            f"--fail-slower {shown!r}: at most {MAX_THRESHOLD:g} (percent); a larger threshold "
+            "passes every slowdown"
+        )
+    return value
 
 
 def _load(path: str, args: argparse.Namespace) -> pd.DataFrame:
@@ -90,8 +108,10 @@ def _unique_keys(df: pd.DataFrame, path: str) -> pd.DataFrame:
     return df
 
 
-def _check_arguments(paths: Iterable[str], merge: bool, threshold: float | None) -> None:
+def _check_arguments(paths: Iterable[str], merge: bool, threshold: float | None, allow_missing: bool) -> None:
     count = len(list(paths))
+    if allow_missing and threshold is None:
+        raise CompareError("--allow-missing goes with --fail-slower (it lets the gate pass lines NEW lacks)")
     if threshold is not None and merge:
         raise CompareError("--fail-slower compares two files (OLD.csv NEW.csv); it does not go with --merge")
     if threshold is not None and count != 2:
@@ -177,30 +197,44 @@ def _cmd_changes(
     if threshold is None:
         print(text, end="")
         return 0
-    if not changes["change"].notna().any():
+    # a line that was measured and no longer is fails the gate, whatever the threshold: a crash is
+    # not "no slower"
+    broken, missing = broken_lines(changes), missing_lines(changes)
+    gated = (
+        "" if changes["scenario"].isin(GATED_SCENARIOS).all() else f" ({', '.join(GATED_SCENARIOS)} lines)"
+    )
+    # nothing in common (say, a CPU run and a CUDA-only run) is bad input, not a failed gate: no
+    # line ok in OLD that NEW ran (ok, failed, crashed or timed out)
+    ran = changes["status_old"].eq("ok") & changes["status_new"].isin(("ok", *BROKEN))
+    if not ran.any():
         print(text, end="")
         raise CompareError(
             f"--fail-slower: no line was measured (ok) in both {old_path} and {new_path}; nothing to gate"
         )
     slower = regressions(changes, threshold)
     basis = " in time x peak" if args.normalize == "peak" else ""
-    gated = (
-        "" if changes["scenario"].isin(GATED_SCENARIOS).all() else f" ({', '.join(GATED_SCENARIOS)} lines)"
-    )
     if slower.empty:
         text += f"\nno line slower by more than {threshold:g}%{basis} beyond noise{gated}\n"
     else:
         text += f"\nslower by more than {threshold:g}%{basis} beyond noise{gated} ({len(slower)}):\n"
         text += "\n".join(regression_line(line) for line in slower.to_dict("records")) + "\n"
+    if not broken.empty:
+        text += f"\nok in OLD, failed, crashed or timed out in NEW{gated} ({len(broken)}):\n"
+        text += "\n".join(status_line(line) for line in broken.to_dict("records")) + "\n"
+    if not missing.empty:
+        allowed = " (allowed by --allow-missing)" if args.allow_missing else "; --allow-missing accepts them"
+        text += f"\nmeasured in OLD, missing or skipped in NEW{gated} ({len(missing)}){allowed}:\n"
+        text += "\n".join(status_line(line) for line in missing.to_dict("records")) + "\n"
     print(text, end="")
-    return 1 if not slower.empty else 0
+    failed = not slower.empty or not broken.empty or (not missing.empty and not args.allow_missing)
+    return 1 if failed else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.durations import read_durations, render_durations
 
     threshold = parse_threshold(args.fail_slower) if args.fail_slower is not None else None
-    _check_arguments(args.results, args.merge, threshold)
+    _check_arguments(args.results, args.merge, threshold, args.allow_missing)
     pair_only = [
         f
         for f, on in (
@@ -211,7 +245,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ]
     if pair_only and (args.merge or len(args.results) != 2):
         raise CompareError(f"{pair_only[0]} compares two files (OLD.csv NEW.csv), without --merge")
+    from bench.results import check_distinct_runs
+
     frames = [_load(path, args) for path in args.results]
+    check_distinct_runs(zip(args.results, frames, strict=True))  # a run given twice would count twice
     if len(frames) == 2 and not args.merge:
         return _cmd_changes(args, *frames, threshold)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -234,7 +271,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "latency with its 95%% confidence interval, how it ranks against the fastest line (or within "
         "noise of it), throughput, GFLOP/s and speedup vs torch-eager of each runtime and device. "
         "Two (OLD.csv NEW.csv): the change of each line's median and whether it is beyond noise; "
-        "with --fail-slower, exit status 1 if a line got slower beyond noise. --merge: several CSVs "
+        "with --fail-slower, exit status 1 if a line got slower beyond noise, was ok and now failed, "
+        "crashed or timed out, or is missing from NEW (unless --allow-missing). --merge: several CSVs "
         "(say, one per host) as one set of tables.",
     )
     p.add_argument(
@@ -258,6 +296,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="PCT",
         help="with OLD.csv NEW.csv: exit 1 if a line is slower by more than PCT percent (10%% or 10) "
         "and beyond noise (the CIs of its medians do not overlap)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="with --fail-slower: pass lines measured in OLD that NEW lacks or skipped (they are "
+        "listed); without it they fail the gate, as lines ok in OLD and failed, crashed or timed out "
+        "in NEW always do",
     )
     p.add_argument(
         "--normalize",

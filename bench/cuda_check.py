@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from bench.clock import clock_for
+from models.files import read_text_limited
 
 TIMING_TOLERANCE = 0.10  # the CSV median and the plain loop's must agree within 10%
 ACCURACY_POINTS = 0.05  # percentage points of test accuracy from CPU float32
@@ -339,7 +340,7 @@ def reference_table(csv: Path, device: str = "cuda") -> str:
             }
         )
         out += [f"**batch {batch}**", "", table.to_markdown(index=False), ""]
-    sidecar = json.loads(csv.with_suffix(".json").read_text())
+    sidecar = json.loads(read_text_limited(csv.with_suffix(".json"), "a results sidecar"))
     roof = sidecar.get("rooflines", {}).get(device)
     if roof:
         peaks = {"fp32 (TF32 off)": roof["peak_gflops"], **roof.get("precision_peaks", {})}

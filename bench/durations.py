@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.stats import min_samples
+from models.files import FileTooLarge, read_text_limited
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,8 +69,8 @@ def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
     """The ``durations_s`` of the run whose CSV is ``csv_path``; None when its sidecar has none
     (older runs) or cannot be read (the tables go on without it)."""
     try:
-        sidecar = json.loads(Path(csv_path).with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        sidecar = json.loads(read_text_limited(Path(csv_path).with_suffix(".json"), "a results sidecar"))
+    except (OSError, ValueError, FileTooLarge):
         return None
     found = sidecar.get(KEY) if isinstance(sidecar, Mapping) else None
     return found if isinstance(found, Mapping) and isinstance(found.get("groups"), list) else None

@@ -59,6 +59,13 @@ class Run:
     machine: Machine
     time: str  # the first row's timestamp_utc
     commit: str
+    shown: str = ""  # how a report names the run where its file name is not enough (``name``)
+
+    @property
+    def name(self) -> str:
+        """The run's file name, or what ``shown`` says (the report: the path, where two runs
+        share a file name)."""
+        return self.shown or self.path.name
 
     @property
     def label(self) -> str:
@@ -210,6 +217,20 @@ def load_run(path: Path) -> Run:
     return Run(path, frame, machine, str(first["timestamp_utc"]), str(first["git_commit"]))
 
 
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """``load_run`` of each of ``find_runs(paths)``; HistoryError if one run is given twice (a file
+    named twice, or in a folder and by name, or a copy: one ``run_id``), which would be counted
+    twice. Runs of one file name in two folders are two runs (their run ids differ)."""
+    from bench.results import ResultsError, check_distinct_runs
+
+    runs = [load_run(path) for path in find_runs(paths)]
+    try:
+        check_distinct_runs((run.path, run.frame) for run in runs)
+    except ResultsError as e:
+        raise HistoryError(str(e)) from None
+    return runs
+
+
 def chosen_rows(
     run: Run, targets: Sequence[str], batches: Sequence[str], runtimes: Sequence[str] | None
 ) -> pd.DataFrame:
@@ -267,7 +288,7 @@ def build_history(
 
     HistoryError when no machine has two runs (there is no history to draw).
     """
-    return histories_of([load_run(path) for path in find_runs(paths)], targets, batches, runtimes)
+    return histories_of(load_runs(paths), targets, batches, runtimes)
 
 
 def histories_of(

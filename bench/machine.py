@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from models.errors import UserError
+from models.files import read_text_limited
 
 FINGERPRINT_VERSION = 1
 # What identifies the hardware; hashed into machine_id in this order.
@@ -316,13 +317,25 @@ def kernel_of(os_string: str) -> str:
     return release
 
 
-def _finite(value: Any, what: str, where: str) -> float:
+# What a measured peak or bandwidth can be. A peak divides times (``--normalize peak``), so a
+# denormal such as 1e-300 would scale them by 1e300 and pass any gate: below 0.01 GFLOP/s (a
+# microcontroller-class core does more) or 0.01 GB/s, or above 1e8 GFLOP/s (100 PFLOP/s, a whole
+# rack of today's accelerators) or 1e6 GB/s (100x today's fastest memory), it was not measured on a
+# machine; the sidecar is damaged or hand-edited.
+PEAK_RANGE = (0.01, 1e8)  # GFLOP/s
+BANDWIDTH_RANGE = (0.01, 1e6)  # GB/s
+
+
+def _finite(value: Any, what: str, where: str, bounds: tuple[float, float] = PEAK_RANGE) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise MachineError(f"{where}: {what} is {value!r}, not a number") from None
     if math.isnan(number) or number <= 0 or math.isinf(number):
         raise MachineError(f"{where}: {what} is {value!r}; expected a positive number")
+    low, high = bounds
+    if not low <= number <= high:
+        raise MachineError(f"{where}: {what} is {value!r}; a measured one lies between {low:g} and {high:g}")
     return number
 
 
@@ -338,7 +351,7 @@ def _peaks_from_sidecar(
             raise MachineError(f"{where}: rooflines.{device} is not an object")
         peaks[str(device)] = (
             _finite(roof.get("peak_gflops"), f"rooflines.{device}.peak_gflops", where),
-            _finite(roof.get("bandwidth_gbs"), f"rooflines.{device}.bandwidth_gbs", where),
+            _finite(roof.get("bandwidth_gbs"), f"rooflines.{device}.bandwidth_gbs", where, BANDWIDTH_RANGE),
         )
         others = roof.get("precision_peaks") or {}
         if not isinstance(others, Mapping):
@@ -397,7 +410,7 @@ def machine_of_run(csv_path: str | os.PathLike, frame: pd.DataFrame | None = Non
     if sidecar_path.exists():
         where = str(sidecar_path)
         try:
-            sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+            sidecar = json.loads(read_text_limited(sidecar_path, "a results sidecar"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise MachineError(f"{where}: cannot read the run's sidecar ({e})") from None
         if not isinstance(sidecar, Mapping) or not isinstance(sidecar.get("environment"), Mapping):

@@ -174,6 +174,15 @@ class BenchConfig:
 
             queries = max(self.single_stream_queries, min_samples(99.9))
             object.__setattr__(self, "single_stream_queries", queries)
+        for f in dataclasses.fields(self):  # a value twice would run twice and write rows sharing a key
+            values = getattr(self, f.name)
+            twice = [v for i, v in enumerate(values) if v in values[:i]] if isinstance(values, tuple) else []
+            if twice:
+                given = ",".join(map(str, values))
+                raise OptionError(
+                    f"--{f.name.replace('_', '-')} {given}: {twice[0]} is given twice; give each value "
+                    "once (its rows would share a key)"
+                )
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise ValueError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")

@@ -45,6 +45,7 @@ from bench.columns import NAMES
 from bench.results import ResultsError, read_results
 from models.atomic import atomic_path
 from models.errors import UserError
+from models.files import read_text_limited
 from models.layers import LAYER_NAMES, LAYERS, MODEL, OTHER, PROFILE_SEGMENTS, TARGETS
 
 DPI = 110  # dots per inch: 10 x 6 in -> 1100 x 660 pixels
@@ -693,7 +694,7 @@ def read_samples(json_path: str | os.PathLike) -> dict[str, list[float]] | None:
     """``single_stream_samples_ms`` of a results JSON sidecar; None if the file or key is absent."""
     json_path = Path(json_path)
     try:
-        sidecar = json.loads(json_path.read_text(encoding="utf-8"))
+        sidecar = json.loads(read_text_limited(json_path, "a results sidecar"))
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

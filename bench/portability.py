@@ -568,6 +568,9 @@ def write_outputs(rows: list[Row], results_dir: Path, header: str) -> Path:
 
 def read_rows(path: Path) -> list[Row]:
     import csv
+    import io
+
+    from models.files import read_text_limited
 
     def parse(name: str, value: str) -> Any:
         if name in ("batch", "images"):
@@ -576,8 +579,11 @@ def read_rows(path: Path) -> list[Row]:
             return float(value) if value else None
         return value
 
-    with open(path, newline="") as f:
-        return [Row(**{k: parse(k, v) for k, v in rec.items()}) for rec in csv.DictReader(f)]
+    text = read_text_limited(path, "a portability table")
+    return [
+        Row(**{k: parse(k, v) for k, v in rec.items()})
+        for rec in csv.DictReader(io.StringIO(text, newline=""))
+    ]
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -629,7 +635,7 @@ def _parse_list(text: str, what: str, allowed: Any = None) -> list[str]:
 
 def _cmd(args: argparse.Namespace) -> int:
     from models.data import load_mnist
-    from models.errors import UserError
+    from models.errors import UserError, check_number, max_threads
     from models.paths import export_dir
 
     if args.show:
@@ -645,6 +651,7 @@ def _cmd(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-sizes {args.batch_sizes!r}: whole numbers, e.g. 1,100") from None
     if any(b < 1 for b in batches) or not 1 <= args.images <= DEFAULT_IMAGES or args.threads < 1:
         raise UserError("--batch-sizes and --threads must be >= 1, --images between 1 and 10000")
+    check_number("--threads", args.threads, minimum=1, maximum=max_threads())  # as every command's
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
     images, labels = mnist.test_images[: args.images], mnist.test_labels[: args.images]
     start = time.perf_counter()

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import html
+import io
 import os
 import shutil
 import tempfile
@@ -32,8 +34,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.history import HistoryError, Run, find_runs, histories_of, load_run
+from bench.history import HistoryError, Run, histories_of, load_runs
 from models.errors import UserError
+from models.files import read_text_limited
 
 if TYPE_CHECKING:
     from bench.tables import Table
@@ -170,7 +173,7 @@ def summary_table(runs: Sequence[Run]) -> str:
     for run in runs:
         table = comparison_tables(run.frame)
         offline = table[(table["scenario"] == "offline") & (table["status"] == "ok")]
-        lines.append(offline.assign(run=run.path.name, machine=run.machine.machine_id))
+        lines.append(offline.assign(run=run.name, machine=run.machine.machine_id))
     offline = pd.concat(lines, ignore_index=True).sort_values("throughput_ips", ascending=False)
     if offline.empty:
         return ""
@@ -199,7 +202,7 @@ def cold_start_table(run: Run) -> str:
     # less the columns a run has no value in: compile s, or start s in runs made before workers
     cells = tables._simple_cells(smallest, tables._COLD_SHOWN)
     batch = smallest["batch_size"].iloc[0]
-    return f"<h3>{_e(run.path.name)}: model, batch {batch}</h3>" + html_table(cells, tables._NUMERIC)
+    return f"<h3>{_e(run.name)}: model, batch {batch}</h3>" + html_table(cells, tables._NUMERIC)
 
 
 def memory_table(run: Run) -> str:
@@ -213,15 +216,14 @@ def memory_table(run: Run) -> str:
     if rows.empty or not rows["rss_after_load_mb"].notna().any():
         return ""
     cells = tables._simple_cells(rows, tables._MEMORY_SHOWN)
-    return f"<h3>{_e(run.path.name)}</h3>" + html_table(cells, tables._NUMERIC)
+    return f"<h3>{_e(run.name)}</h3>" + html_table(cells, tables._NUMERIC)
 
 
 def portability_tables(paths: Sequence[Path]) -> str:
     parts = []
     for path in paths:
         try:
-            with path.open(newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
+            rows = list(csv.reader(io.StringIO(read_text_limited(path, "a portability table"), newline="")))
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise ReportError(f"{path}: cannot read the portability table ({e})") from None
         if not rows or not rows[0]:
@@ -243,7 +245,7 @@ def machines_table(runs: Sequence[Run]) -> str:
         cells[name] = []
     for run in runs:
         m = run.machine
-        cells["run"].append(run.path.name)
+        cells["run"].append(run.name)
         cells["machine_id"].append(m.machine_id)
         for name in RECORDED_FIELDS:
             value = m.record.get(name)
@@ -261,9 +263,10 @@ def machines_table(runs: Sequence[Run]) -> str:
     return html_table(cells)
 
 
-def _charts(run: Run, out: Path) -> list[str]:
-    """The run's charts as paths relative to ``out``: each one copied from beside its CSV, else
-    drawn now (``bench.plots.write_plots``; a chart without data is not drawn)."""
+def _charts(run: Run, out: Path, chart_stem: str) -> list[str]:
+    """The run's charts as paths relative to ``out``, named ``charts/<chart_stem>-<chart>.png``
+    (``chart_stem``: one per run): each one copied from beside its CSV, else drawn now
+    (``bench.plots.write_plots``; a chart without data is not drawn)."""
     from bench.plots import CHARTS, PlotError, read_samples, write_plots
 
     folder = out / "charts"
@@ -273,14 +276,14 @@ def _charts(run: Run, out: Path) -> list[str]:
     written = {}
     for name, path in beside.items():
         if path.exists():
-            written[name] = folder / path.name
+            written[name] = folder / f"{chart_stem}-{name}.png"
             shutil.copyfile(path, written[name])
     missing = [name for name in CHARTS if name not in written]
     if missing:
         try:
             samples = read_samples(run.path.with_suffix(".json"))
-            for path in write_plots(run.frame, folder / stem.name, samples, missing):
-                written[path.stem.removeprefix(f"{stem.name}-")] = path
+            for path in write_plots(run.frame, folder / chart_stem, samples, missing):
+                written[path.stem.removeprefix(f"{chart_stem}-")] = path
         except PlotError:
             pass
     return [str(written[name].relative_to(out)) for name in CHARTS if name in written]
@@ -347,17 +350,28 @@ def build_site(paths: Sequence[str], out: Path) -> Path:
             results.append(text)
     if not results:
         raise ReportError(f"{', '.join(paths)}: no results CSVs given, only portability tables")
-    runs = [load_run(path) for path in find_runs(results)]
+    runs = load_runs(results)  # one run given twice is refused
+    # two runs of one file name (a/X.csv, b/X.csv) are told apart: by their paths in the text, by
+    # their place in the list in the chart names
+    names = [run.path.name for run in runs]
+    runs = [
+        dataclasses.replace(run, shown=str(run.path)) if names.count(run.name) > 1 else run for run in runs
+    ]
+    chart_stems = [
+        run.path.stem if names.count(run.path.name) == 1 else f"{run.path.stem}-{i}"
+        for i, run in enumerate(runs)
+    ]
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
     summary = summary_table(runs)
     if summary:
         sections.append(("summary", "Best throughput, all runs", summary))
     sections.append(("machines", "Machines", machines_table(runs)))
     for i, run in enumerate(runs):
-        charts = "".join(f"<img class=chart alt='{_e(c)}' src='{_e(c)}'>" for c in _charts(run, out))
+        charts = _charts(run, out, chart_stems[i])
+        charts = "".join(f"<img class=chart alt='{_e(c)}' src='{_e(c)}'>" for c in charts)
         m = run.machine
         head = f"<p class=note>{_e(run.time)} · commit <code>{_e(run.commit[:12])}</code> · {_e(m.describe())}</p>"
-        sections.append((f"run-{i}", f"Run {run.path.name}", head + charts + _run_tables(run)))
+        sections.append((f"run-{i}", f"Run {run.name}", head + charts + _run_tables(run)))
     sections.append(("history", "History and steps", _history_section(runs, out)))
     if portability:
         sections.append(("portability", "Portability", portability_tables(portability)))
@@ -369,7 +383,7 @@ def build_site(paths: Sequence[str], out: Path) -> Path:
         sections.append(("memory", "Memory", memory))
     nav = "".join(f"<a href='#{a}'>{_e(t)}</a>" for a, t, _ in sections)
     body = "".join(f"<section id='{a}'><h2>{_e(t)}</h2>{h}</section>" for a, t, h in sections)
-    files = ", ".join(run.path.name for run in runs)
+    files = ", ".join(run.name for run in runs)
     page = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width, initial-scale=1'>"

@@ -26,10 +26,11 @@ from typing import Any
 import pandas as pd
 
 from bench.columns import COLUMNS as COLUMN_RECORDS
-from bench.columns import REQUIRED, Column
+from bench.columns import REQUIRED, ROW_KEY, Column
 from bench.stats import Latency, gflops, throughput
 from models.atomic import atomic_write_text
 from models.errors import UserError
+from models.files import read_text_limited
 
 # failed: the runtime ran but its output was wrong or it raised; crashed: its worker process died
 # (signal or exit code and the last lines of its stderr in the reason); timeout: its worker took
@@ -263,6 +264,22 @@ def _check_value(name: str, value: object, where: str, scenario: str = "batch") 
         raise ResultsError(f"{where}, column {name}: {value} must be 0 or 1")
 
 
+def _check_row(row: ResultRow, where: str) -> None:
+    """What no run writes across a row's cells: an ok row without a median, or a median outside
+    its own 95% CI (a percentile-bootstrap CI of the median holds the sample median, bench.stats)."""
+    if row.status != "ok":
+        return
+    median = row.latency_ms_median
+    if median is None:
+        raise ResultsError(f"{where}: an ok row with no latency_ms_median; an ok row is a measurement")
+    low, high = row.latency_ms_median_ci_low, row.latency_ms_median_ci_high
+    if (low is None) != (high is None):
+        raise ResultsError(f"{where}: the median's 95% CI has one end only ({low}, {high})")
+    slack = 1e-9 * median  # the cells are the numbers' shortest repr: exact, but leave rounding room
+    if low is not None and not low - slack <= median <= high + slack:
+        raise ResultsError(f"{where}: latency_ms_median {median} lies outside its 95% CI [{low}, {high}]")
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Read a results CSV into a typed frame (see ``frame_from_rows``); ResultsError if it is not one.
 
@@ -275,7 +292,7 @@ def read_rows(path: str | os.PathLike) -> list[ResultRow]:
     """The rows of a results CSV (what ``read_results`` puts in a frame); ResultsError if it is not one."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_limited(path, "a results CSV")
     except FileNotFoundError:
         raise ResultsError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -288,7 +305,7 @@ def read_rows(path: str | os.PathLike) -> list[ResultRow]:
             raise ResultsError(f"{path}: empty file, expected a results CSV header")
         if not _is_older_schema(header):
             _check_columns(header, str(path))
-        rows = []
+        rows, lines = [], {}  # ROW_KEY -> the line that has it
         for cells in reader:
             where = f"{path}, line {reader.line_num}"
             if len(cells) != len(header):
@@ -297,14 +314,43 @@ def read_rows(path: str | os.PathLike) -> list[ResultRow]:
             for name, value in values.items():
                 _check_value(name, value, where, str(values.get("scenario", "batch")))
             try:
-                rows.append(ResultRow(**values))
+                row = ResultRow(**values)
             except ValueError as e:
                 raise ResultsError(f"{where}: {e}") from None
+            _check_row(row, where)
+            key = tuple(getattr(row, name) for name in ROW_KEY)
+            if key in lines:
+                shown = ", ".join(
+                    f"{name}={getattr(row, name)}" for name in ROW_KEY if getattr(row, name) not in (None, "")
+                )
+                raise ResultsError(
+                    f"{where}: the same row key as line {lines[key]} ({shown}); a run measures each "
+                    "key once, so one of the two lines is a copy or an edit"
+                )
+            lines[key] = reader.line_num
+            rows.append(row)
     except csv.Error as e:  # a cell over MAX_CELL, a NUL byte, ...
         raise ResultsError(f"{path}, line {reader.line_num}: not a readable CSV line ({e})") from None
     finally:
         csv.field_size_limit(limit)
     return rows
+
+
+def check_distinct_runs(runs: Iterable[tuple[str | os.PathLike, pd.DataFrame]]) -> None:
+    """Refuse one run given twice, to a command that takes several (``compare``, ``history``,
+    ``report``): (path, frame) pairs of which two hold rows of one ``run_id`` (a file named twice,
+    or a copy), which would count the run twice or compare it with itself. Runs that share a file
+    name in different folders are different runs (their run ids differ) and pass."""
+    seen: dict[str, Path] = {}
+    for path, frame in runs:
+        path = Path(path)
+        for run_id in dict.fromkeys(frame["run_id"]):
+            first = seen.setdefault(run_id, path)
+            if first is path:
+                continue
+            if first.resolve() == path.resolve():
+                raise ResultsError(f"{path}: given twice; give each run once")
+            raise ResultsError(f"{first} and {path} hold the same run (run_id {run_id}); give each run once")
 
 
 # ----------------------------------------------------------------------------- writing

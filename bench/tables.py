@@ -13,8 +13,8 @@ fastest one's is ``within noise`` (not ranked), else slower by ``+N%``. Failed r
 their reason.
 
 ``render_changes``: a ``change_table`` (two runs) as a heading per target and batch size, old and
-new median with their CIs, the change and whether it is beyond noise; ``regression_line`` and
-``peak_note``: the lines of a ``--fail-slower`` gate's report.
+new median with their CIs, the change and whether it is beyond noise; ``regression_line``,
+``status_line`` and ``peak_note``: the lines of a ``--fail-slower`` gate's report.
 
 A table is headings -> cells: each ``_Cell`` makes a line's text. Which CSV columns a table shows,
 under which heading, is said by their records (``bench.columns.Column.shown``), which also give
@@ -467,16 +467,29 @@ def render_changes(changes: pd.DataFrame, markdown: bool = False) -> str:
     return _sections(changes, markdown, _change_group_table)
 
 
-def regression_line(line: Mapping[str, Any]) -> str:
-    """One line of a regression list: what was measured, old -> new median, change."""
+def _what(line: Mapping[str, Any]) -> str:
+    """What a line of a change table measured: host, scenario, target, batch, runtime, ..."""
     scenario = "" if line["scenario"] == "batch" else line["scenario"]
     what = [line["host"], scenario, line["target"], f"batch {line['batch_size']}", line["runtime"]]
     what += [line["device"]]
     what += [line["timing"], line["execution_provider"], f"{line['threads']} threads", line["precision"]]
+    return ", ".join(str(w) for w in what if w)
+
+
+def regression_line(line: Mapping[str, Any]) -> str:
+    """One line of a regression list: what was measured, old -> new median, change."""
     return (
-        f"- {', '.join(str(w) for w in what if w)}: {_ms(line['median_ms_old'])} -> "
+        f"- {_what(line)}: {_ms(line['median_ms_old'])} -> "
         f"{_ms(line['median_ms_new'])} ms ({_percent_change(line['change'])})"
     )
+
+
+def status_line(line: Mapping[str, Any]) -> str:
+    """One line of a list of lines a gate lost: what was measured, old -> new status (``missing``
+    where NEW has no such line) and NEW's reason, first line, at most 120 characters."""
+    new = line["status_new"] if isinstance(line["status_new"], str) else "missing"
+    reason = str(line["reason_new"]).splitlines()[0][:120] if isinstance(line["reason_new"], str) else ""
+    return f"- {_what(line)}: {line['status_old']} -> {new}" + (f" ({reason})" if reason else "")
 
 
 def skipped_summary(df: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import UserError
+from models.files import read_text_limited
 
 FORMAT = "deepmnist-training-summary/1"
 SUFFIX = ".summary.json"
@@ -177,7 +178,7 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
     """A summary written by ``write_summary``; SummaryError naming the file and the field if not."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_limited(path, "a training summary")
     except FileNotFoundError:
         raise SummaryError(f"{path}: no such training summary (deepmnist train writes one)") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -194,6 +195,8 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
     for name, kind in _FIELDS.items():
         if not _fits(summary.get(name), kind):
             raise SummaryError(f"{path}: {name} {summary.get(name)!r} is not {kind}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in summary["recipe"]):  # a name: one table cell
+        raise SummaryError(f"{path}: recipe {summary['recipe']!r} holds a control character")
     times = summary.get("time_to_accuracy_s")
     if not isinstance(times, dict) or not all(v is None or _fits(v, _POSITIVE) for v in times.values()):
         raise SummaryError(f"{path}: time_to_accuracy_s {times!r} is not a mapping to seconds or null")
@@ -242,6 +245,12 @@ def summary_table(summaries: Sequence[Mapping[str, Any]]) -> Any:
     return Table(TITLE, cells, frozenset(set(cells) - {"recipe"}))
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\t``, ``\\x1b``), so a command
+    whose arguments hold a newline stays one line."""
+    return "".join(c if ord(c) >= 32 and ord(c) != 127 else repr(c)[1:-1] for c in text)
+
+
 def render(paths: Sequence[str], markdown: bool = False) -> str:
     """The table of the summaries at ``paths``, then one line per run: its file, command, commit,
     torch, threads x CPU and start time."""
@@ -250,7 +259,7 @@ def render(paths: Sequence[str], markdown: bool = False) -> str:
     lines = [summary_table(summaries).text(markdown), ""]
     for path, s in zip(paths, summaries, strict=True):
         lines.append(
-            f"- {tick}{s['recipe']}{tick} ({tick}{path}{tick}): {tick}{s['command']}{tick}; commit "
+            f"- {tick}{s['recipe']}{tick} ({tick}{path}{tick}): {tick}{_one_line(s['command'])}{tick}; commit "
             f"{s.get('git_commit') or 'unknown'}, torch {s.get('torch_version') or '?'}, {s['threads']} "
             f"thread(s) of {s.get('cpu_model') or 'an unknown CPU'} ({s.get('cpu_count') or '?'} cores), "
             f"started {s.get('started_utc') or '?'}"

@@ -22,6 +22,7 @@ from typing import Any
 
 from models.atomic import atomic_write_text, sha256_file
 from models.errors import UserError
+from models.files import read_text_limited
 from models.paths import artifacts_dir
 
 FORMAT = "deepmnist-export/1"
@@ -184,7 +185,7 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise ExportError(f"{path}: no export manifest; run `deepmnist export` first")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text_limited(path, "an export manifest"))
         if data.get("format") != FORMAT:
             raise ExportError(f"{path}: not a deepmnist export manifest (format {data.get('format')!r})")
         artifacts = [Artifact.from_dict(a) for a in data.pop("artifacts")]

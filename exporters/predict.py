@@ -6,7 +6,9 @@ torch-free ``models.idx``, ``models.errors`` and ``exporters.onnxrt``); importin
 Models. Either export works; the contract is read from the model's single input:
 
 - ``deep_mnist_uint8.onnx``: input uint8 ``[batch, 28, 28]`` (raw pixels), output
-  ``probabilities`` float32 ``[batch, 10]``; the pixels are fed as they are.
+  ``probabilities`` float32 ``[batch, 10]``; the pixels are fed as they are. An output that is
+  not probabilities (values outside [0, 1], rows not summing to 1: a model without its softmax)
+  is taken as logits and goes through the softmax too; the CLI says so.
 - ``deep_mnist.onnx``: input float32 ``[batch, 1, 28, 28]``, output ``logits`` float32
   ``[batch, 10]``; fed pixels / 255, and the logits go through a softmax here (numpy).
 
@@ -157,6 +159,9 @@ class Predictor:
             )
         self.output_name: str = output.name
         self.softmax = self.contract == "float32"  # the float model returns logits
+        # set by ``predict`` when a uint8 model's output was not probabilities (a model exported
+        # without its softmax): its scores went through a softmax instead; the CLI says so
+        self.scores_as_logits = False
 
     def __repr__(self) -> str:
         return f"Predictor({str(self.path)!r}, contract={self.contract!r})"
@@ -164,7 +169,9 @@ class Predictor:
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classify uint8 images (N, 28, 28), white digit on black as MNIST (see ``preprocess``).
 
-        Returns labels int64 (N,) and probabilities float32 (N, 10), each row summing to 1.
+        Returns labels int64 (N,) and probabilities float32 (N, 10), each row summing to 1. A
+        uint8 model's output that is not probabilities (a model without its softmax) is taken as
+        logits and goes through a softmax, and ``scores_as_logits`` says so.
         """
         if not isinstance(images, np.ndarray):
             raise ArrayError(f"images: expected a numpy array, got {type(images).__name__}")
@@ -190,6 +197,9 @@ class Predictor:
                 f"{self.path}: the model output NaN or infinity for {broken.size} of {n} images (index "
                 f"{shown}); its weights are probably damaged"
             )
+        if not self.softmax and not _are_probabilities(probabilities):
+            probabilities = softmax(probabilities)  # scores (logits): the argmax is the same
+            self.scores_as_logits = True
         labels = probabilities.argmax(axis=1).astype(np.int64)  # (N,)
         return labels, probabilities
 
@@ -209,6 +219,17 @@ class Predictor:
         if self.softmax:
             return softmax(out)
         return out
+
+
+PROBABILITY_TOLERANCE = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; this leaves room
+
+
+def _are_probabilities(outputs: np.ndarray) -> bool:
+    """Whether every row of (N, 10) outputs is a probability distribution: each value in [0, 1]
+    and the row's sum 1, within ``PROBABILITY_TOLERANCE``."""
+    tol = PROBABILITY_TOLERANCE
+    in_range = bool(((outputs >= -tol) & (outputs <= 1 + tol)).all())
+    return in_range and bool((np.abs(outputs.sum(axis=1, dtype=np.float64) - 1) <= tol).all())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -389,6 +410,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_model(args.model)
     names, images = load_images(args.images)  # every file is read before anything is printed
     labels, probabilities = predictor.predict(images)
+    if predictor.scores_as_logits:
+        print(
+            f"note: {args.model}: output {predictor.output_name!r} is not probabilities (values outside "
+            "[0, 1] or rows not summing to 1: a model without its softmax?); the probabilities shown "
+            "are its softmax",
+            file=sys.stderr,
+        )
     if args.json:
         results = [
             {

@@ -169,6 +169,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
+    accuracy = ckpt.test_accuracy  # the export's manifest and model metadata record it as it is
+    if accuracy is not None and not (
+        isinstance(accuracy, int | float) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1
+    ):
+        raise CheckpointError(
+            f"{path}: damaged checkpoint metadata (test_accuracy {accuracy!r} is not a fraction "
+            "of the test images in [0, 1])"
+        )
     check_state_fits(DeepMNIST(), model_state, path)
     return ckpt
 

@@ -38,6 +38,9 @@ from models.network import DeepMNIST
 from models.paths import checkpoint_dir
 
 MAX_SEED = 2**32 - 1  # the per-epoch generator is seeded with seed * 1_000_003 + epoch, < 2**64
+# --steps at most 10 million, 1,000x the tutorial recipe's 10,000: more would not end in weeks on
+# any machine, so it is a typo (10**20 steps was once accepted and would have run forever)
+MAX_STEPS = 10**7
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        check_number("--steps", self.steps, maximum=MAX_STEPS)
         check_number("learning rate (--lr)", self.lr, above=0)  # inf trains to NaN weights
         check_number("--seed", self.seed, minimum=0, maximum=MAX_SEED)
         check_number("--threads", self.threads, minimum=0, maximum=max_threads())

@@ -227,7 +227,7 @@ def _write(rows: list[ResultRow], directory: Path, host: str = "h1") -> Path:
 
 def _gate(tmp_path: Path, new_rows: list[ResultRow], *flags: str) -> tuple[int, str]:
     old = _write(TIMED, tmp_path / "old")
-    new = _write(new_rows, tmp_path / "new")
+    new = _write([dataclasses.replace(r, run_id="r-new") for r in new_rows], tmp_path / "new")  # another run
     args = _parse(["compare", str(old), str(new), *flags])
     return args.func(args), str(new)
 
@@ -259,7 +259,7 @@ def test_regression_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_merge_shows_both_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _write(TIMED, tmp_path / "a", "h1")
-    b = _write([dataclasses.replace(r, host="h2") for r in TIMED], tmp_path / "b", "h2")
+    b = _write([dataclasses.replace(r, host="h2", run_id="r2") for r in TIMED], tmp_path / "b", "h2")
     args = _parse(["compare", str(a), str(b), "--merge"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
