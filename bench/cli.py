@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from models.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
     UserError,
     is_out_of_space,
+    terminate_as_interrupt,
 )
 
 
@@ -87,8 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     out = args.out or default_checkpoint_path(config.recipe, args.artifacts)
     check_checkpoint_path(out)  # before the data and the training: the last write must not fail
+    check_summary_path(summary_path(out))  # the summary always written beside the checkpoint
     if args.summary:
-        check_summary_path(args.summary)
+        check_summary_path(args.summary, out)
     mnist = _load_data(args)
     started, load_before = utc_timestamp(), load_average()
     result = train(config, mnist, out, resume=args.resume, progress=not args.no_progress)
@@ -250,15 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes (docs/errors.md): 0 ok, 1 a check failed, 2 bad input, 130
-    interrupted. argparse's own usage errors exit 2 as well."""
+    interrupted, 143 terminated (SIGTERM, handled as Ctrl-C). argparse's own usage errors exit 2
+    as well."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command a training summary records
     try:
-        return args.func(args)
+        with terminate_as_interrupt():
+            return args.func(args)
     except UserError as e:
         print(f"deepmnist {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print(f"deepmnist {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"deepmnist {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -15,11 +15,13 @@ alone gives (``NOISE_COST`` per run, in sigma units) so fitting noise is not rew
 between two fitted levels is reported only if it is beyond the noise: the levels differ by more
 than ``STEP_Z`` combined standard errors of the two segments and by more than ``MIN_STEP``.
 
-Writes ``<DIR>/<machine_id>.png`` per machine with at least two runs (one panel per chosen batch,
+Writes ``<DIR>/<machine_id>.png`` (``chart_name``: a machine_id that is not a plain name gets a
+hashed one) per machine with at least two runs (one panel per chosen batch,
 one line per runtime, CIs as bars, steps marked) and ``<DIR>/steps.md`` (the machines, their runs,
 and each step: series, size, the run and commit where it starts, the commit before it), and prints
 the Markdown. Bad input (a file of another schema, a single run, NaN medians, a run of an unknown
-machine: no fingerprint, no peak) ends with one line and exit status 2.
+machine: no fingerprint, no peak, a DIR of other files: ``models.outputs.claim_folder``) ends
+with one line and exit status 2. The Markdown escapes HTML in every value read from the runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import pandas as pd
 from bench.machine import Machine, MachineError, machine_of_run
 from models.atomic import atomic_write_text
 from models.errors import UserError
+from models.outputs import claim_folder, inside, safe_name, write_marker
 
 Z95 = 1.959964  # a 95% CI spans about +-1.96 standard errors
 NOISE_COST = math.sqrt(2 / math.pi)  # E|x| / sigma of Gaussian noise: the L1 cost per run of noise alone
@@ -351,15 +354,24 @@ def steps_markdown(histories: Sequence[MachineHistory]) -> str:
         "(median / batch size).",
         "",
     ]
+    from bench.tables import markdown_code, markdown_text
+
+    def cell(value: object) -> str:  # a value read from a run, in a table
+        return markdown_text(value).replace("|", "\\|")
+
+    def code(value: object) -> str:
+        return markdown_code(value).replace("|", "\\|")
+
     for history in histories:
         m = history.machine
-        lines += [f"## Machine {m.machine_id}", "", m.describe(), ""]
+        lines += [f"## Machine {markdown_text(m.machine_id)}", "", markdown_text(m.describe()), ""]
         # each run's own peaks: a machine shared with other work shows it here first
         lines += ["| # | time (UTC) | commit | file | measured peaks |", "|---:|---|---|---|---|"]
         for i, run in enumerate(history.runs):
             peaks = ", ".join(f"{d} {p:,.0f} GFLOP/s" for d, (p, _) in sorted(run.machine.peaks.items()))
             lines.append(
-                f"| {i} | {run.time} | `{run.commit[:12] or '?'}` | `{run.path.name}` | {peaks or '?'} |"
+                f"| {i} | {cell(run.time)} | {code(run.commit[:12] or '?')} | {code(run.path.name)} | "
+                f"{cell(peaks or '?')} |"
             )
         lines.append("")
         if len(history.runs) < 2:
@@ -377,8 +389,8 @@ def steps_markdown(histories: Sequence[MachineHistory]) -> str:
         for step in sorted(history.steps, key=lambda s: (s.index, s.series)):
             run, before = history.runs[step.index], history.runs[step.index - 1]
             lines.append(
-                f"| {step.series} | {step.index} ({run.time}) | {step.change * 100:+.1f}% | "
-                f"{step.before:.4g} -> {step.after:.4g} | `{run.commit[:12]}` | `{before.commit[:12]}` |"
+                f"| {cell(step.series)} | {step.index} ({cell(run.time)}) | {step.change * 100:+.1f}% | "
+                f"{step.before:.4g} -> {step.after:.4g} | {code(run.commit[:12])} | {code(before.commit[:12])} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -424,15 +436,25 @@ def history_chart(history: MachineHistory, path: Path) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
         if handles:
             _legend(ax, handles, labels)
-    fig.suptitle(f"machine {history.machine.machine_id}: whole model over time (red: steps)", fontsize=10)
+    shown = "".join(c if c.isprintable() else "?" for c in history.machine.machine_id)  # no NUL glyphs
+    fig.suptitle(f"machine {shown}: whole model over time (red: steps)", fontsize=10)
     return _save(fig, path)
 
 
+def chart_name(machine: Machine) -> str:
+    """A machine's chart file name: its machine_id as ``models.outputs.safe_name`` makes it (the
+    12 hex digits as they are; a derived ``~`` id, or one from a damaged or hostile sidecar
+    (``../..``, ``/abs``, a NUL), as its plain characters and a hash)."""
+    return f"{safe_name(machine.machine_id)}.png"
+
+
 def write_history(histories: Sequence[MachineHistory], out: Path) -> list[Path]:
+    """Each machine's chart (``chart_name``) and steps.md into ``out``; every path is checked to
+    lie inside it."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for history in histories:
-        chart = history_chart(history, out / f"{history.machine.machine_id.lstrip('~')}.png")
+        chart = history_chart(history, inside(out, out / chart_name(history.machine)))
         if chart:
             written.append(chart)
     summary = out / "steps.md"
@@ -444,6 +466,23 @@ def _list(text: str | None) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()] if text else []
 
 
+def _is_history(folder: Path) -> bool:
+    """A history folder written before the marker existed: its steps.md is the command's."""
+    steps = folder / "steps.md"
+    try:
+        if steps.is_symlink() or not steps.is_file():
+            return False
+        with steps.open("rb") as f:
+            return f.read(64).startswith(b"# Benchmark history\n")
+    except OSError:
+        return False
+
+
+def _owned_by_history(relative: str, is_folder: bool) -> bool:
+    """What the command writes into its folder: steps.md and a PNG per machine, nothing deeper."""
+    return not is_folder and "/" not in relative and (relative == "steps.md" or relative.endswith(".png"))
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     batches = _list(args.batch_sizes) or ["1", "best"]
     for batch in batches:
@@ -452,10 +491,14 @@ def cmd_history(args: argparse.Namespace) -> int:
                 f"--batch-sizes {args.batch_sizes!r}: {batch!r} is neither a number nor 'best'"
             )
     paths = args.results or ["results"]
-    histories = build_history(paths, _list(args.targets) or ["model"], batches, _list(args.runtimes) or None)
     first = Path(paths[0])
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "history"
+    claim_folder(
+        out, command="history", what="history", option="-o", recognise=_is_history, owns=_owned_by_history
+    )
+    histories = build_history(paths, _list(args.targets) or ["model"], batches, _list(args.runtimes) or None)
     written = write_history(histories, out)
+    write_marker(out, "history")
     print(steps_markdown(histories))
     for path in written:
         print(f"wrote {path}")

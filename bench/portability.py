@@ -633,9 +633,21 @@ def _parse_list(text: str, what: str, allowed: Any = None) -> list[str]:
     return items
 
 
+def holds_results(folder: Path) -> bool:
+    """A results folder (``portability --results-dir``, which only adds new files): it holds a
+    portability table or a benchmark run's CSV."""
+    from bench.history import RUN_NAME
+
+    return any(
+        path.is_file() and (path.match("portability-*.csv") or RUN_NAME.fullmatch(path.name) is not None)
+        for path in folder.glob("*.csv")
+    )
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from models.data import load_mnist
     from models.errors import UserError, check_number, max_threads
+    from models.outputs import claim_folder
     from models.paths import export_dir
 
     if args.show:
@@ -652,6 +664,8 @@ def _cmd(args: argparse.Namespace) -> int:
     if any(b < 1 for b in batches) or not 1 <= args.images <= DEFAULT_IMAGES or args.threads < 1:
         raise UserError("--batch-sizes and --threads must be >= 1, --images between 1 and 10000")
     check_number("--threads", args.threads, minimum=1, maximum=max_threads())  # as every command's
+    claim_folder(args.results_dir, command="portability", what="results folder", option="--results-dir",
+                 recognise=holds_results)  # fmt: skip
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
     images, labels = mnist.test_images[: args.images], mnist.test_labels[: args.images]
     start = time.perf_counter()

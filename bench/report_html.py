@@ -15,7 +15,11 @@ inline: no CDN, no server, no network (open it with ``file://``). Sections:
 - cold start, and memory where a run has memory columns.
 
 The site is built in a temporary folder beside DIR and renamed into place, so DIR is either the
-old report or the new one, never half of one.
+old report or the new one, never half of one. DIR must be new, empty or an earlier report (its
+``.deepmnist-output`` marker, or the index.html of a report made before the marker) holding
+nothing else (``models.outputs.claim_folder``); chart names come from ``safe_name`` and are
+checked to lie inside DIR; a chart beside a CSV is copied only when it is a regular PNG file, never
+through a symbolic link.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import html
 import io
 import os
 import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,14 +40,19 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.history import HistoryError, Run, histories_of, load_runs
+from bench.history import HistoryError, Run, chart_name, histories_of, load_runs
+from models.atomic import atomic_write_bytes
 from models.errors import UserError
 from models.files import read_text_limited
+from models.outputs import claim_folder, inside, safe_name, write_marker
 
 if TYPE_CHECKING:
     from bench.tables import Table
 
 PORTABILITY = "portability-*.csv"
+_PNG = b"\x89PNG\r\n\x1a\n"
+_CHART_MAX_BYTES = 32 << 20
+_SIGNATURE = "Written by <code>deepmnist report</code>"  # in every index.html the command writes
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -272,21 +283,52 @@ def _charts(run: Run, out: Path, chart_stem: str) -> list[str]:
     folder = out / "charts"
     folder.mkdir(exist_ok=True)
     stem = run.path.with_suffix("")
-    beside = {name: Path(f"{stem}-{name}.png") for name in CHARTS}
+    name_of = safe_name(chart_stem)  # one per run, sanitised (a plain name stays as it is)
     written = {}
-    for name, path in beside.items():
-        if path.exists():
-            written[name] = folder / f"{chart_stem}-{name}.png"
-            shutil.copyfile(path, written[name])
-    missing = [name for name in CHARTS if name not in written]
+    for chart in CHARTS:
+        copy = inside(out, folder / f"{name_of}-{chart}.png")
+        if _copy_chart(Path(f"{stem}-{chart}.png"), copy):
+            written[chart] = copy
+    missing = [chart for chart in CHARTS if chart not in written]
     if missing:
         try:
             samples = read_samples(run.path.with_suffix(".json"))
-            for path in write_plots(run.frame, folder / chart_stem, samples, missing):
-                written[path.stem.removeprefix(f"{chart_stem}-")] = path
+            for path in write_plots(run.frame, inside(out, folder / name_of), samples, missing):
+                written[path.stem.removeprefix(f"{name_of}-")] = inside(out, path)
         except PlotError:
             pass
-    return [str(written[name].relative_to(out)) for name in CHARTS if name in written]
+    return [str(written[chart].relative_to(out)) for chart in CHARTS if chart in written]
+
+
+def _copy_chart(source: Path, target: Path) -> bool:
+    """Copy a chart from beside its CSV; False (drawn anew instead) when there is none. A chart
+    that is a symbolic link, not a regular file or not a PNG is not copied (a warning says so):
+    nothing is read through a link into the report."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        why = "a symbolic link" if source.is_symlink() else (e.strerror or str(e))
+        print(
+            f"deepmnist report: warning: {source}: {why}; not copied, the chart is drawn anew",
+            file=sys.stderr,
+        )
+        return False
+    with os.fdopen(fd, "rb") as f:
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+        data = f.read(_CHART_MAX_BYTES + 1) if regular else b""
+    if not regular or not data.startswith(_PNG) or len(data) > _CHART_MAX_BYTES:
+        what = (
+            "not a regular file" if not regular else "not a PNG" if not data.startswith(_PNG) else "too large"
+        )
+        print(
+            f"deepmnist report: warning: {source}: {what}; not copied, the chart is drawn anew",
+            file=sys.stderr,
+        )
+        return False
+    atomic_write_bytes(target, data)
+    return True
 
 
 def _history_section(runs: Sequence[Run], out: Path) -> str:
@@ -303,7 +345,7 @@ def _history_section(runs: Sequence[Run], out: Path) -> str:
             continue
         m = history.machine
         parts.append(f"<h3>machine {_e(m.machine_id)}</h3><p class=note>{_e(m.describe())}</p>")
-        png = out / "history" / f"{m.machine_id.lstrip('~')}.png"
+        png = out / "history" / chart_name(m)
         if png in written:
             parts.append(
                 f"<img class=chart alt='history of {_e(m.machine_id)}' src='{_e(png.relative_to(out))}'>"
@@ -389,7 +431,7 @@ def build_site(paths: Sequence[str], out: Path) -> Path:
         "<meta name=viewport content='width=device-width, initial-scale=1'>"
         f"<title>deepmnist-bench report</title><style>{_CSS}</style></head><body>"
         f"<h1>deepmnist-bench report</h1><p class=note>{len(runs)} run(s): {_e(files)}. "
-        "Click a column header to sort a table. Written by <code>deepmnist report</code>.</p>"
+        f"Click a column header to sort a table. {_SIGNATURE}.</p>"
         f"<nav>{nav}</nav>{body}<script>{_JS}</script></body></html>\n"
     )
     index = out / "index.html"
@@ -397,18 +439,40 @@ def build_site(paths: Sequence[str], out: Path) -> Path:
     return index
 
 
+def _is_report(folder: Path) -> bool:
+    """A report written before the marker existed: its index.html carries the command's signature."""
+    index = folder / "index.html"
+    try:
+        if index.is_symlink() or not index.is_file() or index.stat().st_size > 64 << 20:
+            return False
+        return _SIGNATURE in index.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def _owned_by_report(relative: str, is_folder: bool) -> bool:
+    """What a report holds: index.html, charts/*.png, history/ (its PNGs and steps.md)."""
+    if is_folder:
+        return relative in ("charts", "history")
+    folder, _, name = relative.rpartition("/")
+    if folder in ("charts", "history"):
+        return "/" not in name and (name.endswith(".png") or (folder, name) == ("history", "steps.md"))
+    return relative == "index.html"
+
+
 def write_report(paths: Sequence[str], out: str | os.PathLike) -> Path:
     """Build the site in a temporary folder beside ``out``, then rename it to ``out`` (replacing an
-    older report there). Returns the path of ``index.html``."""
+    older report there: only a folder the command wrote, ``models.outputs.claim_folder``). Returns
+    the path of ``index.html``."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").exists():
-        raise ReportError(f"{out}: a folder that is not an earlier report (no index.html); not replacing it")
+    claim_folder(
+        out, command="report", what="report", option="-o", recognise=_is_report, owns=_owned_by_report
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         build_site(paths, staging)
+        write_marker(staging, "report")
         staging.chmod(0o755)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))

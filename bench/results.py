@@ -438,9 +438,12 @@ def write_results(
 
 
 def check_writable_dir(folder: str | os.PathLike, option: str = "--results-dir") -> Path:
-    """Refuse, before any work, a results folder that cannot take the files: a file, or a folder
-    (or the first existing folder above it) this process cannot write. Returns it as a Path."""
-    folder = Path(folder)
+    """Refuse, before any work, a results folder that cannot take the files: a file, a FIFO, socket
+    or device, or a folder (or the first existing folder above it) this process cannot write.
+    Returns it as a Path."""
+    from models.outputs import refuse_special
+
+    folder = refuse_special(folder, option, "a folder")
     if folder.exists() and not folder.is_dir():
         raise ResultsError(f"{option} {folder}: is a file, expected a folder")
     existing = folder

@@ -13,8 +13,9 @@
    ``bench.plots``).
 
 A worker that crashes or exceeds ``case_timeout`` gives its remaining cases ``crashed`` or
-``timeout`` rows; the others go on. Ctrl-C ends the workers and writes the rows measured so far,
-then raises KeyboardInterrupt again.
+``timeout`` rows; the others go on. Ctrl-C (or SIGTERM, raised as ``models.errors.Terminated``
+by the CLI) ends the workers and writes the rows measured so far, then raises the same
+KeyboardInterrupt again.
 """
 
 from __future__ import annotations
@@ -547,6 +548,7 @@ def run(
     launcher = make_launcher(config, artifacts, mnist, runnable)
     groups = groups_of(runnable)
     started = time.perf_counter()
+    interrupt: KeyboardInterrupt | None = None
     try:
         for number, group in enumerate(groups, 1):
             driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
@@ -557,9 +559,10 @@ def run(
             seconds = durations.group(group, group_started, config.single_stream_queries)
             driver.say(f"  {seconds:.1f} s")
         launcher.close()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (models.errors.Terminated): the same way out
         launcher.close(kill=True)
         driver.result.interrupted = True
+        interrupt = e
     except BaseException:
         launcher.close(kill=True)
         raise
@@ -580,7 +583,7 @@ def run(
         result.path, result.plots = write_run(result, out)
     if result.interrupted:
         driver.say(f"interrupted: the rows measured so far are in {result.path}")
-        raise KeyboardInterrupt
+        raise interrupt
     return result
 
 

@@ -26,6 +26,7 @@ by ``bench.report_html`` (the scenario tables, where the time goes, the run time
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -177,10 +178,29 @@ def _cells(group: pd.DataFrame, shown: Mapping[str, _Cell]) -> dict[str, list[st
     return {h: texts for h, texts in cells.items() if not _says_nothing(shown[h], group, texts)}
 
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # what opens an HTML tag, comment or declaration
+
+
+def markdown_text(value: object) -> str:
+    """A value read from data, as Markdown text: a ``<`` that could open HTML (``<script>``,
+    ``</b>``, ``<!--``) becomes ``&lt;``, so a Markdown viewer shows the text and runs nothing;
+    other text is unchanged (``p99 < 10 ms`` stays as it is)."""
+    return _TAG_START.sub("&lt;", str(value))
+
+
+def markdown_code(value: object) -> str:
+    """A value as a Markdown code span (shown literally: no HTML in it); a backtick in it becomes a
+    quote, so the value cannot end the span and continue as Markdown."""
+    return "`" + str(value).replace("`", "'") + "`"
+
+
 def _tabulate(cells: dict[str, list[str]], markdown: bool, numeric: Collection[str] | None = None) -> str:
-    """``numeric``: the headings shown right-aligned (default ``_NUMERIC``, this module's tables)."""
+    """``numeric``: the headings shown right-aligned (default ``_NUMERIC``, this module's tables).
+    Markdown cells are ``markdown_text`` with ``|`` escaped."""
     if markdown:
-        cells = {h: [cell.replace("|", "\\|") for cell in column] for h, column in cells.items()}
+        cells = {
+            h: [markdown_text(cell).replace("|", "\\|") for cell in column] for h, column in cells.items()
+        }
     numeric = _NUMERIC if numeric is None else numeric
     align = ["right" if h in numeric else "left" for h in cells]
     return tabulate(
@@ -193,7 +213,7 @@ def _tabulate(cells: dict[str, list[str]], markdown: bool, numeric: Collection[s
 
 
 def _title(text: str, markdown: bool) -> str:
-    return f"### {text}" if markdown else f"{text}\n{'=' * len(text)}"
+    return f"### {markdown_text(text)}" if markdown else f"{text}\n{'=' * len(text)}"
 
 
 @dataclass(frozen=True)
@@ -388,11 +408,11 @@ def render(df: pd.DataFrame, markdown: bool = False) -> str:
         )
     if not skipped.empty:
         parts.append(_title("not run, and why", markdown))
-        parts.append(not_run(skipped))
+        parts.append(not_run(skipped, markdown))
     return "\n\n".join(parts) + "\n"
 
 
-def not_run(skipped: pd.DataFrame) -> str:
+def not_run(skipped: pd.DataFrame, markdown: bool = False) -> str:
     """One line per runtime x device (x execution provider, x host when several) that was skipped,
     with each distinct reason and how many cases (target x batch size x timing x scenario) it cost."""
     hosts = skipped["host"].nunique() > 1
@@ -405,7 +425,8 @@ def not_run(skipped: pd.DataFrame) -> str:
         why = "; ".join(
             f"{' '.join(reason.split())} ({n} case{'s' if n > 1 else ''})" for reason, n in counts.items()
         )
-        lines.append(f"- {what}: {why}")
+        line = f"- {what}: {why}"
+        lines.append(markdown_text(line) if markdown else line)
     return "\n".join(lines)
 
 

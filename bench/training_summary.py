@@ -46,14 +46,22 @@ def accuracy_label(target: float) -> str:
     return f"{target * 100:.1f}%"
 
 
-def check_summary_path(path: str | os.PathLike) -> None:
-    """Refuse, before training, a ``--summary`` path that cannot be written (a folder, or a file in
-    a folder that is not writable)."""
+def check_summary_path(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> None:
+    """Refuse, before training, a ``--summary`` path that cannot be written (a folder, a FIFO or
+    device, or a file in a folder that is not writable), or that names the ``checkpoint`` file
+    (``--out``) in any spelling: the summary would overwrite the checkpoint."""
     from bench.results import check_writable_dir
+    from models.outputs import refuse_special, same_file
 
     path = Path(path)
     if path.is_dir():
         raise SummaryError(f"--summary {path}: is a folder; give a file name (say {path / 'training.json'})")
+    refuse_special(path, "--summary")
+    if checkpoint is not None and same_file(path, checkpoint):
+        raise SummaryError(
+            f"--summary {path}: the same file as --out {checkpoint}; the summary would overwrite the "
+            "checkpoint (give another name)"
+        )
     check_writable_dir(path.parent, option="--summary")
 
 
@@ -254,15 +262,20 @@ def _one_line(text: str) -> str:
 def render(paths: Sequence[str], markdown: bool = False) -> str:
     """The table of the summaries at ``paths``, then one line per run: its file, command, commit,
     torch, threads x CPU and start time."""
+    from bench.tables import markdown_code, markdown_text
+
     summaries = [load_summary(path) for path in paths]
-    tick = "`" if markdown else ""
+    code = markdown_code if markdown else str
+    text = markdown_text if markdown else str
     lines = [summary_table(summaries).text(markdown), ""]
     for path, s in zip(paths, summaries, strict=True):
         lines.append(
-            f"- {tick}{s['recipe']}{tick} ({tick}{path}{tick}): {tick}{_one_line(s['command'])}{tick}; commit "
-            f"{s.get('git_commit') or 'unknown'}, torch {s.get('torch_version') or '?'}, {s['threads']} "
-            f"thread(s) of {s.get('cpu_model') or 'an unknown CPU'} ({s.get('cpu_count') or '?'} cores), "
-            f"started {s.get('started_utc') or '?'}"
+            f"- {code(s['recipe'])} ({code(path)}): {code(_one_line(s['command']))}; commit "
+            + text(
+                f"{s.get('git_commit') or 'unknown'}, torch {s.get('torch_version') or '?'}, {s['threads']} "
+                f"thread(s) of {s.get('cpu_model') or 'an unknown CPU'} ({s.get('cpu_count') or '?'} cores), "
+                f"started {s.get('started_utc') or '?'}"
+            )
         )
     return "\n".join(lines) + "\n"
 

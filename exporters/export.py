@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +60,7 @@ from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import MNIST, to_input
 from models.errors import CheckFailed, is_out_of_space
 from models.network import LAYER_NAMES, LAYERS, DeepMNIST, trace_layers
+from models.outputs import claim_folder, special_kind
 from models.paths import export_dir
 
 MODEL_ONNX = "deep_mnist.onnx"
@@ -347,14 +351,47 @@ def _umask() -> int:
     return mask
 
 
+def _planned_files() -> set[str]:
+    """Every file an export of this version writes (relative paths), the manifest included."""
+    files = {MANIFEST, MODEL_ONNX, UINT8_ONNX, MODEL_TORCHSCRIPT, INT8_ONNX, FP16_ONNX, MODEL_PT2, AOTI_CPU}
+    return files | {
+        f"layers/{spec.name}{suffix}" for spec in LAYERS for suffix in (".onnx", ".torchscript.pt")
+    }
+
+
+def _is_export(folder: Path) -> bool:
+    """An earlier export: its manifest.json is a deepmnist export manifest (the export's own mark;
+    an export folder carries no other)."""
+    try:
+        load_manifest(folder)
+    except ExportError:
+        return False
+    return True
+
+
+def _owned_by_export(folder: Path) -> Callable[[str, bool], bool]:
+    """Which entries of an earlier export the export may replace: the files this version writes,
+    those the folder's manifest lists (an older version's), and the ``layers`` folder."""
+    try:
+        listed = {a.file for a in load_manifest(folder).artifacts}
+    except ExportError:
+        listed = set()
+    files = _planned_files() | listed
+    return lambda relative, is_folder: relative == "layers" if is_folder else relative in files
+
+
 def _export_folder(out: Path) -> Path:
-    """The export folder, checked before any work: not a file, and its parent writable (the new
-    export is built beside it). A symlinked folder is resolved, so the link keeps pointing at it."""
+    """The export folder, checked before any work: not a file, a FIFO or a device; new, empty or an
+    earlier export holding nothing else (``models.outputs.claim_folder``: the swap replaces the
+    whole folder); and its parent writable (the new export is built beside it). A symlinked folder
+    is resolved, so the link keeps pointing at it."""
     out = Path(out)
     if out.is_symlink():
         out = out.resolve()
-    if out.exists() and not out.is_dir():
+    if out.exists() and not out.is_dir() and not special_kind(out):
         raise ExportError(f"{out}: --out is a file, expected a folder for the export")
+    claim_folder(out, command="export", what="export", option="--out", recognise=_is_export,
+                 owns=_owned_by_export(out), mark=f"export {MANIFEST}")  # fmt: skip
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -398,10 +435,13 @@ def _swap_in(staging: Path, out: Path) -> None:
 
 
 def _remove_stale_staging(out: Path) -> None:
-    """Folders left by an export that was killed (SIGKILL, power loss) before it could clean up."""
-    for pattern in (f".{out.name}{_STAGING}*", f".{out.name}{_RETIRED}*"):
-        for stale in out.parent.glob(pattern):
-            if stale.is_dir() and not stale.is_symlink():
+    """Folders left by an export that was killed (SIGKILL, power loss) before it could clean up:
+    exactly the names ``tempfile.mkdtemp`` gave them (``.<folder>.new-`` or ``.old-`` and 8 of its
+    characters), real folders, not links."""
+    for tag in (_STAGING, _RETIRED):
+        made = re.compile(re.escape(f".{out.name}{tag}") + r"[A-Za-z0-9_]{8}")
+        for stale in out.parent.glob(f".{glob.escape(out.name)}{tag}*"):
+            if made.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -482,8 +522,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     config = ExportConfig(
         checkpoint=checkpoint, out_dir=out, opset=args.opset, force=args.force, artifacts=args.artifacts
     )
+    _export_folder(out)  # first: a folder of someone else's files is refused before anything is read
     check_finite_weights(load_checkpoint(checkpoint))  # before fetching MNIST: a bad checkpoint fails fast
-    _export_folder(out)
     mnist = load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
     start = time.perf_counter()
     manifest, parity, exported = export_all(config, mnist, progress=not args.no_progress)

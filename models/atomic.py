@@ -15,8 +15,12 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success it replaces ``target``."""
-    target = Path(target)
+    """Yield a temporary path in the target's folder; on success it replaces ``target``. A target
+    that is a FIFO, a socket or a device is refused (``models.outputs.OutputError``): the rename
+    would replace the node."""
+    from models.outputs import refuse_special
+
+    target = refuse_special(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -182,13 +182,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> None:
-    """Refuse, before training, a checkpoint path that cannot be written: a folder, or a file in a
-    folder (or the first existing folder above it) this process cannot write."""
+    """Refuse, before training, a checkpoint path that cannot be written: a folder, a FIFO, socket or
+    device (``models.outputs``), or a file in a folder (or the first existing folder above it)
+    this process cannot write."""
+    from models.outputs import refuse_special
+
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(
             f"{path}: --out is a folder; give a file name (say {path / 'model.safetensors'})"
         )
+    refuse_special(path, "--out")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -2,15 +2,20 @@
 
 Exit codes of every ``deepmnist`` command (the table of docs/errors.md): 0 ok, 1 a check failed (parity,
 a regression gate), 2 bad input (a file, a flag, a value, a folder that cannot be written),
-130 interrupted.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM, handled as Ctrl-C is: ``terminate_as_interrupt``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
+import signal
+import threading
+from collections.abc import Iterator
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
 
 
 class UserError(Exception):
@@ -27,6 +32,33 @@ class CheckFailed(UserError):
 
 class OptionError(UserError, ValueError):
     """A bad option value; also a ValueError, so config constructors can raise it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the signal arrives (``terminate_as_interrupt``). A KeyboardInterrupt,
+    so whatever Ctrl-C does on the way out happens too: a benchmark writes the rows measured so
+    far, an export leaves the old one as it was."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, the first SIGTERM raises ``Terminated`` in the main thread; later ones are
+    ignored, so the clean-up the first one started (writing the rows so far) is not cut short
+    (SIGKILL still ends the process). The previous handler is restored on the way out. Outside
+    the main thread (where no handler can be set) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def is_out_of_space(error: BaseException | None) -> bool:
