@@ -327,25 +327,15 @@ def _finite(value: Any, what: str, where: str) -> float:
 
 
 def _peaks_from_sidecar(
-    rooflines: Any, where: str
+    rooflines: Mapping[str, Any],
 ) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
-    """(device -> (float32 peak, bandwidth), device -> precision -> peak) of a sidecar's rooflines."""
-    if not isinstance(rooflines, Mapping):
-        raise MachineError(f"{where}: 'rooflines' is not an object")
-    peaks, precision_peaks = {}, {}
-    for device, roof in rooflines.items():
-        if not isinstance(roof, Mapping):
-            raise MachineError(f"{where}: rooflines.{device} is not an object")
-        peaks[str(device)] = (
-            _finite(roof.get("peak_gflops"), f"rooflines.{device}.peak_gflops", where),
-            _finite(roof.get("bandwidth_gbs"), f"rooflines.{device}.bandwidth_gbs", where),
-        )
-        others = roof.get("precision_peaks") or {}
-        if not isinstance(others, Mapping):
-            raise MachineError(f"{where}: rooflines.{device}.precision_peaks is not an object")
-        precision_peaks[str(device)] = {
-            str(p): _finite(v, f"rooflines.{device}.precision_peaks.{p}", where) for p, v in others.items()
-        }
+    """(device -> (float32 peak, bandwidth), device -> precision -> peak) of a sidecar's rooflines
+    (checked by ``bench.sidecar``: positive, finite numbers)."""
+    peaks = {str(d): (float(r["peak_gflops"]), float(r["bandwidth_gbs"])) for d, r in rooflines.items()}
+    precision_peaks = {
+        str(d): {str(p): float(v) for p, v in (r.get("precision_peaks") or {}).items()}
+        for d, r in rooflines.items()
+    }
     return peaks, precision_peaks
 
 
@@ -388,27 +378,23 @@ def _derived(environment: Mapping[str, Any], peaks: dict, source: str) -> Machin
 def machine_of_run(csv_path: str | os.PathLike, frame: pd.DataFrame | None = None) -> Machine:
     """The fingerprint of the run in ``csv_path``: from its ``.json`` sidecar (the recorded one, or
     derived from the environment there), else derived from the CSV's columns (``frame``, as
-    ``read_results`` gives; read if None). MachineError for a malformed sidecar, NaN peaks, or a
-    CSV that holds several hosts (a ``--merge`` of runs is not one machine)."""
+    ``read_results`` gives; read if None). SidecarError (``bench.sidecar``) for a sidecar that cannot
+    be read or holds a field of the wrong type; MachineError for JSON that is not a results sidecar,
+    NaN peaks in the CSV, or a CSV that holds several hosts (a ``--merge`` of runs is not one machine)."""
     from bench.results import read_results
+    from bench.sidecar import read_sidecar
 
     csv_path = Path(csv_path)
-    sidecar_path = csv_path.with_suffix(".json")
-    if sidecar_path.exists():
-        where = str(sidecar_path)
-        try:
-            sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MachineError(f"{where}: cannot read the run's sidecar ({e})") from None
-        if not isinstance(sidecar, Mapping) or not isinstance(sidecar.get("environment"), Mapping):
+    sidecar = read_sidecar(csv_path)  # SidecarError (exit 2) for a field of the wrong type
+    if sidecar is not None:
+        where = str(csv_path.with_suffix(".json"))
+        if not isinstance(sidecar.get("environment"), Mapping):
             raise MachineError(f"{where}: not a deepmnist results sidecar (no 'environment' object)")
         environment = sidecar["environment"]
-        peaks, precision_peaks = _peaks_from_sidecar(sidecar.get("rooflines", {}), where)
+        peaks, precision_peaks = _peaks_from_sidecar(sidecar.get("rooflines") or {})
         recorded = environment.get("machine")
         if recorded is None:
             machine = _derived(environment, peaks, where)
-        elif not isinstance(recorded, Mapping) or not recorded.get("machine_id"):
-            raise MachineError(f"{where}: environment.machine is not a fingerprint (no machine_id)")
         else:
             record = {name: recorded.get(name) for name in RECORDED_FIELDS}
             machine = Machine(str(recorded["machine_id"]), record, peaks, (), where)
