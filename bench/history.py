@@ -423,13 +423,25 @@ def _list(text: str | None) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()] if text else []
 
 
+def _batch(text: str, option: str) -> str:
+    """One ``--batch-sizes`` item: 'best' or a batch size (``bench.options.parse_int``), as text."""
+    from bench.options import parse_int
+
+    if text == "best":
+        return text
+    try:
+        size = parse_int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise HistoryError(
+            f"--batch-sizes {option!r}: {text!r} is neither a batch size (an integer >= 1) nor 'best'"
+        )
+    return str(size)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
-    batches = _list(args.batch_sizes) or ["1", "best"]
-    for batch in batches:
-        if batch != "best" and not batch.isdigit():
-            raise HistoryError(
-                f"--batch-sizes {args.batch_sizes!r}: {batch!r} is neither a number nor 'best'"
-            )
+    batches = [_batch(batch, args.batch_sizes) for batch in _list(args.batch_sizes) or ["1", "best"]]
     paths = args.results or ["results"]
     histories = build_history(paths, _list(args.targets) or ["model"], batches, _list(args.runtimes) or None)
     first = Path(paths[0])
