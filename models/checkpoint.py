@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.atomic import atomic_path, sha256_file
-from models.errors import UserError
+from models.errors import UserError, shown
 from models.network import MODEL_PARAMS, DeepMNIST
 
 FORMAT = "deepmnist-checkpoint/1"
@@ -169,6 +169,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
+    accuracy = ckpt.test_accuracy  # export and train print it as a number
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)):
+        raise CheckpointError(
+            f"{path}: damaged checkpoint metadata (test_accuracy {shown(accuracy)} is not a number)"
+        )
     check_state_fits(DeepMNIST(), model_state, path)
     return ckpt
 
