@@ -256,8 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes (docs/errors.md): 0 ok, 1 a check failed, 2 bad input, 130
     interrupted, 143 terminated (SIGTERM, handled as Ctrl-C). argparse's own usage errors exit 2
     as well."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # Ctrl-C while the parser imports torch (the first second or two): one line, no traceback
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("deepmnist: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command a training summary records
     try:
         with terminate_as_interrupt():

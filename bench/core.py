@@ -113,9 +113,15 @@ def plan(entries: list[Planned], config: BenchConfig, scenario: str = "batch") -
     round_time = max([config.min_round_time, *(e.per_call for e in entries)])
     for e in entries:
         e.iterations = config.iterations or max(1, round(round_time / e.per_call))
+    return _rounds(config, round_time)
+
+
+def _rounds(config: BenchConfig, round_time: float) -> int:
+    """Timed rounds of a case: --rounds, else as many as fill --max-time, within --min-rounds and
+    --max-rounds, and never none (a case without a sample has no row to show)."""
     if config.rounds:
         return config.rounds
-    return int(min(config.max_rounds, max(config.min_rounds, config.max_time / round_time)))
+    return max(1, int(min(config.max_rounds, max(config.min_rounds, config.max_time / round_time))))
 
 
 def schedule(count: int, rounds: int, rotate: bool = True) -> list[int]:
@@ -151,10 +157,7 @@ def calibrate(fn: Callable[[], Any], clock: Callable[[], float], config: BenchCo
     fn()
     per_call = max((clock() - start) / 2, 1e-7)  # s
     iterations = config.iterations or max(1, math.ceil(config.min_round_time / per_call))
-    rounds = config.rounds or int(
-        min(config.max_rounds, max(config.min_rounds, config.max_time / (per_call * iterations)))
-    )
-    return rounds, iterations
+    return _rounds(config, per_call * iterations), iterations
 
 
 def flops(target: str) -> int:

@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 
 from bench.clock import clock_for
-from models.files import read_text_limited
 
 TIMING_TOLERANCE = 0.10  # the CSV median and the plain loop's must agree within 10%
 ACCURACY_POINTS = 0.05  # percentage points of test accuracy from CPU float32
@@ -318,6 +317,7 @@ def reference_table(csv: Path, device: str = "cuda") -> str:
     end-to-end medians (ms, with the 95% CI), compute throughput, % of the roof of the row's
     precision, accuracy; then the measured peaks from the sidecar."""
     from bench.results import read_results
+    from bench.sidecar import read_sidecar
 
     frame = read_results(csv)
     ok = frame[(frame.device == device) & (frame.status == "ok") & (frame.target == "model")]
@@ -340,8 +340,7 @@ def reference_table(csv: Path, device: str = "cuda") -> str:
             }
         )
         out += [f"**batch {batch}**", "", table.to_markdown(index=False), ""]
-    sidecar = json.loads(read_text_limited(csv.with_suffix(".json"), "a results sidecar"))
-    roof = sidecar.get("rooflines", {}).get(device)
+    roof = ((read_sidecar(csv) or {}).get("rooflines") or {}).get(device)
     if roof:
         peaks = {"fp32 (TF32 off)": roof["peak_gflops"], **roof.get("precision_peaks", {})}
         out.append(

@@ -9,7 +9,6 @@ with the machine's speed (docs/machines-and-history.md).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.stats import min_samples
-from models.files import FileTooLarge, read_text_limited
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -66,14 +64,12 @@ def kind_of(case: Case, single_stream_queries: int) -> str:
 
 
 def read_durations(csv_path: str | Path) -> dict[str, Any] | None:
-    """The ``durations_s`` of the run whose CSV is ``csv_path``; None when its sidecar has none
-    (older runs) or cannot be read (the tables go on without it)."""
-    try:
-        sidecar = json.loads(read_text_limited(Path(csv_path).with_suffix(".json"), "a results sidecar"))
-    except (OSError, ValueError, FileTooLarge):
-        return None
-    found = sidecar.get(KEY) if isinstance(sidecar, Mapping) else None
-    return found if isinstance(found, Mapping) and isinstance(found.get("groups"), list) else None
+    """The ``durations_s`` of the run whose CSV is ``csv_path``; None when it has no sidecar or its
+    sidecar none (older runs); SidecarError (``bench.sidecar``) for a sidecar of the wrong types."""
+    from bench.sidecar import read_sidecar
+
+    sidecar = read_sidecar(csv_path)
+    return None if sidecar is None else sidecar.get(KEY)
 
 
 def durations_tables(durations: Mapping[str, Any]) -> list[Table]:

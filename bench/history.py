@@ -483,13 +483,25 @@ def _owned_by_history(relative: str, is_folder: bool) -> bool:
     return not is_folder and "/" not in relative and (relative == "steps.md" or relative.endswith(".png"))
 
 
+def _batch(text: str, option: str) -> str:
+    """One ``--batch-sizes`` item: 'best' or a batch size (``bench.options.parse_int``), as text."""
+    from bench.options import parse_int
+
+    if text == "best":
+        return text
+    try:
+        size = parse_int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise HistoryError(
+            f"--batch-sizes {option!r}: {text!r} is neither a batch size (an integer >= 1) nor 'best'"
+        )
+    return str(size)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
-    batches = _list(args.batch_sizes) or ["1", "best"]
-    for batch in batches:
-        if batch != "best" and not batch.isdigit():
-            raise HistoryError(
-                f"--batch-sizes {args.batch_sizes!r}: {batch!r} is neither a number nor 'best'"
-            )
+    batches = [_batch(batch, args.batch_sizes) for batch in _list(args.batch_sizes) or ["1", "best"]]
     paths = args.results or ["results"]
     first = Path(paths[0])
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "history"

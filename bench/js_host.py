@@ -22,6 +22,7 @@ import mimetypes
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -96,12 +97,14 @@ class StaticServer:
 
     Only files under a mounted folder are served (no listing, no ``..``); every response carries
     ``Cross-Origin-Opener-Policy: same-origin`` and ``Cross-Origin-Embedder-Policy: require-corp``.
+    A path that names no such file, or no file at all (a NUL byte, a name too long for the file
+    system), is answered 404; a request that fails otherwise prints one line, never a traceback.
     """
 
     def __init__(self, mounts: dict[str, Path], port: int = 0) -> None:
         self.mounts = {prefix.strip("/"): Path(folder).resolve() for prefix, folder in mounts.items()}
         handler = functools.partial(_Handler, self)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = _QuietServer(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -113,8 +116,11 @@ class StaticServer:
         folder = self.mounts.get(parts[0])
         if folder is None:
             return None
-        path = (folder / (parts[1] if len(parts) > 1 else "index.html")).resolve()
-        return path if path.is_file() and path.is_relative_to(folder) else None
+        try:  # "/app/%00": ValueError (embedded null byte); 10,000 characters: OSError (name too long)
+            path = (folder / (parts[1] if len(parts) > 1 else "index.html")).resolve()
+            return path if path.is_file() and path.is_relative_to(folder) else None
+        except (OSError, ValueError):
+            return None
 
     def __enter__(self) -> StaticServer:
         self.thread.start()
@@ -123,6 +129,17 @@ class StaticServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line instead of socketserver's traceback (a client that went away mid-answer: none)."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            print(
+                f"server: a request from {client_address[0]} failed: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -135,7 +152,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path is None:
             self.send_error(404)
             return
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError:  # removed or made unreadable since resolve()
+            self.send_error(404)
+            return
         kind = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}.get(
             path.suffix
         ) or (mimetypes.guess_type(path.name)[0] or "application/octet-stream")

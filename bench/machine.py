@@ -41,7 +41,6 @@ from typing import Any
 import pandas as pd
 
 from models.errors import UserError
-from models.files import read_text_limited
 
 FINGERPRINT_VERSION = 1
 # What identifies the hardware; hashed into machine_id in this order.
@@ -401,27 +400,23 @@ def _derived(environment: Mapping[str, Any], peaks: dict, source: str) -> Machin
 def machine_of_run(csv_path: str | os.PathLike, frame: pd.DataFrame | None = None) -> Machine:
     """The fingerprint of the run in ``csv_path``: from its ``.json`` sidecar (the recorded one, or
     derived from the environment there), else derived from the CSV's columns (``frame``, as
-    ``read_results`` gives; read if None). MachineError for a malformed sidecar, NaN peaks, or a
-    CSV that holds several hosts (a ``--merge`` of runs is not one machine)."""
+    ``read_results`` gives; read if None). SidecarError (``bench.sidecar``) for a sidecar that cannot
+    be read or holds a field of the wrong type; MachineError for JSON that is not a results sidecar,
+    NaN peaks in the CSV, or a CSV that holds several hosts (a ``--merge`` of runs is not one machine)."""
     from bench.results import read_results
+    from bench.sidecar import read_sidecar
 
     csv_path = Path(csv_path)
-    sidecar_path = csv_path.with_suffix(".json")
-    if sidecar_path.exists():
-        where = str(sidecar_path)
-        try:
-            sidecar = json.loads(read_text_limited(sidecar_path, "a results sidecar"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MachineError(f"{where}: cannot read the run's sidecar ({e})") from None
-        if not isinstance(sidecar, Mapping) or not isinstance(sidecar.get("environment"), Mapping):
+    sidecar = read_sidecar(csv_path)  # SidecarError (exit 2) for a field of the wrong type
+    if sidecar is not None:
+        where = str(csv_path.with_suffix(".json"))
+        if not isinstance(sidecar.get("environment"), Mapping):
             raise MachineError(f"{where}: not a deepmnist results sidecar (no 'environment' object)")
         environment = sidecar["environment"]
-        peaks, precision_peaks = _peaks_from_sidecar(sidecar.get("rooflines", {}), where)
+        peaks, precision_peaks = _peaks_from_sidecar(sidecar.get("rooflines") or {}, where)
         recorded = environment.get("machine")
         if recorded is None:
             machine = _derived(environment, peaks, where)
-        elif not isinstance(recorded, Mapping) or not recorded.get("machine_id"):
-            raise MachineError(f"{where}: environment.machine is not a fingerprint (no machine_id)")
         else:
             record = {name: recorded.get(name) for name in RECORDED_FIELDS}
             machine = Machine(str(recorded["machine_id"]), record, peaks, (), where)

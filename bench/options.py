@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,28 +36,38 @@ def option(default: Any, help: str, metavar: str | None = None, choices: tuple[s
     return field(default=default, metadata={"help": help, "metavar": metavar, "choices": choices})
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int:
+    """An integer in ASCII digits, for every integer list (``--batch-sizes`` of bench, compare, history
+    and portability) and bench's integer options: ``int`` alone also takes '١٢' and '１２', and
+    ``str.isdigit`` says yes to '²', which ``int`` then refuses. ValueError if not."""
+    if not _INTEGER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
+parse_int.__name__ = "int"  # argparse: "invalid int value: 'x'"
+
+
 def parse_list(text: str | None, kind: type = str, name: str = "list") -> tuple | None:
-    """``"1, 64,256"`` -> ``(1, 64, 256)``; OptionError (a ValueError) naming a part that is not a ``kind``."""
+    """``"1, 64,256"`` -> ``(1, 64, 256)``; OptionError (a ValueError) naming a part that is not a ``kind``
+    (integers: ``parse_int``)."""
     if text is None:
         return None
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
         raise OptionError(f"{name} {text!r}: empty; give comma-separated values")
-    try:
-        return tuple(kind(part) for part in parts)
-    except ValueError:
-        bad = next(p for p in parts if not _parses(p, kind))
-        raise OptionError(
-            f"{name} {text!r}: {bad!r} is not {'an integer' if kind is int else 'a valid value'}"
-        ) from None
-
-
-def _parses(text: str, kind: type) -> bool:
-    try:
-        kind(text)
-    except ValueError:
-        return False
-    return True
+    convert = parse_int if kind is int else kind
+    values = []
+    for part in parts:
+        try:
+            values.append(convert(part))
+        except ValueError:
+            what = "an integer" if kind is int else "a valid value"
+            raise OptionError(f"{name} {text!r}: {part!r} is not {what}") from None
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -237,13 +248,15 @@ class BenchConfig:
         for rate in self.server_rates:
             check_number("--server-rates", rate, above=0, maximum=10)
         big = 1 << 20  # more calls, rounds or images than anyone times; beyond it a typo
-        for option_name, value in (("--warmup", self.warmup), ("--rounds", self.rounds),
-                                   ("--iterations", self.iterations), ("--min-rounds", self.min_rounds),
-                                   ("--max-rounds", self.max_rounds),
-                                   ("--single-stream-queries", self.single_stream_queries),
-                                   ("--profile-batch", self.profile_batch), ("--profile-calls", self.profile_calls),
-                                   ("--batch-sizes", max(self.batch_sizes))):  # fmt: skip
-            check_number(option_name, value, minimum=0, maximum=big)
+        # a case times at least one round: --min-rounds 0 or --max-rounds 0 would leave none
+        for option_name, value, least in (("--warmup", self.warmup, 0), ("--rounds", self.rounds, 0),
+                                          ("--iterations", self.iterations, 0),
+                                          ("--min-rounds", self.min_rounds, 1), ("--max-rounds", self.max_rounds, 1),
+                                          ("--single-stream-queries", self.single_stream_queries, 0),
+                                          ("--profile-batch", self.profile_batch, 0),
+                                          ("--profile-calls", self.profile_calls, 0),
+                                          ("--batch-sizes", max(self.batch_sizes), 0)):  # fmt: skip
+            check_number(option_name, value, minimum=least, maximum=big)
 
     @property
     def resolved_threads(self) -> int:
@@ -290,7 +303,9 @@ def _converter(hint: Any) -> Callable[[str], Any]:
 
         convert.__name__ = f"comma-separated {kind.__name__}"  # argparse: "invalid <name> value: 'x'"
         return convert
-    if hint in (int, float, str):
+    if hint is int:
+        return parse_int
+    if hint in (float, str):
         return hint
     return str  # str | None
 

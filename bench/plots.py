@@ -24,7 +24,6 @@ so it runs without a display and from any thread. Each runtime keeps one colour 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -45,7 +44,6 @@ from bench.columns import NAMES
 from bench.results import ResultsError, read_results
 from models.atomic import atomic_path
 from models.errors import UserError
-from models.files import read_text_limited
 from models.layers import LAYER_NAMES, LAYERS, MODEL, OTHER, PROFILE_SEGMENTS, TARGETS
 
 DPI = 110  # dots per inch: 10 x 6 in -> 1100 x 660 pixels
@@ -691,27 +689,12 @@ def write_plots(
 
 
 def read_samples(json_path: str | os.PathLike) -> dict[str, list[float]] | None:
-    """``single_stream_samples_ms`` of a results JSON sidecar; None if the file or key is absent."""
-    json_path = Path(json_path)
-    try:
-        sidecar = json.loads(read_text_limited(json_path, "a results sidecar"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlotError(f"{json_path}: cannot read the results sidecar ({e})") from None
-    samples = sidecar.get(SAMPLES_KEY) if isinstance(sidecar, dict) else None
-    if samples is None:
-        return None
-    problem = f"{json_path}: {SAMPLES_KEY} must map 'runtime/device' to a list of ms per query (finite, > 0)"
-    if not isinstance(samples, dict):
-        raise PlotError(problem)
-    for label, values in samples.items():
-        if not isinstance(values, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in values
-        ):
-            raise PlotError(f"{problem}; {label!r} is not")
-    return samples
+    """``single_stream_samples_ms`` of a results JSON sidecar; None if the file or key is absent;
+    SidecarError (``bench.sidecar``, exit 2) if it cannot be read or holds a field of the wrong type."""
+    from bench.sidecar import read_sidecar
+
+    sidecar = read_sidecar(json_path)
+    return None if sidecar is None else sidecar.get(SAMPLES_KEY)
 
 
 def plot_results_file(csv_path: str | os.PathLike, out_stem: str | os.PathLike | None = None) -> list[Path]:

@@ -657,10 +657,9 @@ def _cmd(args: argparse.Namespace) -> int:
             raise UserError(f"{args.show}: not a portability CSV ({e})") from None
         return 0
     consumers = _parse_list(args.consumers, "consumers", CONSUMERS)
-    try:
-        batches = tuple(int(b) for b in _parse_list(args.batch_sizes, "batch-sizes"))
-    except ValueError:
-        raise UserError(f"--batch-sizes {args.batch_sizes!r}: whole numbers, e.g. 1,100") from None
+    from bench.options import parse_list
+
+    batches = parse_list(args.batch_sizes, int, "--batch-sizes")
     if any(b < 1 for b in batches) or not 1 <= args.images <= DEFAULT_IMAGES or args.threads < 1:
         raise UserError("--batch-sizes and --threads must be >= 1, --images between 1 and 10000")
     check_number("--threads", args.threads, minimum=1, maximum=max_threads())  # as every command's

@@ -286,6 +286,9 @@ class _Driver:
         elif case.target == "model" and key in self.accuracy:
             reply.update(self.accuracy[key])
         samples = [d / entry.iterations for d in durations]
+        if not samples:  # never silently: a row that says so (plan() gives every case a round)
+            self.row(case, status="failed", reason="no timed call: 0 rounds were run", **_cold_columns(cold))
+            return
         if case.scenario == "single-stream":
             key = f"{case.runtime}/{case.device}" + ("" if case.timing == "compute" else "/end_to_end")
             self.result.single_stream_samples[key] = [s * 1e3 for s in samples]
@@ -321,6 +324,10 @@ class _Driver:
             self.row(case, status="failed", reason=reply["error"], **cold)
             return
         queries = len(reply["latencies"])
+        if not queries:
+            reason = f"no query finished within --max-time {self.config.max_time:g} s"
+            self.row(case, status="failed", reason=reason, **cold)
+            return
         per_stream = ", ".join(str(n) for n in reply["per_stream"])
         row = self.row(
             case,

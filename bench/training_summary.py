@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.errors import UserError
+from models.errors import UserError, shown
 from models.files import read_text_limited
 
 FORMAT = "deepmnist-training-summary/1"
@@ -175,7 +175,9 @@ _FIELDS = {
 def _fits(value: Any, kind: str) -> bool:
     if kind == _TEXT:
         return isinstance(value, str) and bool(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if abs(value) > 2**53 or not math.isfinite(value):  # the size first: a 400-digit int overflows a float
         return False
     if kind == _COUNT:
         return isinstance(value, int) and value >= 1
@@ -193,7 +195,7 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
         raise SummaryError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     try:
         summary = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of over 4,300 digits, deep nesting
         raise SummaryError(f"{path}: not JSON ({e})") from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         found = summary.get("format") if isinstance(summary, dict) else type(summary).__name__
@@ -202,7 +204,7 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
         )
     for name, kind in _FIELDS.items():
         if not _fits(summary.get(name), kind):
-            raise SummaryError(f"{path}: {name} {summary.get(name)!r} is not {kind}")
+            raise SummaryError(f"{path}: {name} {shown(summary.get(name))} is not {kind}")
     if any(ord(c) < 32 or ord(c) == 127 for c in summary["recipe"]):  # a name: one table cell
         raise SummaryError(f"{path}: recipe {summary['recipe']!r} holds a control character")
     times = summary.get("time_to_accuracy_s")

@@ -64,7 +64,7 @@ from PIL import Image, ImageOps
 
 from exporters.onnxrt import session_options
 from models.errors import UserError
-from models.idx import read_idx
+from models.idx import GZIP_ERRORS, read_idx
 
 if TYPE_CHECKING:  # onnxruntime is imported when a model is loaded, not when the CLI is built
     import onnxruntime
@@ -339,7 +339,7 @@ def _is_idx(path: Path) -> bool:
         try:
             with gzip.open(path, "rb") as g:
                 head = g.read(3)
-        except (OSError, EOFError) as e:
+        except GZIP_ERRORS as e:
             raise ImageError(f"{path}: corrupt gzip data ({e})") from None
     return head == IDX_PREFIX
 

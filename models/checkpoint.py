@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.atomic import atomic_path, sha256_file
-from models.errors import UserError
+from models.errors import UserError, shown
 from models.network import MODEL_PARAMS, DeepMNIST
 
 FORMAT = "deepmnist-checkpoint/1"
@@ -174,7 +174,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         isinstance(accuracy, int | float) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1
     ):
         raise CheckpointError(
-            f"{path}: damaged checkpoint metadata (test_accuracy {accuracy!r} is not a fraction "
+            f"{path}: damaged checkpoint metadata (test_accuracy {shown(accuracy)} is not a fraction "
             "of the test images in [0, 1])"
         )
     check_state_fits(DeepMNIST(), model_state, path)

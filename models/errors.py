@@ -75,6 +75,13 @@ def is_out_of_space(error: BaseException | None) -> bool:
     return False
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a 400-digit number, a
+    200 kB string) with its length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 10]}... ({len(text):,} characters)"
+
+
 def check_number(
     name: str,
     value: float,
@@ -84,14 +91,19 @@ def check_number(
     maximum: float | None = None,
 ) -> None:
     """Refuse NaN, infinity and values out of range, naming the option: ``--max-time -5``."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise OptionError(f"{name} {value!r}: must be a finite number")
+    # an int of any size is finite (math.isfinite overflows on one of 400 digits)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        raise OptionError(f"{name} {shown(value)}: must be a finite number")
     if minimum is not None and value < minimum:
-        raise OptionError(f"{name} {value!r}: must be at least {minimum:g}")
+        raise OptionError(f"{name} {shown(value)}: must be at least {minimum:g}")
     if above is not None and value <= above:
-        raise OptionError(f"{name} {value!r}: must be greater than {above:g}")
+        raise OptionError(f"{name} {shown(value)}: must be greater than {above:g}")
     if maximum is not None and value > maximum:
-        raise OptionError(f"{name} {value!r}: must be at most {maximum:g}")
+        raise OptionError(f"{name} {shown(value)}: must be at most {maximum:g}")
 
 
 def max_threads() -> int:

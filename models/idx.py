@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ from models.errors import UserError
 
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+
+
+# what a damaged .gz raises: gzip.BadGzipFile (an OSError), EOFError (truncated), zlib.error (bad data)
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class DataError(UserError):
@@ -26,7 +31,7 @@ def read_maybe_gz(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except GZIP_ERRORS as e:
             raise DataError(f"{path}: corrupt gzip data ({e})") from None
     return raw
 
