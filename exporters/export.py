@@ -44,6 +44,7 @@ from tqdm import tqdm
 from exporters.formats import OPSET
 from exporters.manifest import (
     MANIFEST,
+    NOTES,
     Artifact,
     ExportError,
     Manifest,
@@ -321,6 +322,7 @@ def export_all(
             artifacts=artifacts,
             folder=staging,
             skipped=skipped,
+            notes=dict(NOTES),
         )
         parity = check_parity(manifest, net, mnist, config.parity_batch, progress)
         failed = [p for p in parity if not p.ok]

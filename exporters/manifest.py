@@ -2,8 +2,9 @@
 
 Other apps (and the benchmark harness) find artifacts through ``manifest.json`` and verify each
 file's SHA-256 before loading it; a TorchScript archive or .pt2 is only loaded after that check.
-Manifests written before ``details``, ``skipped`` and ``metadata`` existed still load (they
-default to empty).
+Manifests written before ``details``, ``skipped``, ``metadata`` and ``notes`` existed still load
+(they default to empty). ``notes`` tells an app what to know in other runtimes (``NOTES``: OpenVINO
+computes in bf16 by default).
 
 The manifest names no folder of the exporting machine: the checkpoint is recorded relative to the
 artifacts root (``checkpoints/deep_mnist-fast.safetensors``), or by its file name when it lies
@@ -27,6 +28,16 @@ from models.paths import artifacts_dir
 
 FORMAT = "deepmnist-export/1"
 MANIFEST = "manifest.json"
+
+# What an app should know to run these files in another runtime, keyed by runtime: written into
+# every manifest (``notes``) and said in docs/apps-and-portability.md ("Using the exported model in
+# your app"); bench/portability.py's KNOWN_CAUSES quotes the OpenVINO one for its matrix rows.
+OPENVINO_BF16 = (
+    "OpenVINO's CPU plugin computes in bf16 by default on CPUs with AVX512_BF16 "
+    "(its INFERENCE_PRECISION_HINT reads bfloat16), float32 models included; "
+    "INFERENCE_PRECISION_HINT=f32 gives float32"
+)
+NOTES: dict[str, str] = {"openvino": OPENVINO_BF16}
 
 
 class ExportError(UserError):
@@ -125,6 +136,9 @@ class Manifest:
     folder: Path | None = None
     # planned artifacts this machine could not make, "target/format" -> why (e.g. no C++ compiler)
     skipped: dict[str, str] = field(default_factory=dict)
+    # runtime -> what an app should know to run these files there (NOTES when exported; empty in
+    # manifests written before notes existed)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def checkpoint_path(self, artifacts: str | os.PathLike | None = None) -> Path:
         """The checkpoint this export was made from, on this machine (see ``checkpoint_path``)."""

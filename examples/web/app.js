@@ -4,7 +4,7 @@
 // MNIST, and returns probabilities float32 (1, 10) and label int64 (1,) (a BigInt in JS).
 import * as ort from "/ort/ort.wasm.min.mjs";
 
-ort.env.wasm.wasmPaths = new URL("/ort/", location.href).href; // must be an absolute URL
+ort.env.wasm.wasmPaths = new URL("/ort/", location.href).href; // absolute; unset or "/ort/" work too
 ort.env.wasm.numThreads = 1;
 const MODEL_URL = "/models/deep_mnist_uint8.onnx";
 const BRUSH = 22; // pen width in pad pixels: a 280x280 pad is 10x MNIST's 28x28, strokes ~2 px there
