@@ -343,7 +343,10 @@ def test_thread_list_and_streams_make_their_own_cases():
         (r, t, s) for r in ("torch-eager", "onnxruntime") for t in (1, 2) for s in (1, 2)
     )
     assert len({c.id for c in all_cases}) == len(all_cases)
-    assert BenchConfig(threads=(0, 1, 0)).thread_counts[1:] in ((1,), ())  # 0 resolved, no repeats
+    # 0 resolved, no repeats (on one core 0 is 1); a count given twice is refused
+    assert BenchConfig(threads=(0, 1)).thread_counts[1:] in ((1,), ())
+    with pytest.raises(ValueError, match="--threads 0,1,0: 0 is given twice"):
+        BenchConfig(threads=(0, 1, 0))
 
 
 def test_streams_run_concurrently_each_with_its_own_session(worker):
