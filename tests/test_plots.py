@@ -17,6 +17,7 @@ from PIL import Image
 from bench import plots
 from bench.plots import PlotError, main, read_samples, runtime_colours, write_plots
 from bench.results import ResultRow, ResultsError, frame_from_rows, read_results, write_results
+from bench.sidecar import SidecarError
 
 CHARTS = ("throughput", "layers", "roofline", "single-stream")
 MAX_PNG_BYTES = 300_000  # the brief's size budget per chart
@@ -384,7 +385,7 @@ def test_cli_writes_charts_beside_the_csv(tmp_path: Path, capsys: pytest.Capture
         ("missing", "no such file"),
         ("all-skipped", "no ok rows"),
         ("bad-json", "cannot read the results sidecar"),
-        ("bad-samples", "single_stream_samples_ms must map"),
+        ("bad-samples", "single_stream_samples_ms['a/cpu'][0] is 'slow'; expected a positive number"),
     ],
 )
 def test_cli_bad_input_exits_2_naming_the_file(
@@ -414,7 +415,9 @@ def test_read_samples_absent_file_or_key(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps({plots.SAMPLES_KEY: {"x/cuda": [1, 2.5]}}))
     assert read_samples(tmp_path / "b.json") == {"x/cuda": [1, 2.5]}
     (tmp_path / "c.json").write_text(json.dumps({plots.SAMPLES_KEY: [1, 2]}))
-    with pytest.raises(PlotError, match=r"c\.json"):
+    with pytest.raises(
+        SidecarError, match=r"c\.json: single_stream_samples_ms is \[1, 2\]; expected an object"
+    ):
         read_samples(tmp_path / "c.json")
 
 

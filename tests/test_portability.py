@@ -109,7 +109,7 @@ def test_a_worker_killed_by_a_signal_is_named():
     ("args", "phrase"),
     [
         (["--consumers", "onnxruntime,nonesuch"], "--consumers: unknown nonesuch"),
-        (["--batch-sizes", "1,x"], "--batch-sizes '1,x': whole numbers"),
+        (["--batch-sizes", "1,x"], "--batch-sizes '1,x': 'x' is not an integer"),
         (["--images", "0"], "--images between 1 and 10000"),
     ],
 )
