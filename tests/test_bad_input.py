@@ -595,10 +595,14 @@ def test_aoti_build_folder_is_private_and_never_followed(tmp_path, monkeypatch):
 
 
 def test_export_force_replaces_the_old_export_whole(exported, tmp_path):
-    """--force over an existing export: the new one is swapped in, nothing staged is left over.
-    (CXX names no compiler, so AOTInductor is skipped and the run stays short.)"""
+    """--force over an existing export: the new one is swapped in, nothing staged is left over, and
+    a file an older export listed is gone. (CXX names no compiler, so AOTInductor is skipped and
+    the run stays short.)"""
     out = tmp_path / "export"
     shutil.copytree(exported.folder, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"].append({**manifest["artifacts"][0], "file": "stale-extra.txt"})
+    (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "stale-extra.txt").write_text("from an older export\n")
     env = {**os.environ, "CXX": str(tmp_path / "no-such-g++")}
     command = [sys.executable, "-m", "bench", "export", "--force", "--no-progress", "--out", str(out),
