@@ -169,8 +169,8 @@ GZIP = [
 
 CHECKPOINT = [
     Case("export-accuracy-text", "export --no-progress --checkpoint {acc_text} --out {tmp}/e-text", 2,
-         "acc-text.safetensors: damaged checkpoint metadata (test_accuracy 'high' is not a number)", ("acc_text",)),
-    Case("evaluate-accuracy-text", "evaluate {acc_text}", 2, "test_accuracy 'high' is not a number", ("acc_text",)),
+         "acc-text.safetensors: damaged checkpoint metadata (test_accuracy 'high' is not a fraction", ("acc_text",)),
+    Case("evaluate-accuracy-text", "evaluate {acc_text}", 2, "test_accuracy 'high' is not a fraction", ("acc_text",)),
 ]  # fmt: skip
 
 ROUNDS = [
