@@ -149,6 +149,40 @@ def measure_peak_gflops_onnxruntime(
     return 2 * size**3 / seconds / 1e9
 
 
+def measure_peak_gflops_onnxruntime_conv(
+    shape: tuple[int, int, int] = CPU_CONV_SHAPE,
+    repeats: int = CPU_MATMUL_REPEATS,
+    threads: int | None = None,
+) -> float:
+    """Float32 peak of a 3x3 convolution on the CPU through onnxruntime's Conv (MLAS), GFLOP/s: the
+    shape of ``measure_peak_gflops_conv``, ``threads`` intra-op threads (default: torch's). ONNX
+    Runtime's convolutions run their own kernels, which on some CPUs outrun its MatMul and torch's."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporters.onnxrt import cpu_session
+
+    batch, channels, size = shape
+    if min(batch, channels, size, repeats) < 1:
+        raise ValueError(f"shape and repeats must be >= 1, got {shape}, {repeats}")
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.random((channels, channels, 3, 3), dtype=np.float32), "w")
+    dims = [batch, channels, size, size]
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
+    feed = {"x": rng.random(dims, dtype=np.float32)}
+    seconds = _best_seconds(lambda: session.run(None, feed), torch.device("cpu"), repeats)
+    return 2 * batch * channels * size * size * channels * 9 / seconds / 1e9
+
+
 def measure_peak_gops_int8(
     size: int = CPU_MATMUL_SIZE, repeats: int = CPU_MATMUL_REPEATS, threads: int | None = None
 ) -> dict[str, float]:
@@ -252,6 +286,9 @@ def rows_above_own_roof(rows: list[dict], rooflines: dict[str, dict]) -> list[st
     return bad
 
 
+# The float32 candidates: the roof is the best of them.
+FP32_CANDIDATES = ("torch.mm", "onnxruntime MatMul", "torch conv2d", "onnxruntime Conv")
+
 # Reduced-precision roofs measured on CUDA (tensor-core products).
 CUDA_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -265,6 +302,7 @@ def measure_roofline(device: str) -> Roofline:
 
         peaks["onnxruntime MatMul"] = measure_peak_gflops_onnxruntime()
         peaks["torch conv2d"] = measure_peak_gflops_conv()
+        peaks["onnxruntime Conv"] = measure_peak_gflops_onnxruntime_conv()
         int8 = measure_peak_gops_int8()
         peaks.update({f"int8 {how}": value for how, value in int8.items()})
         precision_peaks["int8"] = max(int8.values())
@@ -275,7 +313,7 @@ def measure_roofline(device: str) -> Roofline:
     else:
         for name, dtype in CUDA_PRECISIONS.items():
             precision_peaks[name] = measure_peak_gflops(device, dtype=dtype)
-    fp32 = max(v for how, v in peaks.items() if how in ("torch.mm", "onnxruntime MatMul", "torch conv2d"))
+    fp32 = max(v for how, v in peaks.items() if how in FP32_CANDIDATES)
     return Roofline(device, fp32, measure_bandwidth_gbs(device), peaks, precision_peaks)
 
 
