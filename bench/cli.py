@@ -18,6 +18,7 @@ from models.errors import (
     Terminated,
     UserError,
     is_out_of_space,
+    parse_int,
     terminate_as_interrupt,
 )
 
@@ -197,13 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipe", default="fast", choices=sorted(RECIPES), help="training recipe (default: fast)"
     )
-    p.add_argument("--steps", type=int, help="override the recipe's number of steps")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--steps", type=parse_int, help="override the recipe's number of steps")
+    p.add_argument("--batch-size", type=parse_int, help="override the recipe's batch size")
     p.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=parse_int, help="random seed (default 0)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="override the recipe's training precision")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--threads", type=parse_int, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--checkpoint-every", type=parse_int, help="steps between checkpoints")
     p.add_argument(
         "--out",
         metavar="PATH",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bench.js_host import NODE_MODULES, NPM_INSTALL, StaticServer, web_mounts
-from models.errors import UserError
+from models.errors import UserError, parse_int
 from models.paths import REPO_ROOT
 
 WEB_APP = REPO_ROOT / "examples" / "web"
@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--artifacts", metavar="DIR", help="artifacts folder (default $DEEPMNIST_ARTIFACTS or ./artifacts)"
     )
     p.add_argument(
-        "--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)"
+        "--port", type=parse_int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)"
     )
     p.set_defaults(func=_cmd)
 

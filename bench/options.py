@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 from bench.results import check_writable_dir
 from bench.runtimes import DEVICES, RUNTIMES
-from models.errors import OptionError, UserError, check_number, max_threads
+from models.errors import OptionError, UserError, check_number, max_threads, parse_int
 from models.layers import TARGETS
 from models.paths import REPO_ROOT
 
@@ -34,21 +33,6 @@ FULL_PRESET = ("tails", "full_loop", "server")  # the BenchConfig switches that 
 def option(default: Any, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None):
     """A BenchConfig field with the text of its flag (``help``) and, optionally, its choices."""
     return field(default=default, metadata={"help": help, "metavar": metavar, "choices": choices})
-
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
-def parse_int(text: str) -> int:
-    """An integer in ASCII digits, for every integer list (``--batch-sizes`` of bench, compare, history
-    and portability) and bench's integer options: ``int`` alone also takes '١٢' and '１２', and
-    ``str.isdigit`` says yes to '²', which ``int`` then refuses. ValueError if not."""
-    if not _INTEGER.fullmatch(text.strip()):
-        raise ValueError(f"{text!r} is not an integer")
-    return int(text)
-
-
-parse_int.__name__ = "int"  # argparse: "invalid int value: 'x'"
 
 
 def parse_list(text: str | None, kind: type = str, name: str = "list") -> tuple | None:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from exporters.manifest import OPENVINO_BF16
+from models.errors import parse_int
 from models.paths import REPO_ROOT
 
 BATCH_SIZES = (1, 100)
@@ -719,10 +720,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="default 1,100")
     p.add_argument(
-        "--images", type=int, default=DEFAULT_IMAGES, help="first N test images (default all 10,000)"
+        "--images", type=parse_int, default=DEFAULT_IMAGES, help="first N test images (default all 10,000)"
     )
-    p.add_argument("--threads", type=int, default=1, help="threads per consumer (default 1)")
-    p.add_argument("--repeats", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=parse_int, default=1, help="threads per consumer (default 1)")
+    p.add_argument("--repeats", type=parse_int, default=1, metavar="N",
                    help=f"run each consumer x model in N fresh processes, the worst figures and the agreement "
                    f"range of them in each row (default 1, at most {MAX_REPEATS})")  # fmt: skip
     p.add_argument(

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from models.data import load_mnist, to_input
+from models.errors import parse_int
 from models.network import DeepMNIST
 from models.train import RECIPES, train
 
@@ -37,7 +38,7 @@ def bare_loop(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=parse_int, default=400)
     parser.add_argument("--out", default="/tmp/deepmnist-loop-speed.safetensors", help="scratch checkpoint")
     args = parser.parse_args()
     mnist = load_mnist()

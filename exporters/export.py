@@ -59,7 +59,7 @@ from exporters.wrappers import Uint8Classifier, layer_example, single_layer
 from models.atomic import sha256_file
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.data import MNIST, to_input
-from models.errors import CheckFailed, is_out_of_space
+from models.errors import CheckFailed, is_out_of_space, parse_int
 from models.network import LAYER_NAMES, LAYERS, DeepMNIST, trace_layers
 from models.outputs import claim_folder, special_kind
 from models.paths import export_dir
@@ -504,7 +504,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", metavar="PATH", help="checkpoint (default: the default recipe's in <artifacts>)"
     )
     p.add_argument("--out", metavar="DIR", help="export folder (default <artifacts>/export)")
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    p.add_argument("--opset", type=parse_int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     p.add_argument("--force", action="store_true", help="export again even if up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_export)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -80,6 +81,21 @@ def shown(value: object, limit: int = 60) -> str:
     200 kB string) with its length said."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 10]}... ({len(text):,} characters)"
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(text: str) -> int:
+    """An integer in ASCII digits, for every integer list (``--batch-sizes`` of bench, compare, history
+    and portability) and every integer option of every command: ``int`` alone also takes '١٢' and '１２', and
+    ``str.isdigit`` says yes to '²', which ``int`` then refuses. ValueError if not."""
+    if not _INTEGER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
+parse_int.__name__ = "int"  # argparse: "invalid int value: 'x'"
 
 
 def check_number(

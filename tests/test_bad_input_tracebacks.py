@@ -153,6 +153,15 @@ NUMBERS = [
          f"--batch-sizes 1{'0' * 49}... (400 characters): must be at most"),
     Case("bench-rounds-superscript", f"bench {BENCH} --results-dir {{tmp}}/r --max-rounds ²", 2,
          "invalid int value: '²'"),
+    # every other integer option reads ASCII digits only (int() alone takes Arabic-Indic and fullwidth)
+    Case("train-steps-arabic-indic", "train --steps ١٢ --out {tmp}/t.safetensors", 2, "invalid int value: '١٢'"),
+    Case("train-seed-fullwidth", "train --seed １ --out {tmp}/t.safetensors", 2, "invalid int value: '１'"),
+    Case("export-opset-fullwidth", "export --no-progress --opset １８ --out {tmp}/e-opset", 2,
+         "invalid int value: '１８'"),
+    Case("portability-threads-arabic-indic", "portability --threads ١ --no-progress", 2, "invalid int value: '١'"),
+    Case("portability-repeats-fullwidth", "portability --repeats ２ --no-progress", 2, "invalid int value: '２'"),
+    Case("portability-images-superscript", "portability --images ² --no-progress", 2, "invalid int value: '²'"),
+    Case("demo-port-fullwidth", "demo --port ８０００", 2, "invalid int value: '８０００'"),
 ]  # fmt: skip
 
 GZIP = [
