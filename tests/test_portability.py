@@ -180,11 +180,6 @@ def _stale(matrices: dict[str, list[Row]], checkpoint: str, listed: dict[str, st
     return problems
 
 
-@pytest.mark.xfail(
-    strict=True,  # passes, so fails here, once the matrix is regenerated: then remove this mark
-    reason="known stale (issue 22): the committed portability matrix predates the reference run's "
-    "checkpoint; regenerate it with deepmnist portability (docs/apps-and-portability.md)",
-)
 def test_the_committed_matrix_is_of_the_committed_model():
     """A stale matrix cannot stay: the newest committed matrix, and every one the docs show, must
     be of the model that the committed reference results are of.
@@ -290,11 +285,6 @@ def test_repeats_run_fresh_processes(exported, tmp_path):
     assert "--repeats 3" in path.with_suffix(".md").read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,  # passes, so fails here, once the matrix is regenerated: then remove this mark
-    reason="known stale (issue 22): the committed portability matrix predates the reference run's "
-    "checkpoint; regenerate it with deepmnist portability (docs/apps-and-portability.md)",
-)
 def test_the_committed_opencv_4_run_shows_its_nondeterminism():
     """OpenCV 4.14 on the int8 model at the larger batch, in fresh processes: the committed run says
     how far the agreement ranged, and the note says the outputs differ from process to process."""
