@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -110,7 +111,7 @@ def measure_peak_gflops_conv(
     w = torch.rand(channels, channels, 3, 3, generator=gen)
     with torch.inference_mode():
         seconds = _best_seconds(lambda: torch.conv2d(x, w, padding=1), torch.device("cpu"), repeats)
-    return 2 * batch * channels * size * size * channels * 9 / seconds / 1e9
+    return _conv3x3_flop(shape) / seconds / 1e9
 
 
 def measure_bandwidth_gbs(device: str, nbytes: int | None = None, repeats: int = 5) -> float:
@@ -127,6 +128,24 @@ def measure_bandwidth_gbs(device: str, nbytes: int | None = None, repeats: int =
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
+def _onnxruntime_best_seconds(graph: Any, feed: dict, threads: int | None, repeats: int) -> float:
+    """The shortest of ``repeats`` timed runs (s) of the one-node ONNX ``graph`` (opset 18) on
+    ``feed``, in an onnxruntime CPU session of ``threads`` intra-op threads (default: torch's)."""
+    from onnx import helper
+
+    from exporters.onnxrt import cpu_session
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
+    return _best_seconds(lambda: session.run(None, feed), torch.device("cpu"), repeats)
+
+
+def _conv3x3_flop(shape: tuple[int, int, int]) -> int:
+    """FLOP of one 3x3 convolution, padding 1, ``channels`` in and out, on ``(batch, channels, size)``."""
+    batch, channels, size = shape
+    return 2 * batch * channels * size * size * channels * 9
+
+
 def measure_peak_gflops_onnxruntime(
     size: int = CPU_MATMUL_SIZE, repeats: int = CPU_MATMUL_REPEATS, threads: int | None = None
 ) -> float:
@@ -135,18 +154,13 @@ def measure_peak_gflops_onnxruntime(
     import numpy as np
     from onnx import TensorProto, helper
 
-    from exporters.onnxrt import cpu_session
-
     if size < 1 or repeats < 1:
         raise ValueError(f"size and repeats must be >= 1, got {size}, {repeats}")
     spec = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in "abc"]
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", spec[:2], spec[2:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
     rng = np.random.default_rng(0)
     feed = {name: rng.random((size, size), dtype=np.float32) for name in "ab"}
-    seconds = _best_seconds(lambda: session.run(None, feed), torch.device("cpu"), repeats)
-    return 2 * size**3 / seconds / 1e9
+    return 2 * size**3 / _onnxruntime_best_seconds(graph, feed, threads, repeats) / 1e9
 
 
 def measure_peak_gflops_onnxruntime_conv(
@@ -159,8 +173,6 @@ def measure_peak_gflops_onnxruntime_conv(
     Runtime's convolutions run their own kernels, which on some CPUs outrun its MatMul and torch's."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
-
-    from exporters.onnxrt import cpu_session
 
     batch, channels, size = shape
     if min(batch, channels, size, repeats) < 1:
@@ -176,11 +188,8 @@ def measure_peak_gflops_onnxruntime_conv(
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
         [weight],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
     feed = {"x": rng.random(dims, dtype=np.float32)}
-    seconds = _best_seconds(lambda: session.run(None, feed), torch.device("cpu"), repeats)
-    return 2 * batch * channels * size * size * channels * 9 / seconds / 1e9
+    return _conv3x3_flop(shape) / _onnxruntime_best_seconds(graph, feed, threads, repeats) / 1e9
 
 
 def measure_peak_gops_int8(
@@ -192,16 +201,12 @@ def measure_peak_gops_int8(
     import numpy as np
     from onnx import TensorProto, helper
 
-    from exporters.onnxrt import cpu_session
-
     if size < 1 or repeats < 1:
         raise ValueError(f"size and repeats must be >= 1, got {size}, {repeats}")
     types = {"a": TensorProto.UINT8, "b": TensorProto.INT8, "c": TensorProto.INT32}
     spec = {name: helper.make_tensor_value_info(name, t, [size, size]) for name, t in types.items()}
     node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
     graph = helper.make_graph([node], "matmul_int8", [spec["a"], spec["b"]], [spec["c"]])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    session = cpu_session(model.SerializeToString(), threads or torch.get_num_threads())
     rng = np.random.default_rng(0)
     feed = {
         "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
@@ -211,7 +216,7 @@ def measure_peak_gops_int8(
     peaks = {
         "onnxruntime MatMulInteger": 2
         * size**3
-        / _best_seconds(lambda: session.run(None, feed), cpu, repeats)
+        / _onnxruntime_best_seconds(graph, feed, threads, repeats)
         / 1e9
     }
     a = torch.from_numpy(feed["b"].copy())

@@ -592,11 +592,13 @@ def run(
         driver.reroof(higher_roofs(rooflines, again))
         # a row above its own roof means every pass so far met a slow minute of a drifting machine:
         # measure again (at most EXTRA_ROOF_PASSES times) rather than publish a row above its roof
-        while len(passes) < 2 + EXTRA_ROOF_PASSES and (above := driver.rows_above_roof()):
+        above = driver.rows_above_roof()
+        while above and len(passes) < 2 + EXTRA_ROOF_PASSES:
             driver.say(f"{len(above)} rows above their roof ({above[0]}): rooflines again")
             passes.append(measure_rooflines(config, out))
             driver.reroof(higher_roofs(driver.result.rooflines, passes[-1]))
-        if above := driver.rows_above_roof():
+            above = driver.rows_above_roof()
+        if above:
             driver.say(
                 f"{len(above)} rows still above their roof after {len(passes)} passes: {'; '.join(above)}"
             )
