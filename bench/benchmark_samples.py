@@ -1,7 +1,7 @@
 """Handing pytest-benchmark samples timed elsewhere: the one place its internals are used.
 
 pytest-benchmark times one function per test; the matrix times a group's runtimes together in
-interleaved rounds (``bench.run``), so each test hands over samples it did not time. There is no
+interleaved rounds (``bench.harness.run``), so each test hands over samples it did not time. There is no
 public call for that (``pedantic`` times a function itself), so ``record_samples`` does what
 ``BenchmarkFixture.pedantic`` does with its own samples: ``_make_stats(iterations)``, then
 ``update`` per sample, and it marks the fixture used (``_mode``) so pytest-benchmark neither

@@ -40,6 +40,7 @@ def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
 
 
 def _load_data(args: argparse.Namespace):
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from models.data import load_mnist
 
     return load_mnist(data_dir=args.data_dir, artifacts=args.artifacts)
@@ -49,6 +50,7 @@ def _load_data(args: argparse.Namespace):
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from models.data import load_mnist, summary
 
     load_mnist(data_dir=args.data_dir, artifacts=args.artifacts, refresh=args.refresh, wheel=args.wheel)
@@ -64,8 +66,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.results import utc_timestamp
-    from bench.training_summary import (
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    from bench.report.training_summary import (
         accuracy_label,
         check_summary_path,
         load_average,
@@ -73,6 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         training_summary,
         write_summary,
     )
+
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    from bench.results.store import utc_timestamp
     from models.checkpoint import check_checkpoint_path
     from models.train import ACCURACY_TARGETS, default_checkpoint_path, recipe_config, time_to_accuracy, train
 
@@ -126,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from models.checkpoint import load_checkpoint
     from models.data import to_input
     from models.train import accuracy
@@ -143,31 +151,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Runs the matrix through ``bench.run.run`` (the same library ``pytest bench/`` adapts), prints
+    """Runs the matrix through ``bench.harness.run.run`` (the same library ``pytest bench/`` adapts), prints
     the tables and where the files went. Exit status: 0 all ok or skipped, 1 a case failed, crashed
     or timed out (its row says why), 2 bad options, 130 interrupted (the rows so far are written)."""
-    from bench.options import config_from
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    from bench.harness.options import config_from
 
     try:
         config = config_from(lambda name: getattr(args, name))
     except ValueError as e:
         raise UserError(str(e)) from None
     if config.self_check:
-        from bench.selfcheck import self_check
+        # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+        from bench.checks.selfcheck import self_check
 
         return self_check(config)
-    from bench.results import frame_from_rows
-    from bench.run import run
-    from bench.tables import render
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    from bench.harness.run import run
+    from bench.report.write import write_run
 
-    result = run(config)
-    print(render(frame_from_rows(result.rows)), end="")
+    result = write_run(run(config), sys.stderr)
+    print(result.tables, end="")
     if result.path:
         print(f"\nCSV:      {result.path}")
         print(f"table:    {result.path.with_suffix('.md')}")
         print(f"metadata: {result.path.with_suffix('.json')}")
         for plot in result.plots:
             print(f"plot:     {plot}")
+    if result.interruption is not None:  # after writing: main says so and exits 130 (143: SIGTERM)
+        print(f"the rows measured so far are in {result.path}", file=sys.stderr)
+        raise result.interruption
     bad = [row for row in result.rows if row.status not in ("ok", "skipped")]
     if bad:
         print(f"{len(bad)} case(s) not measured: " + "; ".join(f"{r.runtime} {r.target} b{r.batch_size}: "
@@ -179,6 +193,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from models.train import RECIPES
 
     parser = argparse.ArgumentParser(
@@ -226,18 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="run the benchmark matrix (the library pytest bench/ also runs)")
-    from bench.options import add_cli_options
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    from bench.harness.options import add_cli_options
 
     add_cli_options(p)
     p.set_defaults(func=cmd_bench)
 
-    from bench.compare import add_parser as add_compare
-    from bench.demo import add_parser as add_demo
-    from bench.history import add_parser as add_history
-    from bench.plots import add_parser as add_plot
-    from bench.portability import add_parser as add_portability
-    from bench.report_html import add_parser as add_report
-    from bench.training_summary import add_parser as add_train_summary
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
+    from bench.portability.demo import add_parser as add_demo
+    from bench.portability.matrix import add_parser as add_portability
+    from bench.report.compare import add_parser as add_compare
+    from bench.report.history import add_parser as add_history
+    from bench.report.html import add_parser as add_report
+    from bench.report.plots import add_parser as add_plot
+    from bench.report.training_summary import add_parser as add_train_summary
     from exporters.export import add_parser as add_export
     from exporters.predict import add_parser as add_predict
 

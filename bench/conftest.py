@@ -1,7 +1,7 @@
-"""pytest plugin for the benchmark suite: a thin adapter over ``bench.run.run``.
+"""pytest plugin for the benchmark suite: a thin adapter over ``bench.harness.run.run``.
 
 ``pytest bench/ --benchmark-only [--runtimes ...] [--devices ...] [--targets ...] ...``: the options
-are generated from ``BenchConfig`` (``bench.options``), the same as ``deepmnist bench``'s flags.
+are generated from ``BenchConfig`` (``bench.harness.options``), the same as ``deepmnist bench``'s flags.
 The selected cases (after ``-k``) are measured by one ``run()`` when the first test needs them;
 each test then hands pytest-benchmark the samples ``run()`` measured for its case, so its tables
 and ``--benchmark-json`` show the numbers of the CSV. pytest-benchmark's own options still apply.
@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from bench.clock import clock_for
-from bench.core import cases
-from bench.options import BenchConfig, add_pytest_options, config_from
-from models.errors import UserError
+from bench.harness.clock import clock_for
+from bench.harness.matrix import cases
+from bench.harness.options import BenchConfig, add_pytest_options, config_from
+from models.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError
 
 CONFIG = pytest.StashKey[BenchConfig]()
 RUN = pytest.StashKey[object]()
@@ -64,7 +64,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def bench_run(request: pytest.FixtureRequest):
     """The whole run, measured once, with progress on the terminal."""
-    from bench.run import run
+    # deliberate: collecting the matrix imports no runtime; the run loads them when it starts
+    # deliberate: collecting the matrix imports no runtime; the run loads them when it starts
+    from bench.harness.run import run
+    from bench.report.write import write_run
 
     config = request.config
     capture = config.pluginmanager.getplugin("capturemanager")
@@ -72,10 +75,15 @@ def bench_run(request: pytest.FixtureRequest):
         with capture.global_and_fixture_disabled():
             # sys.stderr read here, with capture off: the terminal (run's default was bound at import,
             # when pytest's capture held sys.stderr, and its progress lines went nowhere)
-            result = run(config.stash[CONFIG], config.stash.get(SELECTED, []), out=sys.stderr)
+            result = write_run(run(config.stash[CONFIG], config.stash.get(SELECTED, []), out=sys.stderr))
     except UserError as e:  # a tampered export, a bad checkpoint: one line and exit 2, no traceback
         pytest.exit(f"deepmnist bench: error: {e}", returncode=2)
     config.stash[RUN] = result
+    if result.interruption is not None:  # written above: the rows so far are kept
+        code = EXIT_TERMINATED if isinstance(result.interruption, Terminated) else EXIT_INTERRUPTED
+        pytest.exit(
+            f"deepmnist bench: interrupted; the rows measured so far are in {result.path}", returncode=code
+        )
     return result
 
 

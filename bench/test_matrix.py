@@ -1,6 +1,6 @@
 """The benchmark matrix: runtime x device x target x batch size (x timing on CUDA, x scenario).
 
-One test per case. ``bench.run.run`` measures all selected cases at once (each runtime in its own
+One test per case. ``bench.harness.run.run`` measures all selected cases at once (each runtime in its own
 worker process, the runtimes of a group in interleaved rounds); each test reports its case: the
 samples go to pytest-benchmark, a skipped case is skipped with its reason, and a failed, crashed
 or timed-out case fails with the reason of its row (the CSV has the same).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from bench import benchmark_samples
-from bench.core import Case
+from bench.harness.matrix import Case
 
 
 def test_case(case: Case, bench_run, benchmark) -> None:

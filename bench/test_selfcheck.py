@@ -1,6 +1,6 @@
 """Self-check of the harness itself (``deepmnist bench --self-check`` prints the same checks;
 ``pytest bench/ --benchmark-only --self-check`` runs them as tests); not part of the matrix.
-The checks live in ``bench.selfcheck``; these tests only hold them to their budgets."""
+The checks live in ``bench.checks.selfcheck``; these tests only hold them to their budgets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from bench import selfcheck
+from bench.checks import selfcheck
 
 pytestmark = pytest.mark.selfcheck
 

@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +54,16 @@ from exporters.manifest import (
     portable_checkpoint,
 )
 from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF
-from exporters.registry import FORMATS, TOLERANCE, WriteContext
+from exporters.registry import FORMATS, TOLERANCE, Parity, Step, WriteContext
 from exporters.wrappers import Uint8Classifier, layer_example, single_layer
-from models.atomic import sha256_file
+from models.atomic import sha256_file, special_kind
 from models.checkpoint import Checkpoint, load_checkpoint
-from models.data import MNIST, to_input
+from models.data import MNIST, load_mnist, to_input
 from models.errors import CheckFailed, is_out_of_space, parse_int
 from models.network import LAYER_NAMES, LAYERS, DeepMNIST, trace_layers
-from models.outputs import claim_folder, special_kind
+from models.outputs import claim_folder
 from models.paths import export_dir
+from models.train import default_checkpoint_path
 
 MODEL_ONNX = "deep_mnist.onnx"
 UINT8_ONNX = "deep_mnist_uint8.onnx"
@@ -89,24 +90,6 @@ class ExportConfig:
     # the artifacts root the manifest names the checkpoint relative to (None: $DEEPMNIST_ARTIFACTS
     # or <checkout>/artifacts)
     artifacts: str | os.PathLike | None = None
-
-
-@dataclass(frozen=True)
-class Parity:
-    target: str
-    format: str
-    max_abs_diff: float
-    agreement: float | None  # argmax agreement with eager (model artifacts)
-    images: int
-    accuracy: float | None = None  # test accuracy of the artifact (model artifacts)
-    reference_accuracy: float | None = None  # test accuracy of eager PyTorch (float32)
-
-    @property
-    def ok(self) -> bool:
-        """The format's own test (``ExportFormat.passes``): float32 artifacts max |diff| <=
-        TOLERANCE and 100% agreement; onnx-int8 test accuracy within 0.2 points of float32's;
-        onnx-fp16 argmax agreement >= 99.5%."""
-        return FORMATS[self.format].passes(self)
 
 
 def _producer() -> dict[str, str]:
@@ -140,23 +123,6 @@ def _metadata(ckpt: Checkpoint, target: str, meaning: str, outputs: str, fmt: st
 
 def _spec(name: str, shape: tuple[int, ...], dtype: str) -> list[TensorSpec]:
     return [TensorSpec(name, ["batch", *shape], dtype)]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One planned artifact. ``module`` and ``example`` are what a format made from PyTorch
-    exports; the int8 and fp16 ONNX files are made from deep_mnist.onnx, AOTInductor from the
-    torch.export program, so those steps come after the ones they derive from."""
-
-    target: str
-    format: str
-    file: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    meaning: str  # what the input is
-    out_meaning: str  # what the outputs are
-    module: torch.nn.Module | None = field(default=None, compare=False)
-    example: torch.Tensor | None = field(default=None, compare=False)
 
 
 def _plan(net: DeepMNIST) -> list[Step]:
@@ -511,8 +477,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from models.data import load_mnist
-    from models.train import default_checkpoint_path
 
     checkpoint = (
         Path(args.checkpoint) if args.checkpoint else default_checkpoint_path(artifacts=args.artifacts)

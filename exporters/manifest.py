@@ -31,7 +31,7 @@ MANIFEST = "manifest.json"
 
 # What an app should know to run these files in another runtime, keyed by runtime: written into
 # every manifest (``notes``) and said in docs/apps-and-portability.md ("Using the exported model in
-# your app"); bench/portability.py's KNOWN_CAUSES quotes the OpenVINO one for its matrix rows.
+# your app"); bench/portability/matrix.py's KNOWN_CAUSES quotes the OpenVINO one for its matrix rows.
 OPENVINO_BF16 = (
     "OpenVINO's CPU plugin computes in bf16 by default on CPUs with AVX512_BF16 "
     "(its INFERENCE_PRECISION_HINT reads bfloat16), float32 models included; "

@@ -30,11 +30,46 @@ from exporters.onnxrt import cpu_session
 from exporters.quantize import FP16_MIN_AGREEMENT, INT8_MAX_ACCURACY_DIFF, export_fp16, export_int8
 
 if TYPE_CHECKING:
-    from exporters.export import Parity, Step
-    from exporters.manifest import Artifact
+    from exporters.manifest import Artifact, TensorSpec
     from models.data import MNIST
 
 TOLERANCE = 1e-4  # max |difference| of float32 outputs against eager PyTorch
+
+
+@dataclass(frozen=True)
+class Parity:
+    target: str
+    format: str
+    max_abs_diff: float
+    agreement: float | None  # argmax agreement with eager (model artifacts)
+    images: int
+    accuracy: float | None = None  # test accuracy of the artifact (model artifacts)
+    reference_accuracy: float | None = None  # test accuracy of eager PyTorch (float32)
+
+    @property
+    def ok(self) -> bool:
+        """The format's own test (``ExportFormat.passes``): float32 artifacts max |diff| <=
+        TOLERANCE and 100% agreement; onnx-int8 test accuracy within 0.2 points of float32's;
+        onnx-fp16 argmax agreement >= 99.5%."""
+        return FORMATS[self.format].passes(self)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned artifact. ``module`` and ``example`` are what a format made from PyTorch
+    exports; the int8 and fp16 ONNX files are made from deep_mnist.onnx, AOTInductor from the
+    torch.export program, so those steps come after the ones they derive from."""
+
+    target: str
+    format: str
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    meaning: str  # what the input is
+    out_meaning: str  # what the outputs are
+    module: torch.nn.Module | None = field(default=None, compare=False)
+    example: torch.Tensor | None = field(default=None, compare=False)
+
 
 # A runner: the artifact's inputs (numpy arrays, in the order of its inputs) -> its outputs.
 Runner = Callable[..., list[np.ndarray]]

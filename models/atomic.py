@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, fsync, then rename.
 
-A crash or Ctrl-C leaves either the old file or the new one, never half a file.
+A crash or Ctrl-C leaves either the old file or the new one, never half a file. A target that is a
+FIFO, a socket or a device is refused (OutputError): the rename would replace the node.
 """
 
 from __future__ import annotations
@@ -8,18 +9,55 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from models.errors import UserError
+
+
+class OutputError(UserError):
+    """An output path that must not be written: a device or pipe, a folder of someone else's files,
+    a name that would land outside its folder."""
+
+
+# ----------------------------------------------------------------------------- special files
+
+
+def special_kind(path: str | os.PathLike) -> str | None:
+    """``"a FIFO (named pipe)"``, ``"a character device"``, ``"a block device"`` or ``"a socket"``
+    when ``path`` (or what a symbolic link there points to) is one; None otherwise (a regular file,
+    a folder, nothing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a dangling link, a NUL in the name
+        return None
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return None
+
+
+def refuse_special(path: str | os.PathLike, option: str = "", expected: str = "a regular file") -> Path:
+    """Raise OutputError when ``path`` is a FIFO, a socket or a device; return it as a Path."""
+    kind = special_kind(path)
+    if kind:
+        where = f"{option} {path}" if option else str(path)
+        raise OutputError(f"{where}: is {kind}, not {expected}; nothing written there")
+    return Path(path)
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces ``target``. A target
-    that is a FIFO, a socket or a device is refused (``models.outputs.OutputError``): the rename
+    that is a FIFO, a socket or a device is refused (``OutputError``): the rename
     would replace the node."""
-    from models.outputs import refuse_special
-
     target = refuse_special(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.atomic import atomic_path, sha256_file
+from models.atomic import atomic_path, refuse_special, sha256_file
 from models.errors import UserError, shown
 from models.network import MODEL_PARAMS, DeepMNIST
 
@@ -185,7 +185,6 @@ def check_checkpoint_path(path: str | os.PathLike) -> None:
     """Refuse, before training, a checkpoint path that cannot be written: a folder, a FIFO, socket or
     device (``models.outputs``), or a file in a folder (or the first existing folder above it)
     this process cannot write."""
-    from models.outputs import refuse_special
 
     path = Path(path)
     if path.is_dir():

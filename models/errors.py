@@ -95,6 +95,25 @@ def parse_int(text: str) -> int:
     return int(text)
 
 
+def parse_list(text: str | None, kind: type = str, name: str = "list") -> tuple | None:
+    """``"1, 64,256"`` -> ``(1, 64, 256)``; OptionError (a ValueError) naming a part that is not a ``kind``
+    (integers: ``parse_int``)."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise OptionError(f"{name} {text!r}: empty; give comma-separated values")
+    convert = parse_int if kind is int else kind
+    values = []
+    for part in parts:
+        try:
+            values.append(convert(part))
+        except ValueError:
+            what = "an integer" if kind is int else "a valid value"
+            raise OptionError(f"{name} {text!r}: {part!r} is not {what}") from None
+    return tuple(values)
+
+
 parse_int.__name__ = "int"  # argparse: "invalid int value: 'x'"
 
 

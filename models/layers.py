@@ -1,6 +1,6 @@
 """The network's layers, in forward order, with their shapes and cost: the one list of layer names.
 
-Torch-free, so the results tables and charts (``bench.compare``, ``bench.plots``) and the CLI help
+Torch-free, so the results tables and charts (``bench.report.compare``, ``bench.report.plots``) and the CLI help
 can import it without loading torch; ``models.network`` builds the modules under these names.
 """
 

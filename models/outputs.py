@@ -1,7 +1,7 @@
 """Where a command may write: the rules every output option shares (docs/errors.md).
 
 - **Only regular files are written.** An output that names a FIFO, a socket, or a character or
-  block device is refused (``refuse_special``): an atomic write would replace the node with a
+  block device is refused (``models.atomic.refuse_special``): an atomic write would replace the node with a
   regular file, a plain one would block on the pipe or feed the device. ``models.atomic`` checks
   every write; the commands check their options before any work.
 - **Never delete what the project did not write.** A folder a command fills and may replace
@@ -25,50 +25,13 @@ import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from models.errors import UserError
+from models.atomic import OutputError, atomic_write_text, refuse_special
 
 MARKER = ".deepmnist-output"  # {"command": "report", ...}: the folder was written by that command
 MARKER_MAX_BYTES = 4096
-
-
-class OutputError(UserError):
-    """An output path that must not be written: a device or pipe, a folder of someone else's files,
-    a name that would land outside its folder."""
-
-
-# ----------------------------------------------------------------------------- special files
-
-
-def special_kind(path: str | os.PathLike) -> str | None:
-    """``"a FIFO (named pipe)"``, ``"a character device"``, ``"a block device"`` or ``"a socket"``
-    when ``path`` (or what a symbolic link there points to) is one; None otherwise (a regular file,
-    a folder, nothing)."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):  # missing, a dangling link, a NUL in the name
-        return None
-    for test, kind in (
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return None
-
-
-def refuse_special(path: str | os.PathLike, option: str = "", expected: str = "a regular file") -> Path:
-    """Raise OutputError when ``path`` is a FIFO, a socket or a device; return it as a Path."""
-    kind = special_kind(path)
-    if kind:
-        where = f"{option} {path}" if option else str(path)
-        raise OutputError(f"{where}: is {kind}, not {expected}; nothing written there")
-    return Path(path)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -99,8 +62,6 @@ def read_marker(folder: Path) -> str | None:
 
 def write_marker(folder: str | os.PathLike, command: str) -> Path:
     """Mark ``folder`` as written by ``deepmnist COMMAND`` (its next run may replace it)."""
-    from models.atomic import atomic_write_text
-
     path = Path(folder) / MARKER
     record = {
         "command": command,

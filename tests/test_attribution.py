@@ -1,4 +1,4 @@
-"""bench.attribution on real runs: the trained network, its verified exports and real MNIST test
+"""bench.runtimes.attribution on real runs: the trained network, its verified exports and real MNIST test
 images, on onnxruntime, torch eager and TorchScript.
 
 Each runtime's per-layer profile must place time in every layer, leave little in "other", and
@@ -30,9 +30,9 @@ import onnx
 import pytest
 import torch
 
-from bench.attribution import OTHER, TOTAL, _OnnxLayerMap, profile_onnxruntime
-from bench.attribution_torch import profile_torch
-from bench.device import NO_CUDA, cuda_unavailable_reason
+from bench.runtimes.attribution import OTHER, TOTAL, _OnnxLayerMap, profile_onnxruntime
+from bench.runtimes.attribution_torch import profile_torch
+from bench.runtimes.device import NO_CUDA, cuda_unavailable_reason
 from exporters.export import is_up_to_date
 from exporters.manifest import ExportError, Manifest, load_manifest
 from exporters.onnxrt import cpu_session, session_options

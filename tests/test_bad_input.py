@@ -2,7 +2,7 @@
 phrase the message must contain, and the files that must be unchanged afterwards; no case may end
 in a traceback.
 
-Commands run in this process (``bench.cli.main``, ``bench.plots.main``) unless they start pytest
+Commands run in this process (``bench.cli.main``, ``bench.report.plots.main``) unless they start pytest
 (``deepmnist bench``), which runs as a child process as users run it. Read-only folders and full
 disks are real: tmpfs mounts (this needs root, as on CI); without them those cases are skipped
 with the reason. Exit codes: 0 ok, 1 a check failed, 2 bad input, 130 interrupted (docs/errors.md).
@@ -228,7 +228,7 @@ def places(tmp_path_factory, mnist, trained_checkpoint) -> dict[str, Path]:
 @dataclasses.dataclass(frozen=True)
 class Case:
     id: str
-    command: str  # arguments after `deepmnist` (or `python -m bench.plots`), {place} for paths
+    command: str  # arguments after `deepmnist` (or `python -m bench.report.plots`), {place} for paths
     code: int  # exit code
     phrase: str  # must appear in the error message
     unchanged: tuple[str, ...] = ()  # places (files or folders) that must be byte-identical after
@@ -400,7 +400,7 @@ def _run(case: Case, places: dict[str, Path], capsys) -> tuple[int, str]:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
         return proc.returncode, proc.stdout + proc.stderr
     if case.runner == "plots":
-        from bench.plots import main as plots_main
+        from bench.report.plots import main as plots_main
 
         entry = plots_main
     else:
@@ -486,7 +486,7 @@ def test_train_on_a_full_disk_is_refused_before_training(tmp_path, capsys):
 
 
 def test_bench_results_fall_back_to_the_temp_folder(readonly, tmp_path, capsys, monkeypatch):
-    from bench.results import ResultRow, write_results_or_fallback
+    from bench.results.store import ResultRow, write_results_or_fallback
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     row = ResultRow(run_id="r", timestamp_utc="2026-11-28T09:30:00Z", target="model", runtime="torch-eager",
@@ -626,6 +626,6 @@ def test_export_force_replaces_the_old_export_whole(exported, tmp_path):
 @pytest.mark.parametrize("path", BENCH_CSVS, ids=lambda p: p.name)
 def test_every_committed_results_csv_passes_the_checks(path):
     """The value checks refuse only what no run writes (a profile row's "other" share can be 0 ms)."""
-    from bench.results import read_results
+    from bench.results.store import read_results
 
     assert len(read_results(path)) > 0

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from bench.cli import main
-from bench.results import MEASURED_COLUMNS
+from bench.results.store import MEASURED_COLUMNS
 from models.checkpoint import Checkpoint, save_checkpoint
 from models.network import DeepMNIST
 from models.paths import REPO_ROOT

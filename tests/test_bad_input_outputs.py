@@ -234,7 +234,7 @@ SPECIAL_CASES = [
     for name, command, base in SPECIAL
 ]  # fmt: skip
 
-# a NUL in machine_id is refused by the sidecar's schema (bench/sidecar.py): exit 2, nothing written
+# a NUL in machine_id is refused by the sidecar's schema (bench/results/sidecar.py): exit 2, nothing written
 ESCAPES = [
     *(
         OutCase(f"history-machine-id-{name}", f"history {{hostile_{name}}} -o {{tmp}}/h-{name}",
@@ -329,7 +329,7 @@ def test_sigterm_to_bench_writes_the_rows_so_far(tmp_path) -> None:
     assert "Traceback" not in err, err
     assert proc.returncode == 143, err
     assert "deepmnist bench: terminated (SIGTERM)" in err and "the rows measured so far are in" in err, err
-    from bench.results import read_results
+    from bench.results.store import read_results
 
     (csv_path,) = results.glob("*.csv")
     rows = read_results(csv_path)
@@ -338,7 +338,8 @@ def test_sigterm_to_bench_writes_the_rows_so_far(tmp_path) -> None:
 
 
 def test_safe_names_and_inside() -> None:
-    from models.outputs import OutputError, inside, safe_name
+    from models.atomic import OutputError
+    from models.outputs import inside, safe_name
 
     assert safe_name("ad6d85c4dd35") == "ad6d85c4dd35"  # a machine_id as written stays as it is
     for hostile in ("../../..", "/etc/passwd", "a\x00b", "..", ".", "~abc", "<script>", "x" * 300):

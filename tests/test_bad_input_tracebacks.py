@@ -3,7 +3,7 @@ runner of tests/test_bad_input.py: each case gives the command, the exit code, a
 must contain and the files that must be unchanged; no case may print a traceback.
 
 - a run's JSON sidecar with a field of the wrong type, read by compare, history, report and plot
-  (one reader: ``bench.sidecar``);
+  (one reader: ``bench.results.sidecar``);
 - integers written in other digits than ASCII (``--batch-sizes ²``), and of 400 digits;
 - a corrupt ``.gz`` in ``data``/``evaluate --data-dir`` and ``predict``;
 - a checkpoint whose ``test_accuracy`` is text; ``bench --max-rounds 0``;
@@ -212,7 +212,7 @@ def test_bad_input(case: Case, places: dict[str, Path], trained_checkpoint, caps
 
 
 def test_every_committed_sidecar_fits_the_schema() -> None:
-    from bench.sidecar import read_sidecar
+    from bench.results.sidecar import read_sidecar
 
     sidecars = [p for p in (REPO_ROOT / "results").glob("*.json") if p.with_suffix(".csv").is_file()]
     assert len(sidecars) >= 5

@@ -54,7 +54,7 @@ def test_train_writes_its_summary(tmp_path, capsys, mnist):
     import math
     import re
 
-    from bench.training_summary import load_summary, render
+    from bench.report.training_summary import load_summary, render
     from models.atomic import sha256_file
     from models.checkpoint import load_checkpoint
 

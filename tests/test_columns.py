@@ -1,4 +1,4 @@
-"""bench.columns: one record per CSV column drives the CSV, the tables, the charts and the docs."""
+"""bench.results.columns: one record per CSV column drives the CSV, the tables, the charts and the docs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import analysis, columns, plots, results, tables
+from bench.report import analysis, cells, plots, tables
+from bench.results import columns
+from bench.results import store as results
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_docs_column_list_is_generated() -> None:
-    # regenerate with: python -m bench.columns > docs/columns.md
+    # regenerate with: python -m bench.results.columns > docs/columns.md
     assert (ROOT / "docs" / "columns.md").read_text(encoding="utf-8") == columns.markdown()
 
 
@@ -32,7 +34,7 @@ def test_every_consumer_reads_the_records() -> None:
     assert [renamed.get(n, n) for n in columns.NAMES] == analysis.TABLE_COLUMNS[: len(columns.NAMES)]
     # a number column is right-aligned in every table that shows it
     cell = {
-        name: tables._record_cell(columns.BY_NAME[name]) for name in ("throughput_ips", "runtime", "load_s")
+        name: cells.record_cell(columns.BY_NAME[name]) for name in ("throughput_ips", "runtime", "load_s")
     }
     assert cell["throughput_ips"].numeric and not cell["runtime"].numeric
     assert cell["load_s"]({"load_s": 0.12345}) == "0.123"  # the record's format ".3f"
@@ -51,13 +53,13 @@ def test_an_extra_record_becomes_a_field_with_its_default() -> None:
         "| `joules_per_image` | number, >= 0, may be empty | J | energy per image | memory (J / image) |"
     )
     # the record alone puts it in the memory table: CSV order, its format, dropped when empty
-    shown = tables.layout("memory", columns=(*columns.COLUMNS, record))
-    assert list(shown)[-1] == "J / image" and "J / image" not in tables._MEMORY_SHOWN
+    shown = cells.layout("memory", columns=(*columns.COLUMNS, record))
+    assert list(shown)[-1] == "J / image" and "J / image" not in tables.MEMORY_SHOWN
     line = {name: float("nan") for name in columns.NAMES} | {"host": "vm", "runtime": "x", "device": "cpu"}
     frame = pd.DataFrame([line | {"joules_per_image": 0.01234, "status": "ok", "reason": "", "timing": "compute",
                                   "precision": "fp32", "execution_provider": ""}])  # fmt: skip
-    assert tables._simple_cells(frame, shown)["J / image"] == ["0.012"]
-    assert "J / image" not in tables._simple_cells(frame.assign(joules_per_image=float("nan")), shown)
+    assert tables.simple_cells(frame, shown)["J / image"] == ["0.012"]
+    assert "J / image" not in tables.simple_cells(frame.assign(joules_per_image=float("nan")), shown)
 
 
 def test_the_records_name_known_tables_and_formats() -> None:
@@ -67,6 +69,6 @@ def test_the_records_name_known_tables_and_formats() -> None:
     assert named == set(columns.TABLES)
     for record in columns.COLUMNS:
         # an unknown spec reaches format(), which raises ValueError
-        assert tables._format(record.fmt)(record.dtype(1)), record.name
-    assert tables._format("%")(0.99312) == "99.31" and tables._format("MB")(3_302_223) == "3.3"
-    assert tables._format("+%")(-0.123) == "-12%" and tables._format("yes/no")(1.0) == "yes"
+        assert cells.column_format(record.fmt)(record.dtype(1)), record.name
+    assert cells.column_format("%")(0.99312) == "99.31" and cells.column_format("MB")(3_302_223) == "3.3"
+    assert cells.column_format("+%")(-0.123) == "-12%" and cells.column_format("yes/no")(1.0) == "yes"

@@ -1,4 +1,4 @@
-"""bench.analysis, bench.tables and bench.compare: speedups, skipped rows, rendering and the
+"""bench.report.analysis, bench.report.tables and bench.report.compare: speedups, skipped rows, rendering and the
 ``compare`` subcommand."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.analysis import comparison_tables
-from bench.compare import CompareError, add_parser
-from bench.machine import collect_machine
-from bench.results import ResultRow, ResultsError, frame_from_rows, read_results, write_results
-from bench.tables import render
+from bench.report.analysis import comparison_tables
+from bench.report.compare import CompareError, add_parser
+from bench.report.tables import render
+from bench.results.machine import collect_machine
+from bench.results.store import ResultRow, ResultsError, frame_from_rows, read_results, write_results
 from models.errors import UserError
 
 

@@ -1,7 +1,7 @@
 """CUDA: every runtime's CUDA path on a real GPU (skipped with the reason elsewhere), and the parts
-of the CUDA check (bench/cuda_check.sh, bench/cuda_check.py) that run on any machine.
+of the CUDA check (bench/checks/cuda_check.sh, bench/checks/cuda_check.py) that run on any machine.
 
-On a GPU machine, ``bash bench/cuda_check.sh`` runs this file first, then the CUDA matrix.
+On a GPU machine, ``bash bench/checks/cuda_check.sh`` runs this file first, then the CUDA matrix.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.clock import clock_for
-from bench.cuda_check import main as cuda_check_main
-from bench.cuda_check import predicted_copy_ms, reference_table
-from bench.device import NO_CUDA, cuda_unavailable_reason
-from bench.results import read_results
-from bench.roofline import Roofline, measure_roofline
+from bench.checks.cuda_check import main as cuda_check_main
+from bench.checks.cuda_check import predicted_copy_ms, reference_table
+from bench.harness.clock import clock_for
+from bench.harness.roofline import Roofline, measure_roofline
+from bench.results.store import read_results
 from bench.runtimes import RUNTIMES, Artifacts, Compilable, tolerance
+from bench.runtimes.device import NO_CUDA, cuda_unavailable_reason
 from models.checkpoint import load_checkpoint
 from models.data import to_input
 from models.paths import REPO_ROOT
@@ -106,7 +106,7 @@ def test_predicted_copy_time_adds_latency_and_bytes():
 
 
 def test_cuda_check_script_parses_and_documents_its_options():
-    script = REPO_ROOT / "bench" / "cuda_check.sh"
+    script = REPO_ROOT / "bench" / "checks" / "cuda_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     for variable in ("DEEPMNIST_PYTHON", "DEEPMNIST_CARRY", "DEEPMNIST_WHEELS", "DEEPMNIST_DEVICES"):

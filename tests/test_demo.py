@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from bench.js_host import NODE_MODULES, NPM_INSTALL
+from bench.runtimes.js_host import NODE_MODULES, NPM_INSTALL
 
 pytestmark = pytest.mark.skipif(
     not (NODE_MODULES / "onnxruntime-web").is_dir(), reason=f"onnxruntime-web not installed: {NPM_INSTALL}"

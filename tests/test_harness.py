@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import BenchConfig, Case, Planned, calibrate, cases, offline_rows, plan, schedule
-from bench.machine import collect_machine
-from bench.results import read_results
-from bench.roofline import rows_above_own_roof
-from bench.run import EXTRA_ROOF_PASSES
+from bench.harness.matrix import BenchConfig, Case, Planned, calibrate, cases, offline_rows, plan, schedule
+from bench.harness.roofline import rows_above_own_roof
+from bench.harness.run import EXTRA_ROOF_PASSES
+from bench.results.machine import collect_machine
+from bench.results.store import read_results
 from bench.runtimes import RUNTIMES, tolerance
 from models.paths import REPO_ROOT
 
@@ -95,7 +95,7 @@ def test_scenarios_cold_start_roofline_profile_and_plots(tmp_path, exported):
     single = ok[ok.scenario == "single-stream"]
     assert sorted(single.runtime) == ["onnxruntime", "torch-eager"]
     assert (single.batch_size == 1).all() and (single.rounds == 40).all() and (single.iterations == 1).all()
-    # 40 queries: no tail percentile has 10 samples beyond it (bench.stats.min_samples); empty, and why
+    # 40 queries: no tail percentile has 10 samples beyond it (bench.results.stats.min_samples); empty, and why
     tails = ["latency_ms_p90", "latency_ms_p99", "latency_ms_p999", "latency_ms_p99_ci_low"]
     assert single[tails].isna().all().all()
     assert all(note.startswith("p90/p99/p99.9 not reported: 40 samples") for note in single.note)
@@ -220,7 +220,7 @@ class _Log:
 
 
 def _entries(names: str, log: list[str], clock=lambda: 0.0) -> list:
-    from bench.worker import Entry
+    from bench.harness.worker import Entry
 
     return [Entry(Case("model", n, "cpu", 8), _Log(), lambda n=n: log.append(n), clock) for n in names]
 
@@ -264,7 +264,7 @@ def test_single_stream_plan_caps_queries_by_time():
 
 
 def test_offline_rows_take_the_best_batch():
-    from bench.results import ResultRow
+    from bench.results.store import ResultRow
 
     def row(runtime, batch, ips, **kw):
         return ResultRow(run_id="r", timestamp_utc="t", target="model", runtime=runtime, device="cpu",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.history import build_history
-from bench.machine import collect_machine
-from bench.results import ResultRow, write_results
-from bench.stats import Latency
+from bench.report.history import build_history
+from bench.results.machine import collect_machine
+from bench.results.stats import Latency
+from bench.results.store import ResultRow, write_results
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 REFERENCE = RESULTS / "20261128T124630Z-vm.csv"
@@ -146,7 +146,7 @@ def test_bad_input_to_history(
 def test_committed_history_of_one_machine_is_what_the_command_writes() -> None:
     """results/history-demo: three runs of one machine (with fingerprints), at three commits; its
     history/steps.md is the command's output (``deepmnist history results/history-demo``)."""
-    from bench.history import steps_markdown
+    from bench.report.history import steps_markdown
 
     demo = RESULTS / "history-demo"
     (history,) = build_history([str(demo)])

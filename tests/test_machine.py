@@ -1,4 +1,4 @@
-"""bench.machine and the machine-aware gate of ``deepmnist compare``, on the committed runs of two
+"""bench.results.machine and the machine-aware gate of ``deepmnist compare``, on the committed runs of two
 machines: the reference run and the same default run made on another machine."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.machine import STABLE_FIELDS, collect_machine, differences, machine_id, machine_of_run
+from bench.results.machine import STABLE_FIELDS, collect_machine, differences, machine_id, machine_of_run
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 REFERENCE = RESULTS / "20261128T124630Z-vm.csv"  # the reference machine's default run
@@ -213,10 +213,10 @@ def test_docs_show_what_the_gates_print(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_normalization_uses_the_peak_of_each_precision_where_both_runs_measured_one() -> None:
-    from bench.analysis import normalize_by_peak, peak_precisions
-    from bench.machine import Machine
-    from bench.results import frame_from_rows
-    from bench.tables import peak_note
+    from bench.report.analysis import normalize_by_peak, peak_precisions
+    from bench.report.tables import peak_note
+    from bench.results.machine import Machine
+    from bench.results.store import frame_from_rows
     from tests.test_compare import _timed
 
     rows = [_timed("onnxruntime", 1.0, 0.01), _timed("torch-eager-bf16", 1.0, 0.01, precision="bf16")]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import plots
-from bench.options import BenchConfig
-from bench.results import read_results
+from bench.harness.options import BenchConfig
+from bench.report import plots
+from bench.results.store import read_results
 from bench.runtimes import RUNTIMES
 
 
@@ -22,14 +22,15 @@ def numpy_runtime():
 
 
 def test_a_registered_runtime_reaches_csv_tables_and_plots(tmp_path, exported, numpy_runtime):
-    from bench.run import run
+    from bench.harness.run import run
+    from bench.report.write import write_run
 
     config = BenchConfig(
         devices=("cpu", "cuda"), targets=("model",), batch_sizes=(2, 8), max_time=0.1, min_rounds=5,
         warmup=2, single_stream=False, profile=False, roofline=False, accuracy=False,
         runtimes=("torch-eager", numpy_runtime), results_dir=str(tmp_path),
     )  # fmt: skip
-    result = run(config, out=None)
+    result = write_run(run(config, out=None))
     assert result.exit_code == 0
     df = read_results(result.path)
     mine = df[(df.runtime == numpy_runtime) & (df.scenario == "batch")]

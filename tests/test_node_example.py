@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench.js_host import node_reason
+from bench.runtimes.js_host import node_reason
 from models.paths import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(node_reason() is not None, reason=str(node_reason()))

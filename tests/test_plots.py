@@ -1,4 +1,4 @@
-"""bench.plots: the PNG charts written beside a results CSV, and ``python -m bench.plots``."""
+"""bench.report.plots: the PNG charts written beside a results CSV, and ``python -m bench.report.plots``."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench import plots
-from bench.plots import PlotError, main, read_samples, runtime_colours, write_plots
-from bench.results import ResultRow, ResultsError, frame_from_rows, read_results, write_results
-from bench.sidecar import SidecarError
+from bench.report import plots
+from bench.report.plots import PlotError, main, read_samples, runtime_colours, write_plots
+from bench.results.sidecar import SidecarError
+from bench.results.store import ResultRow, ResultsError, frame_from_rows, read_results, write_results
 
 CHARTS = ("throughput", "layers", "roofline", "single-stream")
 MAX_PNG_BYTES = 300_000  # the brief's size budget per chart
@@ -109,7 +109,7 @@ def results_frame() -> pd.DataFrame:
                 # a layer timed alone pays the call overhead again: the layers add up to more than the model
                 ms = overhead / 3 + per_image * batch * SHARE[layer]
                 rows.append(_row(runtime, device, precision, provider, **_timed(layer, batch, ms)))
-        # the profiler's split of one whole-model call, and its total (target "model", bench.core)
+        # the profiler's split of one whole-model call, and its total (target "model", bench.harness.matrix)
         total = (overhead + per_image * PROFILE_BATCH) * sum(SHARE.values())
         for segment, ms in {**{s: total * share for s, share in SHARE.items()}, "model": total}.items():
             rows.append(
@@ -134,7 +134,7 @@ def single_stream_samples(frame: pd.DataFrame, n: int = 2000) -> dict[str, list[
         f"{r.runtime}/{r.device}": (r.latency_ms_median * rng.lognormal(0.0, 0.25, n)).tolist()
         for r in single.itertuples()
     }
-    if "torch-eager/cuda" in samples:  # with host<->device copies: bench.core adds "/end_to_end"
+    if "torch-eager/cuda" in samples:  # with host<->device copies: bench.harness.matrix adds "/end_to_end"
         samples["torch-eager/cuda/end_to_end"] = [ms + 0.05 for ms in samples["torch-eager/cuda"]]
     return samples
 
@@ -304,7 +304,7 @@ def test_long_single_stream_runs_are_drawn_from_the_samples_alone(
 
 
 def test_percentiles_are_given_only_where_the_samples_resolve_them() -> None:
-    # bench.stats.min_samples: 10 samples beyond a percentile, so p90 100, p99 1,000, p99.9 10,000
+    # bench.results.stats.min_samples: 10 samples beyond a percentile, so p90 100, p99 1,000, p99.9 10,000
     ms = np.arange(1, 10_001, dtype=float)  # 1..10,000 ms
     assert plots.percentiles(ms)[99.9] == pytest.approx(9990.001)
     assert plots.percentiles(ms[:1000]) == pytest.approx({50.0: 500.5, 90.0: 900.1, 99.0: 990.01, 99.9: None})
@@ -424,7 +424,7 @@ def test_read_samples_absent_file_or_key(tmp_path: Path) -> None:
 def test_module_entry_point_reports_without_traceback(tmp_path: Path) -> None:
     missing = tmp_path / "missing.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.plots", str(missing)],
+        [sys.executable, "-m", "bench.report.plots", str(missing)],
         capture_output=True,
         text=True,
         timeout=120,

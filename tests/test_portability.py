@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.portability import (
+from bench.portability.matrix import (
     CONSUMERS,
     KNOWN_CAUSES,
     MAX_REPEATS,
@@ -121,7 +121,7 @@ def test_bad_options_are_clear(args, phrase, tmp_path):
 
 def test_the_docs_show_the_committed_portability_run():
     """The table of docs/apps-and-portability.md is ``deepmnist portability --show`` of a committed results file."""
-    from bench.portability import summary
+    from bench.portability.matrix import summary
     from models.paths import REPO_ROOT
 
     page = (REPO_ROOT / "docs" / "apps-and-portability.md").read_text()
@@ -376,7 +376,7 @@ def test_wasm_paths_works_unset_absolute_or_from_the_root(exported, tmp_path):
     page at /page/ loads onnxruntime-web from /ort/; unset, an absolute URL, "/ort/" and even
     "../ort/" work (a relative path is resolved against onnxruntime-web's own module, /ort/...),
     while "./ort/" (-> /ort/ort/) and "ort/" (a bare module name) fail."""
-    from bench.js_host import StaticServer, chrome, web_mounts, web_reason
+    from bench.runtimes.js_host import StaticServer, chrome, web_mounts, web_reason
 
     if reason := web_reason():
         pytest.skip(reason)

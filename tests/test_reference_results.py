@@ -1,7 +1,7 @@
 """The committed reference runs (results/*.csv) read, write and render as they did.
 
-The Markdown snapshots under tests/reference/ were rendered by ``render`` (now ``bench.tables.render``) before the
-column records (bench/columns.py) replaced the lists in results, compare and plots; a refactor that
+The Markdown snapshots under tests/reference/ were rendered by ``render`` (now ``bench.report.tables.render``) before the
+column records (bench/results/columns.py) replaced the lists in results, compare and plots; a refactor that
 changes a cell, a heading, an alignment or a row order fails here. The order of a table's columns
 may change (since the records say which tables show them, a table shows its CSV columns in CSV
 order), so each table is compared as heading -> (alignment, cells).
@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.results import read_results, read_rows, write_results
-from bench.tables import render
+from bench.report.tables import render
+from bench.results.store import read_results, read_rows, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ("20261128T161345Z-cuda-h200", "20261128T124047Z-vm")

@@ -223,9 +223,9 @@ def test_every_markdown_table_of_a_run_is_in_its_section(
 ) -> None:
     """The run's Markdown headings (its .md's tables and the run time) are its section's, in the
     same order, the layers alone last (folded)."""
-    from bench.durations import read_durations, render_durations
-    from bench.results import read_results
-    from bench.tables import render
+    from bench.harness.durations import read_durations, render_durations
+    from bench.report.tables import render
+    from bench.results.store import read_results
     from models.layers import LAYER_NAMES
 
     csv = streams_run if name == "streams" else RESULTS / f"{name}.csv"
@@ -260,8 +260,8 @@ def _line(cells: dict[str, list[str]], **where: str) -> dict[str, str]:
 
 def test_full_run_shows_full_loop_server_and_its_chart(scenario_site: Path) -> None:
     """Cells of the committed --full run, as its .md has them."""
-    from bench.analysis import comparison_tables
-    from bench.results import read_results
+    from bench.report.analysis import comparison_tables
+    from bench.results.store import read_results
 
     section = _run_section(scenario_site, FULL)
     full = _table(section, "full loop vs preloaded tensor")
@@ -293,7 +293,7 @@ def test_full_run_shows_full_loop_server_and_its_chart(scenario_site: Path) -> N
 
 
 def test_streams_run_shows_its_settings_and_run_time(scenario_site: Path, streams_run: Path) -> None:
-    from bench.results import read_results
+    from bench.results.store import read_results
 
     section = _run_section(scenario_site, streams_run.stem)
     answer = _table(section, "threads x streams: the fastest setting per runtime")
@@ -318,8 +318,8 @@ def test_streams_run_shows_its_settings_and_run_time(scenario_site: Path, stream
 def test_memory_section_is_the_markdown_memory_table() -> None:
     """The HTML memory table is the Markdown's (the same records), with cells for the default run's
     workers; a run made before workers has none."""
-    from bench.history import load_run
-    from bench.report_html import memory_table
+    from bench.report.history import load_run
+    from bench.report.html import memory_table
 
     html = memory_table(load_run(RESULTS / f"{DEFAULT}.csv"))
     for heading in ("RSS after load MiB", "peak RSS MiB", "CPU ms / call", "cores busy", "model MB"):

@@ -1,4 +1,4 @@
-"""bench.results: the CSV schema, atomic never-overwriting writes, typed read-back."""
+"""bench.results.store: the CSV schema, atomic never-overwriting writes, typed read-back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import (
+from bench.results.stats import Latency
+from bench.results.store import (
     ADDED_COLUMNS,
     ResultRow,
     ResultsError,
@@ -18,7 +19,6 @@ from bench.results import (
     utc_timestamp,
     write_results,
 )
-from bench.stats import Latency
 from models.errors import UserError
 
 ENV = {"host": "bench host/1", "cpu_model": "Test CPU", "torch_version": "2.13.0", "cpu_count": "2"}
@@ -244,7 +244,7 @@ def test_crash_while_publishing_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bench.results.os.link", interrupted)
+    monkeypatch.setattr("bench.results.store.os.link", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_results(_rows(), tmp_path, ENV, {}, now=NOW)
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""bench.roofline: measured peak and bandwidth (sanity bounds only, no speed goals) and the
+"""bench.harness.roofline: measured peak and bandwidth (sanity bounds only, no speed goals) and the
 arithmetic intensity of the network's layers, checked against hand-computed numbers."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.device import NO_CUDA, cuda_unavailable_reason
-from bench.roofline import (
+from bench.harness.roofline import (
     FP32_CANDIDATES,
     ROOF_SLACK,
     Roofline,
@@ -18,6 +17,7 @@ from bench.roofline import (
     measure_roofline,
     rows_above_own_roof,
 )
+from bench.runtimes.device import NO_CUDA, cuda_unavailable_reason
 from models.cpu import cpu_bf16_reason
 from models.network import LAYER_NAMES, MODEL_FLOPS, MODEL_PARAMS
 
@@ -176,7 +176,7 @@ def _runs_with_every_roof():
 
 @pytest.mark.parametrize(("path", "rooflines"), _runs_with_every_roof())
 def test_no_committed_row_exceeds_its_own_roof(path, rooflines):
-    from bench.results import read_results
+    from bench.results.store import read_results
 
     frame = read_results(path)
     records = frame[frame.status == "ok"].to_dict("records")
@@ -190,8 +190,8 @@ def test_no_committed_row_exceeds_its_own_roof(path, rooflines):
 def test_rooflines_use_the_most_threads_of_the_run():
     """With ``--threads 1,2`` the roof is that of the 2-thread rows: a roof measured on one thread
     sat at half the machine's, below what onnxruntime reached on two (a threads x streams run)."""
-    from bench.options import BenchConfig
-    from bench.run import measure_rooflines
+    from bench.harness.options import BenchConfig
+    from bench.harness.run import measure_rooflines
 
     before = torch.get_num_threads()
     try:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.device import cuda_unavailable_reason
 from bench.runtimes import DEVICES, RUNTIMES, TOLERANCES, Artifacts, tolerance
 from bench.runtimes.base import PRECISIONS, Compilable, Prepared, Profilable, Runtime
+from bench.runtimes.device import cuda_unavailable_reason
 from exporters.manifest import ExportError
 from models.checkpoint import load_checkpoint
 from models.data import to_input

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.core import Case, cases
-from bench.options import BenchConfig
+from bench.harness.matrix import Case, cases
+from bench.harness.options import BenchConfig
 from bench.runtimes import Artifacts
 from models.data import to_input
 from models.network import DeepMNIST
@@ -21,8 +21,8 @@ from models.network import DeepMNIST
 
 @pytest.fixture(scope="module")
 def worker(mnist, tmp_path_factory):
-    from bench.prepare import write_shared_data
-    from bench.worker import Settings, Worker
+    from bench.harness.prepare import write_shared_data
+    from bench.harness.worker import Settings, Worker
 
     torch.manual_seed(0)
     net = DeepMNIST().eval()
@@ -47,7 +47,7 @@ def test_full_loop_cases_only_when_asked():
 def test_tails_only_when_asked():
     """The default single-stream aims at p99's count (keeps the default matrix short); --tails and
     --full at p99.9's, a larger --single-stream-queries wins."""
-    from bench.stats import min_samples
+    from bench.results.stats import min_samples
 
     assert BenchConfig().single_stream_queries == min_samples(99)
     assert BenchConfig(tails=True).single_stream_queries == min_samples(99.9)
@@ -60,7 +60,7 @@ def test_full_loop_takes_a_new_uint8_batch_per_call_and_returns_classes(worker, 
     case = Case("model", "torch-eager", "cpu", 4, "full_loop")
     reply = worker.prepare(case)
     assert "failed" not in reply and "error" not in reply and reply["per_call"] > 0
-    from bench.worker import full_loop
+    from bench.harness.worker import full_loop
 
     entry = worker.entries[case.id]
     assert entry.fn().shape == (4,)  # the timed call is the full loop
@@ -77,7 +77,7 @@ def test_full_loop_takes_a_new_uint8_batch_per_call_and_returns_classes(worker, 
 
 
 def test_full_loop_wraps_at_the_end_of_the_test_set(mnist):
-    from bench.worker import full_loop
+    from bench.harness.worker import full_loop
 
     class Identity:  # a Prepared of the harness's protocol over a real tensor op
         def to_device(self, x):
@@ -96,22 +96,22 @@ def test_full_loop_wraps_at_the_end_of_the_test_set(mnist):
 
 
 def _row(runtime, timing, ms, batch=64, **kw):
-    from bench.results import ResultRow
-    from bench.stats import Latency
+    from bench.results.stats import Latency
+    from bench.results.store import ResultRow
 
     row = ResultRow(run_id="r", timestamp_utc="t", host="h", target="model", runtime=runtime, device="cpu",
                     batch_size=batch, threads=2, warmup=1, rounds=3, iterations=1, timing=timing, **kw)  # fmt: skip
     return row.with_latency(Latency.from_values([ms / 1e3] * 3), None)
 
 
-def _cells(line: str) -> list[str]:
+def shown_cells(line: str) -> list[str]:
     """The cells of one Markdown table line, stripped."""
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
 def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
-    from bench.results import frame_from_rows, read_results, write_results
-    from bench.tables import render
+    from bench.report.tables import render
+    from bench.results.store import frame_from_rows, read_results, write_results
 
     rows = [_row("a", "compute", 2.0), _row("a", "full_loop", 3.0), _row("b", "compute", 1.0)]
     path = write_results(rows, tmp_path, {"host": "h"}, {})
@@ -120,7 +120,7 @@ def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
     text = render(frame, markdown=True)
     assert "full loop vs preloaded tensor" in text
     (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and "1.50x" in ln]
-    assert _cells(line)[4:7] == ["2.000", "3.000", "1.50x"]  # preloaded 2 ms, full loop 3 ms
+    assert shown_cells(line)[4:7] == ["2.000", "3.000", "1.50x"]  # preloaded 2 ms, full loop 3 ms
     assert "full loop vs preloaded" not in render(frame_from_rows(rows[::2]), markdown=True)
 
 
@@ -128,7 +128,8 @@ def test_full_loop_table_sits_beside_the_preloaded_timing(tmp_path):
 
 
 def test_server_schedule_is_seeded_poisson_and_query_counts_are_bounded():
-    from bench import server
+    from bench.harness import server
+    from bench.report import analysis
 
     a, b = server.schedule(500.0, 20_000, seed=3), server.schedule(500.0, 20_000, seed=3)
     np.testing.assert_array_equal(a, b)
@@ -139,8 +140,8 @@ def test_server_schedule_is_seeded_poisson_and_query_counts_are_bounded():
     assert server.queries_for(2000.0, 1000, 1.0, 20.0) == 2000  # 1 s of arrivals > 1000 queries
     assert server.queries_for(100.0, 1000, 1.0, 20.0) == 1000  # 10 s for the p99 minimum
     assert server.queries_for(10.0, 1000, 1.0, 20.0) == 200  # capped at 20 s: too few for p99
-    assert server.highest_under_bound([(10, 1.0), (20, 9.9), (30, 12.0), (40, None)], 10.0) == 20
-    assert server.highest_under_bound([(10, 11.0)], 10.0) is None
+    assert analysis.highest_under_bound([(10, 1.0), (20, 9.9), (30, 12.0), (40, None)], 10.0) == 20
+    assert analysis.highest_under_bound([(10, 11.0)], 10.0) is None
 
 
 def test_server_cases_and_options():
@@ -162,7 +163,7 @@ def _serve(worker, case, arrivals):
     import multiprocessing
     import threading
 
-    from bench import server
+    from bench.harness import server
 
     ours, theirs = multiprocessing.Pipe()
     thread = threading.Thread(target=worker.serve, args=(theirs, case.id, len(arrivals)))
@@ -175,7 +176,7 @@ def _serve(worker, case, arrivals):
 
 
 def test_server_latency_counts_from_scheduled_arrival_so_queueing_shows(worker):
-    from bench import server
+    from bench.harness import server
 
     case = Case("model", "torch-eager", "cpu", 1, "end_to_end", "server")
     reply = worker.prepare(case)
@@ -197,8 +198,8 @@ def test_server_latency_counts_from_scheduled_arrival_so_queueing_shows(worker):
 
 def _server_row(runtime, qps, p99_ms, n=1000):
     """A server row from real samples: n latencies, the slowest 1% at ``p99_ms``."""
-    from bench.results import ResultRow
-    from bench.stats import Latency
+    from bench.results.stats import Latency
+    from bench.results.store import ResultRow
 
     samples = np.full(n, 0.5e-3)
     samples[-n // 100 - 1 :] = p99_ms / 1e3
@@ -209,10 +210,10 @@ def _server_row(runtime, qps, p99_ms, n=1000):
 
 
 def test_server_table_answers_the_highest_rate_under_the_bound_and_the_chart_is_drawn(tmp_path):
-    from bench.analysis import server_best
-    from bench.plots import write_plots
-    from bench.results import read_results, write_results
-    from bench.tables import render
+    from bench.report.analysis import server_best
+    from bench.report.plots import write_plots
+    from bench.report.tables import render
+    from bench.results.store import read_results, write_results
 
     rows = [_server_row("a", 100, 2.0), _server_row("a", 200, 4.0), _server_row("a", 300, 30.0),
             _server_row("b", 50, 12.0), _server_row("b", 100, 40.0)]  # fmt: skip
@@ -222,8 +223,8 @@ def test_server_table_answers_the_highest_rate_under_the_bound_and_the_chart_is_
     assert np.isnan(best.loc["b", "best_qps"])  # never under 10 ms
     text = render(frame, markdown=True)
     assert "highest arrival rate whose p99 stays under 10 ms" in text
-    assert any(ln.startswith("| a ") and _cells(ln)[3] == "200" for ln in text.splitlines())
-    assert any(ln.startswith("| b ") and _cells(ln)[3] == "none" for ln in text.splitlines())
+    assert any(ln.startswith("| a ") and shown_cells(ln)[3] == "200" for ln in text.splitlines())
+    assert any(ln.startswith("| b ") and shown_cells(ln)[3] == "none" for ln in text.splitlines())
     paths = write_plots(frame, tmp_path / "run")
     assert [p.name for p in paths] == ["run-server.png"] and paths[0].stat().st_size > 10_000
 
@@ -256,8 +257,8 @@ def small_artifacts(tmp_path_factory, mnist):
 
 
 def _measure(config, selected):
-    """Cases measured in worker processes, as ``bench.run.run`` does (without building exports)."""
-    from bench.run import _Driver, groups_of, make_launcher
+    """Cases measured in worker processes, as ``bench.harness.run.run`` does (without building exports)."""
+    from bench.harness.run import _Driver, groups_of, make_launcher
     from exporters.manifest import load_manifest
     from models.checkpoint import load_checkpoint
     from models.data import load_mnist
@@ -282,7 +283,7 @@ def test_server_scenario_in_worker_processes(tmp_path, small_artifacts):
     """torch-eager in its worker process, pinned, at 20% and 150% of its batch-1 rate."""
     import os
 
-    from bench import server
+    from bench.harness import server
 
     before = os.sched_getaffinity(0)
     config = BenchConfig(
@@ -377,9 +378,9 @@ def test_every_stream_session_is_compiled_before_the_streams_start(worker):
 def test_settings_table_answers_fastest_latency_and_throughput(tmp_path):
     import dataclasses
 
-    from bench.results import ResultRow, read_results, write_results
-    from bench.stats import Latency
-    from bench.tables import render
+    from bench.report.tables import render
+    from bench.results.stats import Latency
+    from bench.results.store import ResultRow, read_results, write_results
 
     def row(threads, streams, ms, qps):
         base = ResultRow(run_id="r", timestamp_utc="t", host="h", target="model", runtime="a", device="cpu",
@@ -393,16 +394,16 @@ def test_settings_table_answers_fastest_latency_and_throughput(tmp_path):
     frame = read_results(write_results(rows, tmp_path, {"host": "h"}, {}))
     text = render(frame, markdown=True)
     assert "threads x streams: the fastest setting per runtime" in text
-    (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and _cells(ln)[3] == "4"]
-    assert _cells(line)[4:] == ["2 x 1", "0.4000", "1 x 2", "2,800"]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("| a ") and shown_cells(ln)[3] == "4"]
+    assert shown_cells(line)[4:] == ["2 x 1", "0.4000", "1 x 2", "2,800"]
 
 
 def test_two_runs_with_server_rows_still_compare(tmp_path, capsys):
     """Server rows repeat the change key (one per rate): the change table leaves them out."""
     import argparse
 
-    from bench.compare import add_parser
-    from bench.results import write_results
+    from bench.report.compare import add_parser
+    from bench.results.store import write_results
 
     parser = argparse.ArgumentParser(prog="deepmnist")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -427,7 +428,7 @@ def dataclasses_replace(row, **changes):
 def test_run_row_tells_thread_counts_and_stream_counts_apart():
     import dataclasses
 
-    from bench.run import Run
+    from bench.harness.run import Run
 
     config = BenchConfig(threads=(1, 2))
     rows = [dataclasses.replace(_row("a", "compute", 1.0, batch=1), threads=t, streams=1) for t in (1, 2)]

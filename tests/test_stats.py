@@ -1,4 +1,4 @@
-"""bench.stats: exact statistics on fixed samples."""
+"""bench.results.stats: exact statistics on fixed samples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import NOISY_CV, Latency, bootstrap_intervals, gflops, median_ci, min_samples, throughput
+from bench.results.stats import (
+    NOISY_CV,
+    Latency,
+    bootstrap_intervals,
+    gflops,
+    median_ci,
+    min_samples,
+    throughput,
+)
 
 ONE_TO_TEN_S = [k / 1000 for k in (7, 1, 10, 4, 2, 9, 3, 8, 6, 5)]  # 1..10 ms, unsorted
 

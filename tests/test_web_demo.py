@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.js_host import web_reason
+from bench.runtimes.js_host import web_reason
 
 pytestmark = pytest.mark.skipif(web_reason() is not None, reason=str(web_reason()))
 
@@ -47,8 +47,8 @@ def test_the_page_classifies_digits_drawn_with_the_mouse(exported, mnist):
     import onnxruntime as ort
     from selenium.webdriver.common.by import By
 
-    from bench.demo import demo_mounts
-    from bench.js_host import StaticServer, chrome
+    from bench.portability.demo import demo_mounts
+    from bench.runtimes.js_host import StaticServer, chrome
     from models.paths import artifacts_dir, export_dir
 
     session = ort.InferenceSession(

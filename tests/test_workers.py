@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from bench import memory
-from bench.core import Case
-from bench.launch import describe_exit
-from bench.options import BenchConfig, add_cli_options, config_from, flags
-from bench.results import read_results
+from bench.harness import memory
+from bench.harness.launch import describe_exit
+from bench.harness.matrix import Case
+from bench.harness.options import BenchConfig, add_cli_options, config_from, flags
+from bench.results.store import read_results
 from models.paths import REPO_ROOT
 
 
@@ -52,8 +52,8 @@ def _state(pid: int) -> str:
 
 
 def test_worker_protocol_in_a_process(tmp_path, exported):
-    from bench.prepare import ensure_artifacts
-    from bench.run import make_launcher
+    from bench.harness.prepare import ensure_artifacts
+    from bench.harness.run import make_launcher
 
     config = _config(tmp_path)
     artifacts, mnist = ensure_artifacts()
@@ -91,7 +91,8 @@ def test_worker_protocol_in_a_process(tmp_path, exported):
 def test_crash_and_timeout_lose_nothing_else(tmp_path, exported, broken_runtimes):
     """A worker killed by SIGSEGV in the middle of its rounds and one that hangs: their cases get
     crashed and timeout rows, torch-eager in between is measured, the CSV is written, exit code 1."""
-    from bench.run import run
+    from bench.harness.run import run
+    from bench.report.write import write_run
 
     config = _config(
         tmp_path,
@@ -99,7 +100,7 @@ def test_crash_and_timeout_lose_nothing_else(tmp_path, exported, broken_runtimes
         batch_sizes=(2, 4),
         case_timeout=15,
     )
-    result = run(config, out=None)
+    result = write_run(run(config, out=None))
     assert result.exit_code == 1
     df = read_results(result.path)
     status = {(r.runtime, r.batch_size): r for r in df[df.scenario == "batch"].itertuples()}
@@ -132,17 +133,17 @@ def _children(pid: int) -> list[int]:
 
 
 # Modules no worker may import: the tables, charts and HTML of the parent (and pandas, matplotlib)
-RENDERING = ("pandas", "matplotlib", "tabulate", "bench.results", "bench.tables", "bench.plots",
-             "bench.analysis", "bench.scenarios", "bench.report_html", "bench.compare", "bench.history")  # fmt: skip
+RENDERING = ("pandas", "matplotlib", "tabulate", "bench.results.store", "bench.report.tables", "bench.report.plots",
+             "bench.report.analysis", "bench.report.scenario_tables", "bench.report.html", "bench.report.compare", "bench.report.history")  # fmt: skip
 
 
 def test_each_worker_carries_only_its_runtime(tmp_path, exported):
     """Every registered runtime that runs here, in its worker process, after prepare: no rendering
     module, and no torch unless it is a torch runtime (a torch import added to the ONNX Runtime
     adapter, or anything it imports, fails this)."""
-    from bench.core import skip_reason
-    from bench.prepare import ensure_artifacts
-    from bench.run import make_launcher
+    from bench.harness.matrix import skip_reason
+    from bench.harness.prepare import ensure_artifacts
+    from bench.harness.run import make_launcher
     from bench.runtimes import RUNTIMES
     from bench.runtimes.torch_base import TorchRuntime
 
@@ -165,11 +166,11 @@ def test_each_worker_carries_only_its_runtime(tmp_path, exported):
 
 
 def test_every_bare_program_runs(tmp_path, exported):
-    """The self-check's reference: each runtime's bare program (bench.bare) imports its library,
+    """The self-check's reference: each runtime's bare program (bench.runtimes.bare) imports its library,
     loads the same file, makes one call and reports its time and memory."""
-    from bench.bare import run_bare
-    from bench.prepare import ensure_artifacts
+    from bench.harness.prepare import ensure_artifacts
     from bench.runtimes import RUNTIMES
+    from bench.runtimes.bare import run_bare
     from bench.runtimes.base import HasBare
 
     artifacts, mnist = ensure_artifacts()
@@ -193,8 +194,8 @@ def test_every_bare_program_runs(tmp_path, exported):
 def test_cold_start_check(tmp_path, exported):
     """The self-check's cold-start lines: harness and bare figures for a runtime that has a bare
     program, a stated reason for one that has none."""
+    from bench.checks.selfcheck import cold_start_lines
     from bench.runtimes import RUNTIMES
-    from bench.selfcheck import cold_start_lines
 
     web = ("onnxruntime-web",) if RUNTIMES["onnxruntime-web"].supports("cpu") is None else ()
     lines = cold_start_lines(_config(tmp_path, runtimes=("onnxruntime", *web)), out=None)
@@ -210,8 +211,8 @@ def test_cold_start_check(tmp_path, exported):
 def test_a_suspended_worker_stops_the_processes_it_started(tmp_path, exported):
     """onnxruntime-node computes in a Node child process of its worker: while the worker is
     suspended, so is Node (the whole process group), and closing the worker ends Node too."""
-    from bench.prepare import ensure_artifacts
-    from bench.run import make_launcher
+    from bench.harness.prepare import ensure_artifacts
+    from bench.harness.run import make_launcher
 
     config = _config(tmp_path, runtimes=("onnxruntime-node",))
     artifacts, mnist = ensure_artifacts()
@@ -240,9 +241,12 @@ def test_a_suspended_worker_stops_the_processes_it_started(tmp_path, exported):
 
 def test_inline_launcher_keeps_one_process(tmp_path, exported):
     """``--launcher inline``: the same worker code in this process (no fresh-process cold start)."""
-    from bench.run import run
+    from bench.harness.run import run
+    from bench.report.write import write_run
 
-    result = run(_config(tmp_path, runtimes=("onnxruntime", "torch-eager"), launcher="inline"), out=None)
+    result = write_run(
+        run(_config(tmp_path, runtimes=("onnxruntime", "torch-eager"), launcher="inline"), out=None)
+    )
     assert result.exit_code == 0
     rows = [r for r in result.rows if r.scenario == "batch"]
     assert [r.status for r in rows] == ["ok", "ok"] and {r.launcher for r in rows} == {"inline"}
@@ -298,7 +302,7 @@ def test_ctrl_c_ends_the_workers_and_writes_the_rows_so_far(tmp_path, exported):
 def test_alone_range_is_the_distance_from_the_nearer_end(isolated, before, after, expected):
     """Inside the range of the two alone passes the isolated median agrees; outside, the distance
     is taken from the nearer end (drift in either direction between the passes)."""
-    from bench.selfcheck import alone_range
+    from bench.checks.selfcheck import alone_range
 
     assert alone_range(isolated, before, after) == pytest.approx(expected)
 
@@ -317,8 +321,8 @@ def test_isolation_verdict_tells_a_failure_from_a_machine_that_does_not_repeat(
 ):
     """Within the tolerance of the alone range but with alone passes that spread wider than the
     tolerance the line is undecided, not ok; beyond it, a failure whatever the spread."""
-    from bench.columns import isolation_verdict
-    from bench.selfcheck import runtime_passes
+    from bench.checks.selfcheck import runtime_passes
+    from bench.results.columns import isolation_verdict
 
     assert isolation_verdict(vs_alone, spread) == verdict
     assert runtime_passes(["ok", verdict]) == passes
@@ -343,8 +347,8 @@ def test_isolation_self_check_on_a_tiny_matrix(tmp_path, exported):
     measured = df[(df.scenario == "batch") & (df.status == "ok")]
     assert sorted(measured.batch_size) == [1, 64] and (measured.launcher == "process").all()
     assert measured.vs_alone.notna().all() and measured.alone_spread.notna().all()
-    from bench.columns import isolation_verdict
-    from bench.selfcheck import runtime_passes
+    from bench.checks.selfcheck import runtime_passes
+    from bench.results.columns import isolation_verdict
 
     verdicts = [
         isolation_verdict(v, s) for v, s in zip(measured.vs_alone, measured.alone_spread, strict=True)
@@ -392,7 +396,7 @@ def test_options_are_declared_once():
 
 
 def test_results_does_not_import_compare():
-    code = "import sys, bench.results; assert not {'bench.compare', 'bench.tables', 'bench.analysis'} & set(sys.modules)"
+    code = "import sys, bench.results.store; assert not {'bench.report.compare', 'bench.report.tables', 'bench.report.analysis'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 

@@ -127,14 +127,14 @@ class SelfTimed(Protocol):
 
 @runtime_checkable
 class HasBare(Protocol):
-    """The optional part of a ``Runtime`` that has a bare program (``bench.bare``): what a user of
+    """The optional part of a ``Runtime`` that has a bare program (``bench.runtimes.bare``): what a user of
     the runtime alone would write for one result, the self-check's reference for cold start and
     memory."""
 
     def bare(self, target: str, artifacts: Artifacts, threads: int, x: Path) -> list[str]:
         """argv of a program that imports only this runtime's library, loads ``target``'s file on
         the CPU as ``prepare`` does with ``threads`` threads, and runs once on the float32 input
-        saved at ``x`` (a ``.npy`` file), in ``bench.bare``'s frame."""
+        saved at ``x`` (a ``.npy`` file), in ``bench.runtimes.bare``'s frame."""
 
 
 @runtime_checkable

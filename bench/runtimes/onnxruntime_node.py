@@ -1,6 +1,6 @@
 """onnxruntime-node: the same ``deep_mnist.onnx`` in onnxruntime's Node.js binding (CPU).
 
-Runs in a Node process (``bench/js/node_runner.mjs``); the harness gets its timings from
+Runs in a Node process (``bench/runtimes/js/node_runner.mjs``); the harness gets its timings from
 ``time_calls``: ``performance.now()`` around each awaited ``session.run`` inside Node, so the
 samples hold no inter-process time. Installed by ``ONNXRUNTIME_NODE_INSTALL=skip npm ci``; without
 node or the package the runtime is skipped with the reason. Whole model only.
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bare import node_program
-from bench.js_host import JsPrepared, node_reason
+from bench.runtimes.bare import node_program
 from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.js_host import JsPrepared, node_reason
 
-# The bare program (bench.bare): the Node host's load and one call (bench/js/node_runner.mjs); the
+# The bare program (bench.runtimes.bare): the Node host's load and one call (bench/runtimes/js/node_runner.mjs); the
 # input is the .npy file's data, after its version-1 header
 _BARE = """
 const ort = require("onnxruntime-node");

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.bare import python_program
-from bench.device import check_device
+from bench.runtimes.bare import python_program
 from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.device import check_device
 from exporters.onnxrt import LOG_ERRORS_ONLY, session_options
 
-# The bare program (bench.bare): ``exporters.onnxrt.session_options`` and ``prepare`` written out
+# The bare program (bench.runtimes.bare): ``exporters.onnxrt.session_options`` and ``prepare`` written out
 # in onnxruntime's own API, for the CPU provider.
 _BARE = """
 import numpy as np
@@ -135,7 +135,8 @@ class OrtPrepared:
     def profile(self, x: np.ndarray, calls: int) -> dict[str, float]:
         """Layer -> ms per call (plus "other" and "total"): ORT's profiler, in a twin of this session
         (same model, providers and options; profiling can only be switched on at creation)."""
-        from bench.attribution import profile_onnxruntime
+        # deliberate: a worker carries only its runtime; profiling loads when a profile is asked for
+        from bench.runtimes.attribution import profile_onnxruntime
 
         threads = self.session.get_session_options().intra_op_num_threads
         return profile_onnxruntime(self.path, x, calls, threads, like=self.session)

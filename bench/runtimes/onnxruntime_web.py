@@ -1,7 +1,7 @@
 """onnxruntime-web: the same ``deep_mnist.onnx`` in onnxruntime's WebAssembly build, in headless
 Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by selenium).
 
-The page (``bench/js/runner.html``) is served on 127.0.0.1 with the runtime's files from the npm
+The page (``bench/runtimes/js/runner.html``) is served on 127.0.0.1 with the runtime's files from the npm
 package and cross-origin isolation, so wasm threads are available (``threads`` of them). Timings
 come from ``time_calls``: ``performance.now()`` around each awaited ``session.run`` in the page;
 only the samples cross to Python. Skipped with the reason without Chromium, its driver, selenium
@@ -10,8 +10,8 @@ or the npm package. Whole model only.
 
 from __future__ import annotations
 
-from bench.js_host import JsPrepared, web_reason
 from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.js_host import JsPrepared, web_reason
 
 
 class OnnxRuntimeWeb:

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.bare import python_program
-from bench.device import check_device
+from bench.runtimes.bare import python_program
 from bench.runtimes.base import Artifacts, artifact_path
+from bench.runtimes.device import check_device
 
 _BARE = """
 import numpy as np

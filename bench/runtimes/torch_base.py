@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.bare import python_program
-from bench.device import check_device
+from bench.runtimes.bare import python_program
 from bench.runtimes.base import Artifacts
+from bench.runtimes.device import check_device
 from models.network import DeepMNIST, layer_module
 
-# The bare programs' frame for torch (bench.bare): the adapter's body defines ``module`` from the
+# The bare programs' frame for torch (bench.runtimes.bare): the adapter's body defines ``module`` from the
 # file at ``path``; the network class is the app's own code (models.network), the weights the
 # checkpoint's safetensors.
 _BARE = """
@@ -44,6 +44,7 @@ def network(artifacts: Artifacts) -> DeepMNIST:
     """The checkpoint's network (eval mode, CPU), loaded once per ``Artifacts`` from its
     safetensors weights (reading them runs no code)."""
     if artifacts.net is None:
+        # deliberate: a worker carries only its runtime; loaded when that step runs
         from models.checkpoint import load_checkpoint
 
         artifacts.net = load_checkpoint(artifacts.checkpoint()).model()
@@ -87,7 +88,8 @@ class ProfiledTorchPrepared(TorchPrepared):
 
     def profile(self, x: np.ndarray, calls: int) -> dict[str, float]:
         """Layer -> ms per call (plus "other" and "total") of the whole model under torch.profiler."""
-        from bench.attribution_torch import profile_torch
+        # deliberate: a worker carries only its runtime; loaded when that step runs
+        from bench.runtimes.attribution_torch import profile_torch
 
         return profile_torch(self.module, self.to_device(x), calls, self.device.type)
 

@@ -1,0 +1,1 @@
+"""What reads stored runs: analysis, tables, charts, the HTML report, compare, history, the training summary."""
