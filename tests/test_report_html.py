@@ -223,7 +223,7 @@ def test_every_markdown_table_of_a_run_is_in_its_section(
 ) -> None:
     """The run's Markdown headings (its .md's tables and the run time) are its section's, in the
     same order, the layers alone last (folded)."""
-    from bench.harness.durations import read_durations, render_durations
+    from bench.report.durations import read_durations, render_durations
     from bench.report.tables import render
     from bench.results.store import read_results
     from models.layers import LAYER_NAMES
