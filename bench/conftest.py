@@ -9,12 +9,14 @@ and ``--benchmark-json`` show the numbers of the CSV. pytest-benchmark's own opt
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 from bench.harness.clock import clock_for
-from bench.harness.matrix import cases
+from bench.harness.matrix import Case, cases, skip_reason
 from bench.harness.options import BenchConfig, add_pytest_options, config_from
 from models.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError
 
@@ -45,20 +47,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """The cases skipped for one reason (no CUDA device, a package not installed): one test item,
+    so each reason shows once with its count. The run still writes each case's row with it."""
+
+    reason: str
+    cases: tuple[Case, ...]
+
+    @property
+    def id(self) -> str:
+        return f"skipped-{len(self.cases)}-" + re.sub(r"[^A-Za-z0-9]+", "-", self.reason).strip("-")[:60]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per case that can run here, then one per reason for those that cannot."""
     if "case" not in metafunc.fixturenames:
         return
     params = []
+    skipped: dict[str, list[Case]] = {}
     for case in cases(metafunc.config.stash[CONFIG]):
+        reason = skip_reason(case)
+        if reason:
+            skipped.setdefault(reason, []).append(case)
+            continue
         marks = [pytest.mark.benchmark(timer=clock_for(case.device))] if case.device == "cuda" else []
         params.append(pytest.param(case, id=case.id, marks=marks))
+    for reason, group in skipped.items():
+        item = Skipped(reason, tuple(group))
+        params.append(pytest.param(item, id=item.id))
     metafunc.parametrize("case", params)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The cases that will run (after -k and --self-check selection): run() measures these."""
+    """The cases that will run (after -k and --self-check selection): run() measures these, and
+    writes the rows of the skipped ones."""
     params = (getattr(getattr(item, "callspec", None), "params", {}) for item in session.items)
-    session.config.stash[SELECTED] = [p["case"] for p in params if "case" in p]
+    chosen = [p["case"] for p in params if "case" in p]
+    session.config.stash[SELECTED] = [
+        c for p in chosen for c in (p.cases if isinstance(p, Skipped) else (p,))
+    ]
 
 
 @pytest.fixture(scope="session")

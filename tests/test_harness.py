@@ -323,3 +323,27 @@ def test_deepmnist_bench_command_runs_the_suite(tmp_path, exported):
     df = read_results(csv)
     assert list(df.status) == ["ok"] and df.runtime[0] == "onnxruntime" and df.target[0] == "fc2"
     assert "fc2, batch 2" in proc.stdout and f"CSV:      {csv}" in proc.stdout  # the tables, the files
+
+
+def test_the_main_job_collects_only_cases_that_can_exist_and_one_skip_per_reason():
+    """``pytest bench/ --benchmark-only`` with the default matrix: no case a runtime's registry entry
+    rules out (its layer targets), and the cases that cannot run here as one item per reason."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "--benchmark-only", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ids = [line for line in proc.stdout.splitlines() if "::test_case[" in line]
+    skipped = [i for i in ids if "test_case[skipped-" in i]
+    assert ids and len(skipped) <= 30, skipped
+    assert len({i.split("-", 2)[2] for i in skipped}) == len(skipped)  # one item per reason
+    assert not [i for i in ids if "runs-model-only" in i]
+    for runtime, spec in RUNTIMES.items():  # a runtime's layer targets come from the registry
+        if spec.targets is not None:
+            assert not [
+                i
+                for i in ids
+                if i not in skipped
+                and f"-{runtime}-" in i
+                and i.split("[")[1].split("-")[0] not in spec.targets
+            ]

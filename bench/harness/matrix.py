@@ -37,6 +37,16 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}  # activations 
 
 
 def cases(config: BenchConfig) -> Iterator[Case]:
+    """Every case that can exist: ``_combinations`` less a runtime's targets that its registry entry
+    does not list (``Runtime.targets``: torch-compile runs model and conv2 only). What can exist but
+    not here (no CUDA device, a package not installed) stays, and is skipped with its reason."""
+    for case in _combinations(config):
+        targets = RUNTIMES[case.runtime].targets
+        if targets is None or case.target in targets:
+            yield case
+
+
+def _combinations(config: BenchConfig) -> Iterator[Case]:
     """Every combination (runtimes innermost, so a group's cases are adjacent); CUDA ones also with
     end-to-end timing. On CPU the input already lives in host memory, so compute timing is end to
     end there. Then (``--full-loop``) the whole model with timing full_loop, then the single-stream

@@ -524,6 +524,18 @@ def _cold_columns(cold: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the run
 
 
+def _remaining(left: Sequence[list[Case]], elapsed: float, done: int) -> str:
+    """What remains of the run after ``done`` groups in ``elapsed`` s: the groups and cases left, and
+    an estimate at the mean pace so far (groups differ in length, so it is rough)."""
+    if not left:
+        return "no groups left"
+    cases_left = sum(len(group) for group in left)
+    eta = elapsed / done * len(left)
+    about = f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.0f} min"
+    groups = "1 group" if len(left) == 1 else f"{len(left)} groups"
+    return f"{groups} ({cases_left} cases) left, about {about} at the pace so far"
+
+
 def make_launcher(config: BenchConfig, artifacts: Any, mnist: Any, selected: Sequence[Case]) -> Launcher:
     """A launcher for ``config.launcher``, with the run's shared data (``bench.harness.shared_data``) for
     the (target, batch size) pairs of ``selected`` written once, in a temporary folder the
@@ -597,7 +609,9 @@ def run(
             for case in group:  # a finished group's workers end: the next group starts fresh ones
                 launcher.end(case.runtime, case.device, case.threads)
             seconds = durations.group(group, group_started, config.single_stream_queries)
-            driver.say(f"  {seconds:.1f} s")
+            driver.say(
+                f"  {seconds:.1f} s; {_remaining(groups[number:], time.perf_counter() - started, number)}"
+            )
         launcher.close()
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (models.errors.Terminated): the same way out
         launcher.close(kill=True)
