@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness.matrix import BenchConfig, Case, Planned, calibrate, cases, offline_rows, plan, schedule
+from bench.harness.matrix import BenchConfig, Case, cases, offline_rows
 from bench.harness.roofline import rows_above_own_roof
+from bench.harness.rounds import Planned, calibrate, plan, schedule
 from bench.harness.run import EXTRA_ROOF_PASSES
 from bench.results.machine import collect_machine
 from bench.results.store import read_results
@@ -192,9 +193,14 @@ def test_wrong_runtime_fails_and_reports_no_timing(tmp_path, exported):
 def test_matrix_generation():
     config = BenchConfig(targets=("model", "fc1"), batch_sizes=(1, 64))
     all_cases = list(cases(config))
-    per_device = 2 * 2 * len(RUNTIMES)
+    # fc1 only for the runtimes whose registry entry allows it (targets None: every target)
+    both = sum(1 for spec in RUNTIMES.values() if spec.targets is None or "fc1" in spec.targets)
+    per_device = 2 * (len(RUNTIMES) + both)  # 2 batch sizes x (model + fc1)
     single_stream = 3 * len(RUNTIMES)  # cpu, cuda, cuda end_to_end
     assert len(all_cases) == per_device * 2 + per_device + single_stream
+    assert all(
+        c.target == "model" or RUNTIMES[c.runtime].targets is None for c in all_cases if c.target == "fc1"
+    )
     assert len({c.id for c in all_cases}) == len(all_cases)
     assert Case("fc1", "onnxruntime", "cuda", 64, "end_to_end").id == "fc1-b64-onnxruntime-cuda-e2e"
     ss = [c for c in all_cases if c.scenario == "single-stream"]

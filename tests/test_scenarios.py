@@ -60,7 +60,7 @@ def test_full_loop_takes_a_new_uint8_batch_per_call_and_returns_classes(worker, 
     case = Case("model", "torch-eager", "cpu", 4, "full_loop")
     reply = worker.prepare(case)
     assert "failed" not in reply and "error" not in reply and reply["per_call"] > 0
-    from bench.harness.worker import full_loop
+    from bench.harness.scenarios.full_loop import full_loop
 
     entry = worker.entries[case.id]
     assert entry.fn().shape == (4,)  # the timed call is the full loop
@@ -77,7 +77,7 @@ def test_full_loop_takes_a_new_uint8_batch_per_call_and_returns_classes(worker, 
 
 
 def test_full_loop_wraps_at_the_end_of_the_test_set(mnist):
-    from bench.harness.worker import full_loop
+    from bench.harness.scenarios.full_loop import full_loop
 
     class Identity:  # a Prepared of the harness's protocol over a real tensor op
         def to_device(self, x):
@@ -159,14 +159,16 @@ def test_server_cases_and_options():
 
 
 def _serve(worker, case, arrivals):
-    """Worker.serve in a thread at the other end of a real pipe; the load generator here."""
+    """The worker side of serve (``scenarios.server.answer_queries``) in a thread at the other end
+    of a real pipe; the load generator here."""
     import multiprocessing
     import threading
 
     from bench.harness import server
+    from bench.harness.scenarios.server import answer_queries
 
     ours, theirs = multiprocessing.Pipe()
-    thread = threading.Thread(target=worker.serve, args=(theirs, case.id, len(arrivals)))
+    thread = threading.Thread(target=answer_queries, args=(worker, theirs, case.id, len(arrivals)))
     thread.start()
     assert ours.recv() == {"ready": True}
     latencies, lag = server.drive(ours, arrivals, timeout=60.0)
@@ -356,7 +358,7 @@ def test_streams_run_concurrently_each_with_its_own_session(worker):
     assert "failed" not in reply and "error" not in reply
     entry = worker.entries[case.id]
     assert len(entry.streams) == 2
-    out = worker.streams(case.id, 0.3)
+    out = worker.handle({"op": "streams", "case_id": case.id, "seconds": 0.3})  # the scenario's command
     assert len(out["per_stream"]) == 2 and all(n >= 1 for n in out["per_stream"])
     assert len(out["latencies"]) == sum(out["per_stream"]) and all(t > 0 for t in out["latencies"])
     assert out["wall"] >= 0.3 and out["cpu_s"] > 0
@@ -370,7 +372,7 @@ def test_every_stream_session_is_compiled_before_the_streams_start(worker):
     case = Case("model", "torch-compile", "cpu", 1, "end_to_end", "streams", threads=1, streams=2)
     reply = worker.prepare(case)
     assert "failed" not in reply and "error" not in reply, reply
-    out = worker.streams(case.id, 0.5)
+    out = worker.handle({"op": "streams", "case_id": case.id, "seconds": 0.5})
     assert min(out["per_stream"]) >= 5, out["per_stream"]  # a batch-1 call takes milliseconds
     worker.release(case.id)
 

@@ -20,7 +20,6 @@ KeyboardInterrupt again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
 import time
@@ -29,25 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.harness import server
 from bench.harness.durations import Durations
 from bench.harness.launch import Launcher, WorkerGone
 from bench.harness.matrix import (
     BYTES_PER_ELEMENT,
     Case,
-    Planned,
     cases,
     flops,
     offline_rows,
-    plan,
     precision_of,
-    schedule,
     skip_reason,
 )
 from bench.harness.memory import RunMemory
 from bench.harness.options import BenchConfig, config_dict
 from bench.harness.prepare import ensure_artifacts, write_shared_data
 from bench.harness.roofline import arithmetic_intensity, measure_roofline, rows_above_own_roof
+from bench.harness.rounds import Planned
+from bench.harness.scenarios import MEASURE
+from bench.harness.scenarios.base import Measured
 from bench.harness.worker import Settings, Worker
 from bench.results.environment import collect_environment
 from bench.results.sidecar import DURATIONS_KEY
@@ -58,15 +56,6 @@ from bench.runtimes.device import check_device
 from bench.runtimes.torch_base import set_threads
 
 FAILED = ("failed", "crashed", "timeout")  # statuses that make the run's exit code 1
-
-
-@dataclass
-class Measured:
-    """The timed samples of one case, for pytest-benchmark: ``iterations`` calls per duration."""
-
-    case: Case
-    durations: list[float]  # s, one per sample
-    iterations: int
 
 
 @dataclass
@@ -236,7 +225,6 @@ class _Driver:
         return launcher.call(case.runtime, case.device, message, self.config.case_timeout, case.threads)
 
     def measure_group(self, launcher: Launcher, group: list[Case]) -> None:
-        config = self.config
         entries: list[Planned] = []
         cold: dict[str, dict[str, Any]] = {}
         for case in group:
@@ -259,266 +247,8 @@ class _Driver:
                 continue
             cold[case.id] = reply
             entries.append(Planned(case, reply.pop("per_call")))
-        if not entries:
-            return
-        scenario = entries[0].case.scenario
-        if scenario in ("server", "streams"):
-            for entry in entries:
-                measure = self.serve if scenario == "server" else self.concurrent
-                measure(launcher, entry.case, cold[entry.case.id])
-                with contextlib.suppress(WorkerGone):
-                    self.call(launcher, entry.case, {"op": "release", "case_id": entry.case.id})
-            return
-        rounds = plan(entries, config, scenario)
-        durations: dict[str, list[float]] = {e.case.id: [] for e in entries}
-        alive = {e.case.id for e in entries}
-        for index in schedule(len(entries), rounds, config.interleave):
-            entry = entries[index]
-            case = entry.case
-            if case.id not in alive:
-                continue
-            message = {"op": "round", "case_id": case.id, "iterations": entry.iterations,
-                       "block": entry.block, "warm": config.round_warmup}  # fmt: skip
-            try:
-                reply = self.call(launcher, case, message)
-            except WorkerGone as e:
-                alive.discard(case.id)
-                self.gone_row(case, e, **_cold_columns(cold[case.id]))
-                continue
-            if "error" in reply:
-                alive.discard(case.id)
-                self.row(case, status="failed", reason=reply["error"], **_cold_columns(cold[case.id]))
-                continue
-            durations[case.id] += reply["durations"]
-        for entry in entries:
-            case = entry.case
-            if case.id not in alive:
-                continue
-            self.finish(launcher, entry, durations[case.id], cold[case.id])
-        if self.profiled(entries[0].case):
-            for entry in entries:
-                if entry.case.id in alive:
-                    self.profile(launcher, entry.case)
-        for entry in entries:
-            if entry.case.id in alive:
-                # its rows are written; should it die now, its later cases get the crash rows
-                with contextlib.suppress(WorkerGone):
-                    self.call(launcher, entry.case, {"op": "release", "case_id": entry.case.id})
-
-    def finish(self, launcher: Launcher, entry: Planned, durations: list[float], cold: dict) -> None:
-        case = entry.case
-        # the accuracy run (10,000 images) once per runtime x device x threads: the same weights and
-        # inputs give the same classes in every group's fresh worker
-        key = (case.runtime, case.device, case.threads)
-        wants_accuracy = case.target == "model" and self.config.accuracy and key not in self.accuracy
-        try:
-            reply = self.call(
-                launcher, case, {"op": "finish", "case_id": case.id, "accuracy": wants_accuracy}
-            )
-        except WorkerGone as e:
-            self.gone_row(case, e, **_cold_columns(cold))
-            return
-        if "error" in reply:
-            self.row(case, status="failed", reason=reply["error"], **_cold_columns(cold))
-            return
-        if wants_accuracy:
-            self.accuracy[key] = {"accuracy": reply["accuracy"], "agreement": reply["agreement"]}
-        elif case.target == "model" and key in self.accuracy:
-            reply.update(self.accuracy[key])
-        samples = [d / entry.iterations for d in durations]
-        if not samples:  # never silently: a row that says so (plan() gives every case a round)
-            self.row(case, status="failed", reason="no timed call: 0 rounds were run", **_cold_columns(cold))
-            return
-        if case.scenario == "single-stream":
-            key = f"{case.runtime}/{case.device}" + ("" if case.timing == "compute" else "/end_to_end")
-            self.result.single_stream_samples[key] = [s * 1e3 for s in samples]
-        self.result.measured[case.id] = Measured(case, durations, entry.iterations)
-        note = ""
-        if case.scenario == "single-stream" and len(samples) < self.config.single_stream_queries:
-            note = (
-                f"{len(samples):,} of {self.config.single_stream_queries:,} queries: the rest would "
-                f"take over --single-stream-max-time {self.config.single_stream_max_time:g} s"
-            )
-        self.row(
-            case,
-            note=note,
-            latency=Latency.from_values(samples),
-            rounds=len(durations),
-            iterations=entry.iterations,
-            **cold,
-            **reply,
-        )
-
-    def concurrent(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
-        """Scenario streams: ``case.streams`` threads in the worker, each with its own session,
-        send batch-1 queries back to back for --max-time s; one row: the latency of every query,
-        throughput = queries / wall time, CPU time per query."""
-        cold = _cold_columns(cold)
-        message = {"op": "streams", "case_id": case.id, "seconds": self.config.max_time}
-        try:
-            reply = self.call(launcher, case, message)
-        except WorkerGone as e:
-            self.gone_row(case, e, **cold)
-            return
-        if "error" in reply:
-            self.row(case, status="failed", reason=reply["error"], **cold)
-            return
-        queries = len(reply["latencies"])
-        if not queries:
-            reason = f"no query finished within --max-time {self.config.max_time:g} s"
-            self.row(case, status="failed", reason=reason, **cold)
-            return
-        per_stream = ", ".join(str(n) for n in reply["per_stream"])
-        row = self.row(
-            case,
-            latency=Latency.from_values(reply["latencies"]),
-            rounds=queries,
-            iterations=1,
-            cpu_ms_per_call=reply["cpu_s"] / queries * 1e3,
-            note=f"{case.streams} stream(s), queries per stream: {per_stream}",
-            **cold,
-        )
-        self.result.rows[-1] = dataclasses.replace(row, throughput_ips=queries / reply["wall"])
-
-    def serve(self, launcher: Launcher, case: Case, cold: dict[str, Any]) -> None:
-        """The server scenario of one runtime (``bench.harness.server``): pin, measure its batch-1 rate,
-        then one row per target rate, from the lowest, until two rates in a row miss the bound."""
-        import numpy as np
-
-        config, cold = self.config, _cold_columns(cold)
-        everywhere = server.cores()
-        pinned = len(everywhere) >= 2
-        generator_core, worker_core = everywhere[:2] if pinned else (None, None)
-        parent_before = None
-        try:
-            unpinned = self.call(launcher, case, {"op": "alone", "case_id": case.id, "seconds": 0.5})[
-                "median"
-            ]
-            if pinned:
-                self.call(launcher, case, {"op": "pin", "cpus": [worker_core]})
-                parent_before = server.pin([generator_core])
-            per_call = self.call(launcher, case, {"op": "alone", "case_id": case.id, "seconds": 0.5})[
-                "median"
-            ]
-        except WorkerGone as e:
-            self.gone_row(case, e, **cold)
-            return
-        except KeyError:  # an "error" answer
-            self.row(case, status="failed", reason="could not time its batch-1 call", **cold)
-            return
-        capacity = 1.0 / per_call  # queries/s one pinned worker answers back to back
-        if pinned:
-            how = (
-                f"worker on core {worker_core}, load generator on core {generator_core}: batch-1 call "
-                f"{per_call * 1e3:.3g} ms pinned vs {unpinned * 1e3:.3g} ms unpinned "
-                f"({(per_call / unpinned - 1) * 100:+.0f}%)"
-            )
-        else:
-            how = f"not pinned (one core available); batch-1 call {per_call * 1e3:.3g} ms"
-        self.say(f"  server {case.runtime}/{case.device}: {capacity:,.0f} queries/s back to back; {how}")
-        over = 0
-        try:
-            for k, fraction in enumerate(config.server_rates):
-                rate = fraction * capacity
-                n = server.queries_for(
-                    rate, config.server_queries, config.server_min_time, config.server_max_time
-                )
-                arrivals = server.schedule(rate, n, config.server_seed + k)
-
-                # results all back within twice the time to answer every query back to back (>= 60 s)
-                wait = min(config.case_timeout, max(60.0, 2 * n * per_call))
-
-                def talk(conn, arrivals=arrivals, wait=wait):
-                    ready = conn.recv()
-                    if not ready.get("ready"):
-                        raise RuntimeError(ready.get("error", "the worker did not start serving"))
-                    return server.drive(conn, arrivals, wait)
-
-                message = {"op": "serve", "case_id": case.id, "queries": n}
-                try:
-                    (latencies, lag), reply = launcher.stream(
-                        case.runtime, case.device, message, talk, config.case_timeout, case.threads
-                    )
-                except WorkerGone as e:
-                    self.gone_row(case, e, **cold)
-                    return
-                notes = [f"{fraction:g} x {capacity:,.0f}/s", how]
-                notes.append(f"load generator late by {np.percentile(lag, 99) * 1e6:,.0f} us at p99")
-                if n < config.server_queries:
-                    notes.append(
-                        f"{n:,} queries: --server-max-time {config.server_max_time:g} s at this rate"
-                    )
-                row = self.row(
-                    case,
-                    latency=Latency.from_values(latencies),
-                    target_qps=rate,
-                    achieved_qps=server.achieved_qps(arrivals, latencies),
-                    latency_bound_ms=config.latency_bound,
-                    threads=1,
-                    rounds=n,
-                    iterations=1,
-                    note="; ".join(notes),
-                    **cold,
-                    **reply,
-                )
-                p99 = row.latency_ms_p99
-                over = over + 1 if p99 is None or p99 >= config.latency_bound else 0
-                if over >= server.STOP_AFTER and k + 1 < len(config.server_rates):
-                    self.result.rows[-1] = dataclasses.replace(
-                        row, note=f"{row.note}; sweep stopped: {over} rates in a row over the bound"
-                    )
-                    break
-        finally:
-            if parent_before is not None:
-                server.pin(parent_before)
-                with contextlib.suppress(WorkerGone):
-                    self.call(launcher, case, {"op": "pin", "cpus": everywhere})
-
-    def profiled(self, case: Case) -> bool:
-        return (
-            self.config.profile
-            and case.target == "model"
-            and case.scenario == "batch"
-            and case.timing == "compute"
-            and case.batch_size == self.config.resolved_profile_batch
-        )
-
-    def profile(self, launcher: Launcher, case: Case) -> None:
-        """Rows of the profile scenario: the whole model under the runtime's profiler, per layer."""
-        config = self.config
-        profile_case = dataclasses.replace(case, scenario="profile")
-        message = {
-            "op": "profile",
-            "case_id": case.id,
-            "batch": case.batch_size,
-            "calls": config.profile_calls,
-        }
-        try:
-            reply = self.call(launcher, case, message)
-        except WorkerGone as e:
-            self.gone_row(profile_case, e)
-            return
-        if "skipped" in reply:
-            self.row(profile_case, status="skipped", reason=reply["skipped"])
-            return
-        if "failed" in reply or "error" in reply:
-            self.row(profile_case, status="failed", reason=reply.get("failed") or reply["error"])
-            return
-        provider = self.result.row(case)
-        for layer, ms in reply["layers"].items():
-            target = "model" if layer == "total" else layer
-            self.row(
-                dataclasses.replace(profile_case, target=target),
-                latency_ms_median=ms,
-                rounds=1,
-                iterations=config.profile_calls,
-                execution_provider=provider.execution_provider if provider else "",
-            )
-
-
-def _cold_columns(cold: dict[str, Any]) -> dict[str, Any]:
-    keep = ("execution_provider", "load_s", "compile_s", "first_inference_ms", "model_bytes", "max_abs_diff")
-    return {k: cold[k] for k in keep if k in cold}
+        if entries:
+            MEASURE[entries[0].case.scenario](self, launcher, entries, cold)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -12,10 +12,12 @@ command ``op``    arguments                                    answer
 ``prepare``       ``case``                                     cold-start figures, parity, ``per_call``
 ``round``         ``case_id, iterations, block, warm``         ``durations`` (s, one per sample)
 ``finish``        ``case_id, accuracy``                        CPU time per call, memory, accuracy
-``profile``       ``case_id, batch, calls``                    ``layers`` (ms per call) or ``skipped``
 ``alone``         ``case_id, seconds``                         ``median`` s per call, a plain loop
 ``release``       ``case_id``                                  ``{}`` (the prepared runtime is freed)
 ================  ===========================================  =====================================
+
+The scenarios add their own commands (``bench.harness.scenarios``: ``profile``, ``streams``,
+``pin``, and ``serve``, which streams on the connection itself).
 
 A command that raises answers ``{"error": "Type: message"}``; a wrong output answers ``{"failed":
 reason}``. Test images, reference inputs and outputs and the eager-PyTorch predictions are the
@@ -37,9 +39,12 @@ import numpy as np
 from bench.harness import memory
 from bench.harness.case import Case
 from bench.harness.clock import clock_for
+from bench.harness.scenarios import WORKER_OPS
+from bench.harness.scenarios.full_loop import full_loop
+from bench.harness.scenarios.server import answer_queries
 from bench.harness.shared_data import SharedData, to_input
 from bench.runtimes import RUNTIMES, Artifacts, Prepared, tolerance
-from bench.runtimes.base import LOADED_FILES, Compilable, Profilable, SelfTimed
+from bench.runtimes.base import LOADED_FILES, Compilable, SelfTimed
 
 ACCURACY_BATCH = 500  # test images per call of the accuracy run
 
@@ -247,16 +252,6 @@ class Worker:
         pred = np.concatenate(preds)
         return float((pred == labels).mean()), float((pred == self.data.reference_argmax).mean())
 
-    def profile(self, case_id: str, batch: int, calls: int) -> dict[str, Any]:
-        prepared = self.entries[case_id].prepared
-        if not isinstance(prepared, Profilable):
-            return {"skipped": f"{self.runtime} has no per-layer profiler in this harness"}
-        x_host, _ = self.data.reference("model", batch)
-        try:
-            return {"layers": prepared.profile(x_host, calls)}
-        except Exception as e:
-            return {"failed": f"profiler: {type(e).__name__}: {e}".splitlines()[0][:300]}
-
     def alone(self, case_id: str, seconds: float, warm: float = 0.0) -> dict[str, Any]:
         """A plain perf_counter loop, nothing of the rounds' machinery: ``warm`` s of untimed calls,
         then the median over blocks of calls lasting >= 20 ms each, for ``seconds`` in all (the
@@ -280,68 +275,6 @@ class Worker:
             times.append((entry.clock() - start) / calls)
         return {"median": float(np.median(times)), "samples": len(times)}
 
-    def streams(self, case_id: str, seconds: float) -> dict[str, Any]:
-        """Every stream of the case (a thread each, its own session) sends batch-1 queries back to
-        back for ``seconds``; answers each query's latency (s), the wall time from the common start
-        to the last stream's end (s) and the CPU time of this process over it (s)."""
-        import threading
-
-        entry = self.entries[case_id]
-        barrier = threading.Barrier(len(entry.streams) + 1)
-        times: list[list[float]] = [[] for _ in entry.streams]
-        ends = [0.0] * len(entry.streams)
-
-        def stream(k: int, fn: Callable[[], Any]) -> None:
-            barrier.wait()
-            end = time.perf_counter() + seconds
-            out = times[k]
-            while True:
-                start = time.perf_counter()
-                fn()
-                now = time.perf_counter()
-                out.append(now - start)
-                if now >= end:
-                    break
-            ends[k] = now
-
-        threads = [threading.Thread(target=stream, args=(k, fn)) for k, fn in enumerate(entry.streams)]
-        for thread in threads:
-            thread.start()
-        cpu = time.process_time()
-        start = time.perf_counter()
-        barrier.wait()
-        for thread in threads:
-            thread.join()
-        return {
-            "latencies": [t for each in times for t in each],
-            "per_stream": [len(each) for each in times],
-            "wall": max(ends) - start,
-            "cpu_s": time.process_time() - cpu,
-        }
-
-    def pin(self, cpus: list[int]) -> dict[str, Any]:
-        """Pin every thread of this worker to ``cpus``; answers the cores it had before."""
-        # deliberate: a worker carries only its runtime; the server code loads for server cases only
-        from bench.harness.server import pin
-
-        return {"before": pin(cpus)}
-
-    def serve(self, conn: Any, case_id: str, queries: int) -> None:
-        """The server scenario's worker side (``bench.harness.server``): answer ``queries`` queries read from
-        ``conn`` one at a time, in arrival order, each with its index and the time its result was
-        back; then a dict with the CPU time per query."""
-        # deliberate: a worker carries only its runtime; the server code loads for server cases only
-        from bench.harness.server import QUERY, RESULT
-
-        fn = self.entries[case_id].fn
-        conn.send({"ready": True})
-        cpu = time.process_time()
-        for _ in range(queries):
-            (index,) = QUERY.unpack(conn.recv_bytes())
-            fn()
-            conn.send_bytes(RESULT.pack(index, time.perf_counter()))
-        conn.send({"cpu_ms_per_call": (time.process_time() - cpu) / queries * 1e3})
-
     def release(self, case_id: str) -> dict[str, Any]:
         import gc
 
@@ -351,39 +284,24 @@ class Worker:
 
 
 _OPS: dict[str, Callable[..., dict[str, Any]]] = {
-    name: getattr(Worker, name)
-    for name in (
-        "ping",
-        "modules",
-        "prepare",
-        "round",
-        "finish",
-        "profile",
-        "alone",
-        "pin",
-        "streams",
-        "release",
-    )
+    **WORKER_OPS,  # the scenarios' commands (bench.harness.scenarios)
+    **{
+        name: getattr(Worker, name)
+        for name in (
+            "ping",
+            "modules",
+            "prepare",
+            "round",
+            "finish",
+            "alone",
+            "release",
+        )
+    },
 }
 
 
 def _query(prepared: Prepared, x_host: np.ndarray) -> Callable[[], Any]:
     return lambda: prepared.to_host(prepared.run(prepared.to_device(x_host)))
-
-
-def full_loop(prepared: Prepared, images: np.ndarray, batch: int) -> Callable[[], np.ndarray]:
-    """One call as an app makes it: the next ``batch`` uint8 test images (N, 28, 28) (wrapping at
-    the end of the set), converted to float32 (N, 1, 28, 28) in [0, 1], copied to the device, run,
-    copied back, argmax taken: the (N,) predicted classes."""
-    start = [0]
-
-    def call() -> np.ndarray:
-        first = start[0] if start[0] + batch <= len(images) else 0
-        start[0] = first + batch
-        x = to_input(images[first : first + batch])
-        return prepared.to_host(prepared.run(prepared.to_device(x))).argmax(1)
-
-    return call
 
 
 def _tree_peak() -> float | None:
@@ -423,7 +341,7 @@ def serve(worker: Worker, conn: Any) -> int:
             return 0
         if message["op"] == "serve":  # streams on the connection itself (bench.harness.server)
             try:
-                worker.serve(conn, message["case_id"], message["queries"])
+                answer_queries(worker, conn, message["case_id"], message["queries"])
             except Exception as e:
                 conn.send({"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]})
             continue

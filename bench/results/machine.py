@@ -41,28 +41,14 @@ from typing import Any
 import pandas as pd
 
 from models.errors import UserError
-from bench.results.sidecar import read_sidecar
+from bench.results.sidecar import MACHINE_RECORDED, MACHINE_STABLE, read_sidecar
 from bench.results.store import read_results
 
 FINGERPRINT_VERSION = 1
-# What identifies the hardware; hashed into machine_id in this order.
-STABLE_FIELDS = (
-    "arch",
-    "cpu_vendor",
-    "cpu_model",
-    "cpu_family",
-    "cpu_model_number",
-    "cpu_stepping",
-    "cpu_cache",
-    "isa",
-    "logical_cpus",
-    "physical_cores",
-    "sockets",
-    "usable_cpus",
-    "memory_gib",
-    "gpus",
-)
-RECORDED_FIELDS = (*STABLE_FIELDS, "kernel", "gpu_driver")  # what a new run records
+# What identifies the hardware, hashed into machine_id in this order, and what a new run records
+# (the sidecar's schema gives each field's type: bench.results.sidecar.MACHINE_STABLE)
+STABLE_FIELDS = tuple(MACHINE_STABLE)
+RECORDED_FIELDS = tuple(MACHINE_RECORDED)
 # /proc/cpuinfo flags that decide which kernels the runtimes pick (x86, then Arm "Features").
 ISA_FLAGS = (
     "avx2",

@@ -207,24 +207,24 @@ SECONDS = Number(minimum=0, expected="a number of seconds >= 0")
 COUNT = Number(minimum=0, integer=True, expected="an integer >= 0")
 CPUS = Nullable(Number(minimum=1, integer=True, expected="an integer >= 1"))
 
-MACHINE_TEXT = (
-    "arch",
-    "cpu_vendor",
-    "cpu_model",
-    "cpu_family",
-    "cpu_model_number",
-    "cpu_stepping",
-    "cpu_cache",
-)
+# The machine fingerprint's fields (bench.results.machine), in the order machine_id hashes them,
+# each with its type: what identifies the hardware, then what a new run records besides
+MACHINE_STABLE = {
+    **{
+        name: TEXT
+        for name in ("arch", "cpu_vendor", "cpu_model", "cpu_family", "cpu_model_number", "cpu_stepping", "cpu_cache")
+    },
+    "isa": ListOf(TEXT),
+    **{name: CPUS for name in ("logical_cpus", "physical_cores", "sockets", "usable_cpus")},
+    "memory_gib": Nullable(POSITIVE),
+    "gpus": ListOf(TEXT),
+}
+MACHINE_RECORDED = {**MACHINE_STABLE, "kernel": TEXT, "gpu_driver": TEXT}
 MACHINE = Fields(
     {
         "machine_id": Text(r".{1,64}", "an id (1 to 64 characters, no control characters)"),
         "fingerprint_version": COUNT,
-        **{name: TEXT for name in (*MACHINE_TEXT, "kernel", "gpu_driver")},
-        "isa": ListOf(TEXT),
-        "gpus": ListOf(TEXT),
-        **{name: CPUS for name in ("logical_cpus", "physical_cores", "sockets", "usable_cpus")},
-        "memory_gib": Nullable(POSITIVE),
+        **MACHINE_RECORDED,
     },
     required=("machine_id",),
 )
