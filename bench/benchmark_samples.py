@@ -6,7 +6,7 @@ public call for that (``pedantic`` times a function itself), so ``record_samples
 ``BenchmarkFixture.pedantic`` does with its own samples: ``_make_stats(iterations)``, then
 ``update`` per sample, and it marks the fixture used (``_mode``) so pytest-benchmark neither
 warns that the fixture was unused nor lets it be used again. Checked against the installed
-pytest-benchmark by ``tests/test_benchmark_samples.py``, which fails when this stops working.
+pytest-benchmark by ``tests/cli/test_benchmark_samples.py``, which fails when this stops working.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A whole runtime in one file, for the test that adding a runtime is one adapter plus one registry
-line (tests/test_new_runtime.py): ``numpy-reference`` computes the network with plain NumPy
+line (tests/runtimes/test_new_runtime.py): ``numpy-reference`` computes the network with plain NumPy
 (im2col convolutions, reshaped max pools, matmuls) from the checkpoint's weights, read with
 safetensors' NumPy loader: its worker imports no torch.
 

@@ -21,7 +21,7 @@ It writes ``<stem>-crosscheck.md`` and ``.json`` beside the CSV and exits 1 when
 
 ``python -m bench.checks.cuda_check table RESULTS.csv``: the CUDA table of docs/cuda.md (whole model, batch 1
 and the largest batch, every runtime of the device, compute and end-to-end) and the measured peaks,
-generated from a committed run (``tests/test_cuda.py`` checks docs/cuda.md against it).
+generated from a committed run (``tests/checks/test_cuda_check.py`` checks docs/cuda.md against it).
 """
 
 from __future__ import annotations

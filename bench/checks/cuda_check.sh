@@ -148,8 +148,8 @@ else
     failed+=("results CSV")
 fi
 
-[ "${DEEPMNIST_TESTS:-1}" = 0 ] || step "CUDA tests" 240 "$py" -m pytest -q -p no:cacheprovider -rs -k "not crosscheck" tests/test_cuda.py \
-    tests/test_attribution.py::test_torch_eager_attribution_on_cuda tests/test_attribution.py::test_onnxruntime_attribution_on_cuda
+[ "${DEEPMNIST_TESTS:-1}" = 0 ] || step "CUDA tests" 240 "$py" -m pytest -q -p no:cacheprovider -rs -k "not crosscheck" tests/checks/test_cuda_check.py \
+    tests/runtimes/test_attribution.py::test_torch_eager_attribution_on_cuda tests/runtimes/test_attribution.py::test_onnxruntime_attribution_on_cuda
 
 # ------------------------------------------------------------------ summary
 echo

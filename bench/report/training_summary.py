@@ -11,7 +11,7 @@ UTC time training started.
 
 ``deepmnist train-summary SUMMARY.json... [--markdown]`` prints summaries as one table, one line
 per run, in the order given, then the command, commit and machine of each: docs/data-and-training.md's
-table is its output over the committed ``results/training-*.json`` (tests/test_docs.py).
+table is its output over the committed ``results/training-*.json`` (tests/cli/test_docs.py).
 """
 
 from __future__ import annotations

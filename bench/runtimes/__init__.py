@@ -134,7 +134,7 @@ TOLERANCES: dict[tuple[str, str], float] = {
     # Static QDQ int8 (onnxruntime CPU; the exporter's settings: u8 activations, s8 per-channel
     # weights, MinMax calibration on 1,000 training images, conv1 kept float32): quantisation error
     # of weights and activations; 2x the largest difference seen, while argmax agrees. Its accuracy
-    # is checked separately (within 0.2 pt of eager fp32, tests/test_runtimes.py and the exporter).
+    # is checked separately (within 0.2 pt of eager fp32, tests/runtimes/test_registry.py and the exporter).
     ("onnxruntime-int8", "cpu"): 4.5,
 }
 DEFAULT_TOLERANCE = 1e-4

@@ -1,4 +1,4 @@
-"""Bad output paths (issue 22: "data lost" and "escapes"), table-driven as ``tests/test_bad_input.py``
+"""Bad output paths (issue 22: "data lost" and "escapes"), table-driven as ``tests/cli/test_bad_input.py``
 (its runner and helpers): each case gives the command, its exit code, a phrase the message must
 contain, the files that must be unchanged, and here also the paths that must not exist afterwards
 and text no file of a folder may hold. ``base`` records what the code before the fix did with the
@@ -32,7 +32,7 @@ import pytest
 
 from bench.cli import main
 from models.paths import REPO_ROOT
-from tests.test_bad_input import BENCH, RESULTS_CSV, Case, _place, check_case
+from tests.cli.test_bad_input import BENCH, RESULTS_CSV, Case, _place, check_case
 
 MARKER = ".deepmnist-output"  # models.outputs.MARKER (spelled out: the file also runs on older code)
 DEMO = REPO_ROOT / "results" / "history-demo"  # three small runs of one machine, with their charts

@@ -1,4 +1,4 @@
-"""Bad input of issue 22's "silent wrong" list, table-driven as tests/test_bad_input.py (its case
+"""Bad input of issue 22's "silent wrong" list, table-driven as tests/cli/test_bad_input.py (its case
 record and runner): the regression gate fails on lines that crashed or went missing, thresholds and
 peaks are finite and in range, one run given twice is refused, duplicate row keys are refused when
 writing and reading, rows whose median is missing or outside its CI are refused, a checkpoint's
@@ -28,7 +28,7 @@ from models.checkpoint import Checkpoint, save_checkpoint
 from models.network import DeepMNIST
 from models.paths import REPO_ROOT
 from models.train import recipe_config
-from tests.test_bad_input import TRAINING_SUMMARY, Case, check_case
+from tests.cli.test_bad_input import TRAINING_SUMMARY, Case, check_case
 
 RESULTS = REPO_ROOT / "results"
 REFERENCE = RESULTS / "20261202T012129Z-vm.csv"  # the committed reference run: CIs, a fingerprint

@@ -11,7 +11,7 @@ from bench.report import analysis, cells, plots, tables
 from bench.results import columns
 from bench.results import store as results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_docs_column_list_is_generated() -> None:

@@ -1,5 +1,5 @@
 """Bad input that once ended in a traceback (issue 22, the second sweep), table-driven with the
-runner of tests/test_bad_input.py: each case gives the command, the exit code, a phrase the message
+runner of tests/cli/test_bad_input.py: each case gives the command, the exit code, a phrase the message
 must contain and the files that must be unchanged; no case may print a traceback.
 
 - a run's JSON sidecar with a field of the wrong type, read by compare, history, report and plot
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from models.paths import REPO_ROOT
-from tests.test_bad_input import BENCH, Case, _nan_onnx, _tiny_checkpoint, check_case
+from tests.cli.test_bad_input import BENCH, Case, _nan_onnx, _tiny_checkpoint, check_case
 
 # two committed runs of one machine with a fingerprint and durations_s in their sidecars (history
 # needs two); RUN has few rows

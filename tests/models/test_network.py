@@ -101,4 +101,4 @@ def test_layer_list_imports_without_torch():
     # compare (its analysis and tables), plots and the CLI help read the layer list; it must not pull
     # torch in
     code = "import sys, models.layers, bench.report.analysis, bench.report.tables, bench.report.compare; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -8,7 +8,7 @@ A generated block::
     <!-- end generated -->
 
 ``<!-- generated: COMMAND | sections: TITLE; TITLE -->`` keeps only the ``### TITLE`` sections of
-the output, in the output's order. ``UPDATE_DOCS=1 pytest tests/test_docs.py -k generated``
+the output, in the output's order. ``UPDATE_DOCS=1 pytest tests/cli/test_docs.py -k generated``
 writes every block again.
 """
 
@@ -23,7 +23,7 @@ import pytest
 
 from bench.cli import main
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 PAGES = [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 200

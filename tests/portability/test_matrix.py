@@ -30,7 +30,7 @@ from bench.portability.matrix import (
     write_outputs,
 )
 from models.paths import REPO_ROOT
-from tests.test_bad_input import Case, check_case
+from tests.cli.test_bad_input import Case, check_case
 
 STATUSES = {"ok", "differs", "wrong results", "load failed", "run failed", "crashed", "skipped"}
 MODELS = {"deep_mnist.onnx", "deep_mnist_uint8.onnx", "deep_mnist_int8.onnx", "deep_mnist_fp16.onnx"}

@@ -136,7 +136,7 @@ def test_compare_command_refuses_bad_files(tmp_path: Path) -> None:
         args.func(args)
 
 
-REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "20261202T012129Z-vm.csv"
+REFERENCE_RUN = Path(__file__).resolve().parents[2] / "results" / "20261202T012129Z-vm.csv"
 
 
 def test_parity_section_lists_each_runtimes_worst_difference() -> None:

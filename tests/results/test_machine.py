@@ -15,7 +15,7 @@ import pytest
 from bench.cli import main
 from bench.results.machine import STABLE_FIELDS, collect_machine, differences, machine_id, machine_of_run
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 REFERENCE = RESULTS / "20261128T124630Z-vm.csv"  # the reference machine's default run
 SAME_MACHINE = RESULTS / "20261128T124047Z-vm.csv"  # an earlier run on the reference machine
 OTHER = RESULTS / "20261128T152732Z-vm-other-machine.csv"  # the same default run, another machine
@@ -170,7 +170,7 @@ def test_plain_compare_survives_an_unreadable_sidecar(
     assert code == 0 and "machines unknown: " in out and "not a deepmnist results sidecar" in out
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS_PAGE = REPO_ROOT / "docs" / "machines-and-history.md"
 _OUTPUT_BLOCK = re.compile(r"<!-- output: (deepmnist [^\n]*?) -->\n```\n(.*?)```\n", re.S)
 
@@ -217,7 +217,7 @@ def test_normalization_uses_the_peak_of_each_precision_where_both_runs_measured_
     from bench.report.tables import peak_note
     from bench.results.machine import Machine
     from bench.results.store import frame_from_rows
-    from tests.test_compare import _timed
+    from tests.report.test_compare import _timed
 
     rows = [_timed("onnxruntime", 1.0, 0.01), _timed("torch-eager-bf16", 1.0, 0.01, precision="bf16")]
     rows.append(_timed("onnxruntime-int8", 1.0, 0.01, precision="int8"))

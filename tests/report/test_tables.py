@@ -17,7 +17,7 @@ import pytest
 from bench.report.tables import render
 from bench.results.store import read_results, read_rows, write_results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = ("20261128T161345Z-cuda-h200", "20261128T124047Z-vm")
 
 

@@ -15,7 +15,7 @@ from bench.results.machine import collect_machine
 from bench.results.stats import Latency
 from bench.results.store import ResultRow, write_results
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 REFERENCE = RESULTS / "20261128T124630Z-vm.csv"
 RUNS = 8
 SHIFT_AT = 5  # the first run of the new level

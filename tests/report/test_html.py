@@ -16,7 +16,7 @@ import pytest
 
 from bench.cli import main
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 REFERENCE = RESULTS / "20261128T124630Z-vm.csv"
 OTHER = RESULTS / "20261128T152732Z-vm-other-machine.csv"
 FULL = "20261202T040311Z-vm-full"  # --full: full loop, server, single-stream at 10,000 queries
