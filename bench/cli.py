@@ -77,7 +77,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
-    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from bench.results.store import utc_timestamp
     from models.checkpoint import check_checkpoint_path
     from models.train import ACCURACY_TARGETS, default_checkpoint_path, recipe_config, time_to_accuracy, train
@@ -133,7 +132,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
-    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from models.checkpoint import load_checkpoint
     from models.data import to_input
     from models.train import accuracy
@@ -166,7 +164,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.checks.selfcheck import self_check
 
         return self_check(config)
-    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from bench.harness.run import run
     from bench.report.write import write_run
@@ -247,7 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_options(p)
     p.set_defaults(func=cmd_bench)
 
-    # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     # deliberate: each command imports only what it runs (`deepmnist --help` loads no torch)
     from bench.portability.demo import add_parser as add_demo
     from bench.portability.matrix import add_parser as add_portability

@@ -18,7 +18,7 @@ import pytest
 from bench.harness.clock import clock_for
 from bench.harness.matrix import Case, cases, skip_reason
 from bench.harness.options import BenchConfig, add_pytest_options, config_from
-from models.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError
+from models.errors import UserError
 
 CONFIG = pytest.StashKey[BenchConfig]()
 RUN = pytest.StashKey[object]()
@@ -93,7 +93,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def bench_run(request: pytest.FixtureRequest):
     """The whole run, measured once, with progress on the terminal."""
     # deliberate: collecting the matrix imports no runtime; the run loads them when it starts
-    # deliberate: collecting the matrix imports no runtime; the run loads them when it starts
     from bench.harness.run import run
     from bench.report.write import write_run
 
@@ -107,10 +106,10 @@ def bench_run(request: pytest.FixtureRequest):
     except UserError as e:  # a tampered export, a bad checkpoint: one line and exit 2, no traceback
         pytest.exit(f"deepmnist bench: error: {e}", returncode=2)
     config.stash[RUN] = result
-    if result.interruption is not None:  # written above: the rows so far are kept
-        code = EXIT_TERMINATED if isinstance(result.interruption, Terminated) else EXIT_INTERRUPTED
+    if result.interrupted:  # written above: the rows so far are kept
         pytest.exit(
-            f"deepmnist bench: interrupted; the rows measured so far are in {result.path}", returncode=code
+            f"deepmnist bench: interrupted; the rows measured so far are in {result.path}",
+            returncode=result.exit_code,
         )
     return result
 

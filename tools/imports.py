@@ -86,15 +86,15 @@ def _commented(lines: list[str], lineno: int) -> bool:
 
 def scan(mods: dict[str, Module]) -> None:
     for mod in mods.values():
-        _Scanner(mods, mod).visit(ast.parse(mod.path.read_text()), False)
+        text = mod.path.read_text()
+        _Scanner(mods, mod, text.splitlines()).visit(ast.parse(text), False)
 
 
 class _Scanner:
     """One module's imports of the project, and the private names it reads from them."""
 
-    def __init__(self, mods: dict[str, Module], mod: Module) -> None:
-        self.mods, self.mod = mods, mod
-        self.lines = mod.path.read_text().splitlines()
+    def __init__(self, mods: dict[str, Module], mod: Module, lines: list[str]) -> None:
+        self.mods, self.mod, self.lines = mods, mod, lines
         self.package = mod.name if mod.path.name == "__init__.py" else mod.name.rpartition(".")[0]
         self.aliases: dict[str, str] = {}  # local name -> project module
 

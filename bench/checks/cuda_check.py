@@ -168,7 +168,6 @@ def _timing_checks(
     """Timing checks; fills ``synced[(runtime, batch)]`` with the plain loop's ms per call of
     ``compute``, ``compute_synced`` (run, then wait for the device) and ``end_to_end``."""
     # deliberate: its subcommands run on a fresh GPU machine; each loads only what it needs
-    # deliberate: its subcommands run on a fresh GPU machine; each loads only what it needs
     from bench.harness.prepare import ensure_artifacts
     from bench.runtimes import RUNTIMES, Compilable
     from models.data import to_input
@@ -320,7 +319,6 @@ def reference_table(csv: Path, device: str = "cuda") -> str:
     """Whole model at batch 1 and the largest batch, every ok runtime of ``device``: compute and
     end-to-end medians (ms, with the 95% CI), compute throughput, % of the roof of the row's
     precision, accuracy; then the measured peaks from the sidecar."""
-    # deliberate: its subcommands run on a fresh GPU machine; each loads only what it needs
     # deliberate: its subcommands run on a fresh GPU machine; each loads only what it needs
     from bench.results.sidecar import read_sidecar
     from bench.results.store import read_results

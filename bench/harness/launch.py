@@ -27,19 +27,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.harness.gone import WorkerGone
 from bench.harness.memory import RunMemory
 
 STDERR_LINES = 8  # lines of a dead worker's stderr kept in its rows' reason
 STARTUP_TIMEOUT = 300.0  # s for a worker to import its runtime and load the test data
 UNSAMPLED = ("round", "ping")  # commands after which the run's memory is not sampled (the rounds' own)
-
-
-class WorkerGone(Exception):
-    """The worker died or was killed; ``status`` is ``crashed`` or ``timeout``."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
 
 
 def describe_exit(code: int) -> str:

@@ -1,17 +1,13 @@
-"""The matrix and its timing plan: cases, groups, the clock, interleaved rounds, derived rows.
+"""The matrix: cases, their skip reasons, derived rows.
 
 A *case* is one target x runtime x device x batch size (x timing, x scenario). A *group* is every
 selected case with the same target, batch size, device, timing and scenario: the runtimes compared
 in one table, timed together in interleaved rounds (A B C, B C A, C A B, ...) so drift of the
-machine over the group's span affects them all alike. ``bench.harness.run`` drives the rounds across the
-workers (``bench.harness.worker``), one worker per runtime x device; this module only plans them.
-
-The clock is chosen by device (``bench.harness.clock``). Loading, session creation and input staging stay outside the timed region.
-
-Scenarios (after MLPerf LoadGen): ``batch`` (fixed batch size, rounds of calls), ``single-stream``
-(batch 1, queries one after another, each timed alone), ``offline`` (derived at the end: the batch
-size with the highest throughput), ``profile`` (the whole model under the runtime's profiler, split
-into its layers), ``server`` (``--server``: Poisson arrivals at a swept rate, ``bench.harness.server``).
+machine over the group's span affects them all alike. Each scenario (``bench.harness.scenarios``,
+after MLPerf LoadGen) adds its cases; ``bench.harness.rounds`` plans the rounds, and
+``bench.harness.run`` drives them across the workers (``bench.harness.worker``), one worker per
+runtime x device. ``offline`` is derived here at the end: the batch size with the highest
+throughput.
 """
 
 from __future__ import annotations

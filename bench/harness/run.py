@@ -9,13 +9,13 @@
    rounds and drives them interleaved across the workers (A B C, B C A, ...), each worker sending
    back its samples; then each worker reports CPU time, memory and accuracy (once per runtime),
    the profiled group runs under the profilers, and the group's workers end;
-4. rows -> CSV, Markdown, JSON sidecar and plots (``bench.results.store``, ``bench.report.tables``,
-   ``bench.report.plots``).
+4. the rows come back in the ``Run``; ``bench.report.write.write_run`` turns them into CSV,
+   Markdown, JSON sidecar and plots.
 
 A worker that crashes or exceeds ``case_timeout`` gives its remaining cases ``crashed`` or
 ``timeout`` rows; the others go on. Ctrl-C (or SIGTERM, raised as ``models.errors.Terminated``
-by the CLI) ends the workers and writes the rows measured so far, then raises the same
-KeyboardInterrupt again.
+by the CLI) ends the workers; the run comes back with the rows measured so far and the
+interruption (``Run.interruption``), for the caller to write and then exit 130 (143).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bench.harness.durations import Durations
-from bench.harness.launch import Launcher, WorkerGone
+from bench.harness.gone import WorkerGone
+from bench.harness.launch import Launcher
 from bench.harness.matrix import (
     BYTES_PER_ELEMENT,
     Case,
@@ -54,6 +55,7 @@ from bench.results.store import ResultRow, RunRecord, new_run_id, utc_timestamp
 from bench.runtimes import RUNTIMES
 from bench.runtimes.device import check_device
 from bench.runtimes.torch_base import set_threads
+from models.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 FAILED = ("failed", "crashed", "timeout")  # statuses that make the run's exit code 1
 
@@ -66,7 +68,6 @@ class Run:
     path: Path | None = None  # the CSV (None: not written)
     plots: list[Path] = field(default_factory=list)
     tables: str = ""  # the tables as text (bench.report.write draws them with the Markdown)
-    interrupted: bool = False
     interruption: BaseException | None = None  # the Ctrl-C (or SIGTERM) that ended the measuring
     single_stream_samples: dict[str, list[float]] = field(default_factory=dict)  # "runtime/device" -> ms
     rooflines: dict[str, Any] = field(default_factory=dict)  # device -> Roofline, the higher of the passes
@@ -119,10 +120,15 @@ class Run:
         )
 
     @property
+    def interrupted(self) -> bool:
+        return self.interruption is not None
+
+    @property
     def exit_code(self) -> int:
-        """0: every case ok or skipped; 1: some failed, crashed or timed out; 130: interrupted."""
-        if self.interrupted:
-            return 130
+        """0: every case ok or skipped; 1: some failed, crashed or timed out; 130: interrupted
+        (143: terminated, SIGTERM)."""
+        if self.interruption is not None:
+            return EXIT_TERMINATED if isinstance(self.interruption, Terminated) else EXIT_INTERRUPTED
         return 1 if self.fallback or any(row.status in FAILED for row in self.rows) else 0
 
 
@@ -330,7 +336,6 @@ def run(
     launcher = make_launcher(config, artifacts, mnist, runnable)
     groups = groups_of(runnable)
     started = time.perf_counter()
-    interrupt: KeyboardInterrupt | None = None
     try:
         for number, group in enumerate(groups, 1):
             driver.say(f"[{number}/{len(groups)}] {group[0].group}: {', '.join(c.runtime for c in group)}")
@@ -345,8 +350,7 @@ def run(
         launcher.close()
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (models.errors.Terminated): the same way out
         launcher.close(kill=True)
-        driver.result.interrupted = True
-        driver.result.interruption = interrupt = e
+        driver.result.interruption = e
     except BaseException:
         launcher.close(kill=True)
         raise
@@ -377,9 +381,8 @@ def run(
     result = driver.result
     result.artifacts = artifacts
     if result.interrupted:
-        driver.say(
-            f"interrupted ({type(interrupt).__name__}): returning the {len(result.rows)} rows measured so far"
-        )
+        name = type(result.interruption).__name__
+        driver.say(f"interrupted ({name}): returning the {len(result.rows)} rows measured so far")
     return result
 
 

@@ -784,7 +784,6 @@ def _machine_line() -> str:
 
 def _cmd(args: argparse.Namespace) -> int:
     # deliberate: a consumer's worker runs this module under another Python; its top stays light
-    # deliberate: a consumer's worker runs this module under another Python; its top stays light
     from models.data import load_mnist
     from models.errors import UserError, check_number, max_threads
     from models.outputs import claim_folder

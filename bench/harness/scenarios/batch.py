@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from bench.harness.case import Case
-from bench.harness.launch import WorkerGone
+from bench.harness.gone import WorkerGone
 from bench.harness.rounds import Planned, plan, schedule
 from bench.harness.scenarios import profile
 from bench.harness.scenarios.base import Measured, Scenario, cold_columns

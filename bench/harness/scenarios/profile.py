@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from bench.harness.case import Case
-from bench.harness.launch import WorkerGone
+from bench.harness.gone import WorkerGone
 from bench.harness.scenarios.base import Scenario
 from bench.runtimes.base import Profilable
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.harness import server as load
 from bench.harness.case import Case
-from bench.harness.launch import WorkerGone
+from bench.harness.gone import WorkerGone
 from bench.harness.rounds import Planned
 from bench.harness.scenarios.base import Scenario, cold_columns
 from bench.results.stats import Latency

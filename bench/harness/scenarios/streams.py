@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from bench.harness.case import Case
-from bench.harness.launch import WorkerGone
+from bench.harness.gone import WorkerGone
 from bench.harness.rounds import Planned
 from bench.harness.scenarios.base import Scenario, cold_columns
 from bench.results.stats import Latency
